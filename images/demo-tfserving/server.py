@@ -1,0 +1,197 @@
+"""Stand-in for TensorFlow Serving's REST API, serving the "half_plus_two" demo.
+
+The Azure ML custom-container how-to runs ``tensorflow/serving`` with the
+``half_plus_two`` model. That image is not reachable offline, so this stdlib-only
+server answers the same endpoints with the same model layout and JSON shapes:
+
+* ``GET  /v1/models/NAME[/versions/N]``          model status
+* ``POST /v1/models/NAME[/versions/N]:predict``  ``{"instances": [...]}`` -> ``{"predictions": [...]}``
+
+Like TF Serving, the model is ``$MODEL_BASE_PATH/$MODEL_NAME/<version>/`` with
+the numerically largest all-digit ``<version>`` that contains ``saved_model.pb``.
+The "model" is y = a*x + b; ``assets/coefficients.json`` may override the
+default a=0.5, b=2.0.
+
+Environment: MODEL_BASE_PATH (/models), MODEL_NAME (model), REST_API_PORT
+(8501), READY_AFTER_SECONDS (0: status answers 503 until then, to exercise slow
+readiness), DEPLOYMENT_NAME (echoed in ``x-demo-deployment`` so tests can tell
+which container answered, together with ``x-demo-hostname``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+MODEL_BASE_PATH = os.environ.get("MODEL_BASE_PATH", "/models")
+MODEL_NAME = os.environ.get("MODEL_NAME", "model")
+REST_API_PORT = int(os.environ.get("REST_API_PORT", "8501"))
+READY_AFTER_SECONDS = float(os.environ.get("READY_AFTER_SECONDS", "0") or 0)
+DEPLOYMENT_NAME = os.environ.get("DEPLOYMENT_NAME", "")
+HOSTNAME = socket.gethostname()
+
+DEFAULT_A, DEFAULT_B = 0.5, 2.0
+URL_RE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<verb>:predict)?$")
+
+
+@dataclass(frozen=True)
+class Model:
+    version: str
+    a: float
+    b: float
+
+    def predict(self, value):
+        # TF Serving accepts batched tensors of any rank; map over nested lists.
+        if isinstance(value, list):
+            return [self.predict(v) for v in value]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"expected a number, got {json.dumps(value)}")
+        return self.a * value + self.b
+
+
+def load_model(base: Path) -> Model:
+    """Load the newest version under ``base``; ValueError says what was wrong."""
+    if not base.is_dir():
+        raise ValueError(f"model base path {base} does not exist or is not a directory")
+    versions = sorted((p for p in base.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if not versions:
+        raise ValueError(f"no versions of servable {MODEL_NAME} found under base path {base}")
+    newest = versions[-1]
+    if not (newest / "saved_model.pb").is_file():
+        raise ValueError(f"no saved_model.pb in {newest}")
+    a, b = DEFAULT_A, DEFAULT_B
+    coefficients = newest / "assets" / "coefficients.json"
+    if coefficients.is_file():
+        try:
+            data = json.loads(coefficients.read_text())
+            a, b = float(data.get("a", a)), float(data.get("b", b))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"bad {coefficients}: {exc}") from None
+    # TF Serving reports the version as the integer, e.g. "123" for 00000123/.
+    return Model(version=str(int(newest.name)), a=a, b=b)
+
+
+class Handler(BaseHTTPRequestHandler):
+    # HTTP/1.1 keep-alive, because nginx reuses upstream connections; every
+    # response therefore sets Content-Length.
+    protocol_version = "HTTP/1.1"
+    server_version = "demo-tfserving/1"
+    model: Model | None = None
+    load_error = ""
+    started = 0.0
+
+    def end_headers(self):
+        self.send_header("x-demo-hostname", HOSTNAME)
+        self.send_header("x-demo-deployment", DEPLOYMENT_NAME)
+        super().end_headers()
+
+    def log_message(self, format, *args):  # noqa: A002 - signature from the base class
+        print(f"{self.log_date_time_string()} {self.address_string()} {format % args}", flush=True)
+
+    def log_error(self, format, *args):  # noqa: A002
+        # stderr, so stdout keeps exactly one line per request.
+        print(f"{self.log_date_time_string()} {self.address_string()} {format % args}", file=sys.stderr, flush=True)
+
+    def send_json(self, status: int, body: dict) -> None:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def resolve(self, verb_wanted: bool) -> Model | None:
+        """Route and check model state; on failure sends the error and returns None."""
+        match = URL_RE.match(self.path.split("?", 1)[0])
+        if not match or bool(match["verb"]) != verb_wanted:
+            self.send_json(404, {"error": f"Malformed request: {self.command} {self.path}"})
+            return None
+        name, version = match["name"], match["version"]
+        wanted = f"{name}" + (f" version {version}" if version else "")
+        if name != MODEL_NAME:
+            self.send_json(404, {"error": f"Servable not found for request: Latest({name})"})
+            return None
+        if time.monotonic() - self.started < READY_AFTER_SECONDS:
+            self.send_json(503, {"error": f"Servable {name} is still loading"})
+            return None
+        if self.model is None:
+            self.send_json(404, {"error": f"Servable not found for request: {wanted}: {self.load_error}"})
+            return None
+        if version and int(version) != int(self.model.version):
+            self.send_json(404, {"error": f"Servable not found for request: Specific({name}, {version})"})
+            return None
+        return self.model
+
+    def do_GET(self):
+        model = self.resolve(verb_wanted=False)
+        if model:
+            status = {"error_code": "OK", "error_message": ""}
+            self.send_json(200, {"model_version_status": [{"version": model.version, "state": "AVAILABLE", "status": status}]})
+
+    def do_POST(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            # Not worth decoding; without reading the body the connection is unusable.
+            self.close_connection = True
+            self.send_json(411, {"error": "chunked request bodies are not supported; send Content-Length"})
+            return
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        model = self.resolve(verb_wanted=True)
+        if not model:
+            return
+        try:
+            request = json.loads(body)
+        except ValueError as exc:
+            self.send_json(400, {"error": f"JSON Parse error: {exc}"})
+            return
+        if not isinstance(request, dict) or "instances" not in request:
+            self.send_json(400, {"error": 'Missing "instances" key'})
+            return
+        try:
+            predictions = model.predict(request["instances"])
+        except ValueError as exc:
+            self.send_json(400, {"error": str(exc)})
+            return
+        if not isinstance(predictions, list):
+            predictions = [predictions]
+        self.send_json(200, {"predictions": predictions})
+
+
+def main() -> None:
+    Handler.started = time.monotonic()
+    base = Path(MODEL_BASE_PATH) / MODEL_NAME
+    try:
+        Handler.model = load_model(base)
+        print(f"loaded {MODEL_NAME} version {Handler.model.version} from {base} "
+              f"(a={Handler.model.a}, b={Handler.model.b})", flush=True)
+    except ValueError as exc:
+        # Keep serving so a wrong mount shows up as failing readiness, not a crash loop.
+        Handler.load_error = str(exc)
+        print(f"error: cannot load model {MODEL_NAME}: {exc}", file=sys.stderr, flush=True)
+
+    server = ThreadingHTTPServer(("", REST_API_PORT), Handler)
+
+    def stop(signum, _frame):
+        print(f"received signal {signum}, shutting down", flush=True)
+        # shutdown() waits for serve_forever(), which runs on this (the main) thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    # As PID 1 in a container, SIGTERM is ignored unless handled explicitly.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"serving REST API on port {REST_API_PORT}", flush=True)
+    server.serve_forever(poll_interval=0.2)
+    # Handler threads are daemons, so idle keep-alive connections don't delay exit.
+    server.server_close()
+
+
+if __name__ == "__main__":
+    main()

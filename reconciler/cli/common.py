@@ -1,0 +1,73 @@
+"""Options and error handling shared by commands. Turns ReconcilerError into exit codes."""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from reconciler.cli import exits
+from reconciler.config.loader import load_vars_file, parse_var_assignments
+from reconciler.config.stack import load_stack
+from reconciler.errors import ReconcilerError, StackInvalid, StateLocked
+
+
+def stack_options(command):
+    """--var NAME=VALUE (repeatable) and --vars-file FILE, for every command that reads a stack."""
+    command = click.option("--vars-file", type=click.Path(dir_okay=False, path_type=Path),
+                           help="YAML mapping of NAME: value for {{NAME}} placeholders.")(command)
+    command = click.option("--var", "var_assignments", multiple=True, metavar="NAME=VALUE",
+                           help="Value for a {{NAME}} placeholder (repeatable).")(command)
+    return command
+
+
+def stack_variables(var_assignments, vars_file) -> dict[str, str]:
+    try:
+        values = load_vars_file(vars_file) if vars_file else {}
+        values.update(parse_var_assignments(var_assignments))
+    except ValueError as error:
+        raise ReconcilerError(str(error), "fix the --var / --vars-file arguments") from error
+    return values
+
+
+def load_desired(stack_dir, var_assignments, vars_file):
+    return load_stack(Path(stack_dir), stack_variables(var_assignments, vars_file))
+
+
+def use_color() -> bool:
+    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+
+def handle_errors(as_json_flag: str | None = None):
+    """Print a ReconcilerError as `Error: summary` + hint (or JSON) and exit 1 (3 when locked)."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except ReconcilerError as error:
+                code = exits.LOCKED if isinstance(error, StateLocked) else exits.ERROR
+                if as_json_flag and kwargs.get(as_json_flag):
+                    click.echo(json.dumps(error_to_dict(error), indent=2))
+                else:
+                    click.echo(format_error(error), err=True)
+                sys.exit(code)
+        return wrapper
+    return decorate
+
+
+def error_to_dict(error: ReconcilerError) -> dict:
+    result = {"valid": False, "error": error.summary, "hint": error.hint}
+    if isinstance(error, StackInvalid):
+        result["problems"] = [p.to_dict() for p in error.problems]
+    return result
+
+
+def format_error(error: ReconcilerError) -> str:
+    if isinstance(error, StackInvalid):
+        return "\n".join([*(str(p) for p in error.problems), f"Error: {error.summary}"])
+    text = f"Error: {error.summary}"
+    return f"{text}\n  {error.hint}" if error.hint else text

@@ -1,0 +1,5 @@
+"""Exit codes, in one place: 0 ok / no changes, 1 error, 2 changes present, 3 state locked."""
+OK = 0
+ERROR = 1
+CHANGES = 2
+LOCKED = 3

@@ -1,0 +1,329 @@
+"""Builds the desired graph from validated documents: cross-document checks, defaults, specs.
+
+Pure apart from fingerprinting model files (reads them). Everything the planner compares is
+in `DesiredResource.spec`, normalised to what a driver will report back (no false drift).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
+from reconciler.config.loader import Document
+from reconciler.config.model_content import ModelPathError, fingerprint
+from reconciler.errors import Problem
+
+DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
+# Azure ML's documented defaults for ProbeSettings and OnlineRequestSettings.
+PROBE_DEFAULTS = {"initial_delay": 10, "period": 10, "timeout": 2, "failure_threshold": 30, "success_threshold": 1}
+REQUEST_DEFAULTS = {"request_timeout_ms": 5000, "max_concurrent_requests_per_instance": 1, "max_queue_wait_ms": 500}
+# Azure ML's inference server answers here when a deployment gives no inference_config.
+DEFAULT_ROUTE = {"port": 5001, "path": "/score"}
+DEFAULT_HEALTH_ROUTE = {"port": 5001, "path": "/"}
+MAX_MIRROR_PERCENT = 50
+
+
+@dataclass(frozen=True)
+class DesiredResource:
+    address: Address
+    spec: dict
+    spec_hash: str
+    depends_on: tuple[Address, ...]
+    source: str
+
+    def to_dict(self) -> dict:
+        return {"address": str(self.address), "spec": self.spec, "spec_hash": self.spec_hash,
+                "depends_on": [str(a) for a in self.depends_on], "source": self.source}
+
+
+@dataclass(frozen=True)
+class DesiredGraph:
+    stack: str
+    resources: dict[Address, DesiredResource]
+    unsupported: tuple[Problem, ...] = field(default=())
+
+    @property
+    def digest(self) -> str:
+        """Identifies this exact configuration; a saved plan remembers it."""
+        return spec_hash({str(a): r.spec_hash for a, r in sorted(self.resources.items())})
+
+    def by_kind(self, kind: str) -> list[DesiredResource]:
+        return [r for a, r in sorted(self.resources.items()) if a.kind == kind]
+
+
+def spec_hash(spec: Any) -> str:
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _resource(address: Address, spec: dict, depends_on, document: Document, path=()) -> DesiredResource:
+    return DesiredResource(address, spec, spec_hash(spec), tuple(sorted(set(depends_on))),
+                           f"{document.file}:{document.line_of(path)}")
+
+
+def _version_key(version: str):
+    return (0, int(version), "") if version.isdigit() else (1, 0, version)
+
+
+class _GraphBuilder:
+    def __init__(self, stack: str, stack_root: Path, invalid_names: frozenset) -> None:
+        # Names declared by documents that failed schema checks: already reported, so
+        # references to them must not be reported a second time as "not defined".
+        self.invalid_names = set(invalid_names)
+        self.stack = stack
+        self.stack_root = stack_root
+        self.problems: list[Problem] = []
+        self.unsupported: list[Problem] = []
+        self.resources: dict[Address, DesiredResource] = {}
+        self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
+
+    # -- models ---------------------------------------------------------------------------
+    def add_model(self, document: Document, path: tuple, data: dict, name: str, version: str) -> Address | None:
+        key = (name, version)
+        address = model_address(name, version)
+        model_path = data.get("path") or data.get("local_path")
+        path_key = "path" if "path" in data else "local_path"
+        resolved = (document.directory / model_path)
+        if key in self.models:
+            other_document, other_path, other_data = self.models[key]
+            other_resolved = other_document.directory / (other_data.get("path") or other_data.get("local_path"))
+            if other_resolved.resolve() != resolved.resolve():
+                self.problems.append(document.problem(
+                    path + ("name",), f"model {name}:{version} is defined twice with different paths",
+                    f"other definition at {other_document.file}:{other_document.line_of(other_path)}; "
+                    "give one of them a new version"))
+            return address
+        self.models[key] = (document, path, data)
+        try:
+            content = fingerprint(resolved, self.stack_root)
+        except ModelPathError as error:
+            self.problems.append(document.problem(
+                path + (path_key,), f"model path {model_path!r} {error}",
+                f"resolved to {resolved}; model paths are relative to the YAML file and must stay inside "
+                f"the stack directory {self.stack_root}"))
+            return None
+        spec = {
+            "name": name,
+            "version": version,
+            "type": data.get("type", "custom_model"),
+            "description": data.get("description", ""),
+            "tags": _plain_tags(data.get("tags", {})),
+            "path": resolved.resolve().relative_to(self.stack_root.resolve()).as_posix(),
+            "content_digest": content.digest,
+            "files": content.files,
+            "bytes": content.bytes,
+        }
+        self.resources[address] = _resource(address, spec, (), document, path)
+        return address
+
+    def resolve_model_reference(self, document: Document, reference: str) -> Address | None:
+        body = reference.removeprefix("azureml:")
+        if body.endswith("@latest"):
+            name = body.removesuffix("@latest")
+            versions = sorted((v for (n, v) in self.models if n == name), key=_version_key)
+            if not versions:
+                self._unknown_model(document, reference, name)
+                return None
+            return model_address(name, versions[-1])
+        name, _, version = body.partition(":")
+        if (name, version) not in self.models:
+            self._unknown_model(document, reference, name)
+            return None
+        return model_address(name, version)
+
+    def _unknown_model(self, document: Document, reference: str, name: str) -> None:
+        if ("model", name) in self.invalid_names:
+            return
+        known = sorted(f"azureml:{n}:{v}" for (n, v) in self.models)
+        hint = f"models in this stack: {', '.join(known)}" if known else \
+            f"add a model YAML (name: {name}, version, path) to the stack"
+        self.problems.append(document.problem(("model",), f"model {reference!r} is not defined in this stack", hint))
+
+    # -- deployments ---------------------------------------------------------------------
+    def add_deployment(self, document: Document, endpoints: dict[str, Document]) -> None:
+        data = document.data
+        name, endpoint = data["name"], data["endpoint_name"]
+        address = deployment_address(endpoint, name)
+        if address in self.resources:
+            self.problems.append(document.problem(
+                ("name",), f"deployment {name!r} of endpoint {endpoint!r} is defined twice",
+                f"the first one is at {self.resources[address].source}; rename one of them"))
+            return
+        if endpoint not in endpoints and ("endpoint", endpoint) not in self.invalid_names:
+            self.problems.append(document.problem(
+                ("endpoint_name",), f"endpoint {endpoint!r} is not defined in this stack",
+                f"add an endpoint YAML with `name: {endpoint}` or fix endpoint_name"))
+        model = self._deployment_model(document)
+        if model is False:
+            self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+            return
+        environment = data["environment"]
+        if isinstance(environment, str):
+            if environment.startswith("azureml:"):
+                self.unsupported.append(document.problem(
+                    ("environment",), f"registered environment {environment!r} cannot be resolved locally",
+                    "give environment: {image: ..., inference_config: ...} inline"))
+            environment = {"image": environment}
+        if "code_configuration" in data:
+            self.unsupported.append(document.problem(
+                ("code_configuration",), "code_configuration (scoring scripts) is not supported on a local engine",
+                "bake the scoring code into the image and describe its routes in environment.inference_config"))
+        if "build" in environment:
+            self.unsupported.append(document.problem(
+                ("environment", "build"), "environment.build is not supported on a local engine",
+                "build the image yourself and give environment.image"))
+        self.resources[address] = _resource(
+            address, self.deployment_spec(document, environment, model), [model] if model else [], document)
+
+    def _deployment_model(self, document: Document):
+        data = document.data
+        model = data.get("model")
+        if model is None:
+            return None
+        if isinstance(model, str):
+            address = self.resolve_model_reference(document, model)
+        else:
+            name = str(model.get("name", f"{data['name']}-model"))
+            version = str(model.get("version", "1"))
+            address = self.add_model(document, ("model",), model, name, version)
+        # A model whose files could not be read is already reported; the deployment waits for it.
+        return address if address in self.resources else False
+
+    def deployment_spec(self, document: Document, environment: dict, model: Address | None) -> dict:
+        data = document.data
+        routes = environment.get("inference_config") or {
+            "liveness_route": DEFAULT_HEALTH_ROUTE, "readiness_route": DEFAULT_HEALTH_ROUTE,
+            "scoring_route": DEFAULT_ROUTE}
+        variables = {k: _env_value(v) for k, v in data.get("environment_variables", {}).items()}
+        model_spec = None
+        if model is not None:
+            model_resource = self.resources[model]
+            base = data.get("model_mount_path", DEFAULT_MODEL_MOUNT_BASE)
+            mount = f"{base}/{model_resource.spec['name']}/{model_resource.spec['version']}"
+            model_spec = {"address": str(model), "content_digest": model_resource.spec["content_digest"],
+                          "mount_path": mount}
+            variables.setdefault("AZUREML_MODEL_DIR", mount)
+        local = data.get("local", {})
+        return {
+            "endpoint": data["endpoint_name"],
+            "name": data["name"],
+            "description": data.get("description", ""),
+            "tags": _plain_tags(data.get("tags", {})),
+            "image": environment["image"],
+            "model": model_spec,
+            "environment_variables": dict(sorted(variables.items())),
+            "routes": {kind.removesuffix("_route"): {"port": r["port"], "path": r["path"]}
+                       for kind, r in sorted(routes.items())},
+            "instance_type": data.get("instance_type", ""),
+            "instance_count": data.get("instance_count", 1),
+            "request_settings": {**REQUEST_DEFAULTS, **data.get("request_settings", {})},
+            "liveness_probe": {**PROBE_DEFAULTS, **data.get("liveness_probe", {})},
+            "readiness_probe": {**PROBE_DEFAULTS, **data.get("readiness_probe", {})},
+            "app_insights_enabled": data.get("app_insights_enabled", False),
+            "command": local.get("command"),
+            "args": local.get("args"),
+            "memory": local.get("memory"),
+            "restart_policy": local.get("restart_policy", "unless-stopped"),
+        }
+
+    # -- endpoints -----------------------------------------------------------------------
+    def add_endpoint(self, document: Document) -> None:
+        data = document.data
+        name = data["name"]
+        address = endpoint_address(name)
+        deployments = sorted(a for a in self.resources if a.kind == "deployment"
+                             and self.resources[a].spec["endpoint"] == name)
+        names = [self.resources[a].spec["name"] for a in deployments]
+        traffic = self._traffic(document, "traffic", names)
+        if "traffic" not in data and len(names) == 1:
+            # Like `az ml online-deployment create --all-traffic` for the single-deployment how-to.
+            traffic = {names[0]: 100}
+        mirror = self._traffic(document, "mirror_traffic", names)
+        self._check_split(document, traffic, mirror)
+        spec = {
+            "name": name,
+            "auth_mode": data.get("auth_mode", "key"),
+            "description": data.get("description", ""),
+            "tags": _plain_tags(data.get("tags", {})),
+            "traffic": traffic,
+            "mirror_traffic": mirror,
+        }
+        self.resources[address] = _resource(address, spec, deployments, document)
+
+    def _traffic(self, document: Document, key: str, names: list[str]) -> dict[str, int]:
+        split = document.data.get(key, {})
+        endpoint = document.data["name"]
+        for deployment in split:
+            if deployment not in names and ("deployment", f"{endpoint}/{deployment}") not in self.invalid_names:
+                hint = f"deployments of this endpoint: {', '.join(names)}" if names else \
+                    "this endpoint has no deployments in the stack"
+                self.problems.append(document.problem(
+                    (key, deployment), f"{key} names deployment {deployment!r}, which is not defined", hint))
+        return {k: v for k, v in sorted(split.items()) if v}
+
+    def _check_split(self, document: Document, traffic: dict, mirror: dict) -> None:
+        total = sum(traffic.values())
+        if total not in (0, 100):
+            self.problems.append(document.problem(
+                ("traffic",), f"traffic adds up to {total}%, not 100%",
+                "make the percentages add up to 100 (or all 0 to send no traffic)"))
+        if sum(mirror.values()) > MAX_MIRROR_PERCENT:
+            self.problems.append(document.problem(
+                ("mirror_traffic",), f"mirror_traffic adds up to {sum(mirror.values())}%",
+                f"mirror at most {MAX_MIRROR_PERCENT}% of requests, as Azure ML allows"))
+        for deployment in mirror:
+            if traffic.get(deployment):
+                self.problems.append(document.problem(
+                    ("mirror_traffic", deployment),
+                    f"deployment {deployment!r} gets both live and mirrored traffic",
+                    "a mirrored deployment must have 0% live traffic"))
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _plain_tags(tags: dict) -> dict[str, str]:
+    return {str(k): _env_value(v) for k, v in sorted(tags.items())}
+
+
+def declared_name(document: Document) -> tuple[str, str] | None:
+    """What a document, valid or not, says it defines; used to avoid knock-on errors."""
+    data = document.data
+    if not isinstance(data.get("name"), str):
+        return None
+    if document.kind == "deployment":
+        return ("deployment", f"{data.get('endpoint_name')}/{data['name']}")
+    return (document.kind, data["name"])
+
+
+def build_graph(stack: str, stack_root: Path, documents: list[Document],
+                invalid: list[Document] = ()) -> tuple[DesiredGraph, list[Problem]]:
+    """Schema-valid documents -> DesiredGraph plus every cross-document problem."""
+    builder = _GraphBuilder(stack, stack_root, frozenset(filter(None, map(declared_name, invalid))))
+    endpoints: dict[str, Document] = {}
+    for document in documents:
+        if document.kind == "model":
+            builder.add_model(document, (), document.data, str(document.data["name"]),
+                              str(document.data["version"]))
+        elif document.kind == "endpoint":
+            name = document.data["name"]
+            if name in endpoints:
+                first = endpoints[name]
+                builder.problems.append(document.problem(
+                    ("name",), f"endpoint {name!r} is defined twice",
+                    f"the first one is at {first.file}:{first.line_of(('name',))}; remove or rename one"))
+            else:
+                endpoints[name] = document
+    for document in documents:
+        if document.kind == "deployment":
+            builder.add_deployment(document, endpoints)
+    for document in endpoints.values():
+        builder.add_endpoint(document)
+    graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)))
+    return graph, builder.problems

@@ -1,0 +1,249 @@
+"""Reads a stack directory into Documents that remember the file and line of every node.
+
+Reads files (the only I/O in config/); otherwise pure. `{{NAME}}` placeholders are filled
+before parsing, line by line, so line numbers stay those of the file the user wrote.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from reconciler.errors import Problem
+
+YAML_SUFFIXES = (".yml", ".yaml")
+MAX_FILE_BYTES = 1024 * 1024
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+SCHEMA_URL_KINDS = (
+    ("managedonlineendpoint", "endpoint"),
+    ("kubernetesonlineendpoint", "endpoint"),
+    ("managedonlinedeployment", "deployment"),
+    ("kubernetesonlinedeployment", "deployment"),
+    ("model.schema", "model"),
+)
+# Keys that only one document kind has; used when `$schema` is absent.
+SHAPE_KEYS = (
+    ({"endpoint_name", "environment", "instance_type", "instance_count", "model_mount_path"}, "deployment"),
+    ({"auth_mode", "traffic", "mirror_traffic"}, "endpoint"),
+    ({"path", "version", "type"}, "model"),
+)
+
+Path_ = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One YAML document of a stack: its data, kind and the line of every node path."""
+
+    file: str
+    kind: str
+    data: dict
+    lines: dict[Path_, int] = field(repr=False, compare=False)
+    directory: Path = field(repr=False, compare=False)
+
+    def line_of(self, path: Path_ = ()) -> int:
+        """The line of `path`, or of its nearest ancestor that exists in the file."""
+        path = tuple(path)
+        while path not in self.lines and path:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+    def problem(self, path: Path_, message: str, hint: str = "") -> Problem:
+        return Problem(self.file, self.line_of(path), format_path(path), message, hint)
+
+
+def format_path(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def parse_var_assignments(assignments: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--var NAME=VALUE` options to a dict; raises ValueError on a malformed one."""
+    values: dict[str, str] = {}
+    for assignment in assignments:
+        name, eq, value = assignment.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"--var expects NAME=VALUE, got {assignment!r}")
+        values[name] = value
+    return values
+
+
+def fill_placeholders(text: str, variables: dict[str, str], file: str) -> tuple[str, list[Problem]]:
+    """Replace `{{NAME}}` in `text`; report unknown names and multi-line values by line."""
+    problems: list[Problem] = []
+    filled_lines = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.lstrip().startswith("#"):
+            # Commented-out lines (as in the Azure ML examples) need no values.
+            filled_lines.append(line)
+            continue
+
+        def substitute(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in variables:
+                problems.append(Problem(file, number, "", f"placeholder {{{{{name}}}}} has no value",
+                                        f"pass --var {name}=VALUE or add {name} to a --vars-file"))
+                return match.group(0)
+            value = str(variables[name])
+            if "\n" in value:
+                problems.append(Problem(file, number, "", f"value of {{{{{name}}}}} spans lines",
+                                        "placeholder values must be a single line"))
+                return match.group(0)
+            return value
+        filled_lines.append(PLACEHOLDER.sub(substitute, line))
+    return "\n".join(filled_lines), problems
+
+
+class _NodeReader:
+    """Turns a composed YAML node tree into plain data plus a path -> line table."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.constructor = SafeConstructor()
+        self.lines: dict[Path_, int] = {}
+        self.problems: list[Problem] = []
+
+    def read(self, node: Node, path: Path_ = ()) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, MappingNode):
+            self.constructor.flatten_mapping(node)
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.constructor.construct_object(key_node) if isinstance(key_node, ScalarNode) else None
+                line = key_node.start_mark.line + 1
+                if not isinstance(key, str):
+                    self.problems.append(Problem(self.file, line, _fmt(path), f"key {key!r} is not a string",
+                                                 "keys must be plain names such as `name:`"))
+                    continue
+                if key in result:
+                    self.problems.append(Problem(self.file, line, _fmt(path + (key,)), f"duplicate key {key!r}",
+                                                 f"remove one of the two `{key}:` lines"))
+                    continue
+                self.lines[path + (key,)] = line
+                result[key] = self.read(value_node, path + (key,))
+            return result
+        if isinstance(node, SequenceNode):
+            return [self.read(item, path + (index,)) for index, item in enumerate(node.value)]
+        value = self.constructor.construct_object(node)
+        # Dates and binary would not survive JSON; Azure ML treats such scalars as text.
+        return value if isinstance(value, (str, int, float, bool, type(None))) else node.value
+
+
+def _fmt(path: Path_) -> str:
+    return format_path(path)
+
+
+def infer_kind(data: dict) -> str | None:
+    schema_url = str(data.get("$schema", "")).lower()
+    for marker, kind in SCHEMA_URL_KINDS:
+        if marker in schema_url:
+            return kind
+    for keys, kind in SHAPE_KEYS:
+        if keys & data.keys():
+            return kind
+    return None
+
+
+def parse_documents(text: str, file: str, directory: Path) -> tuple[list[Document], list[Problem]]:
+    """Parse already-filled YAML text into Documents (one per `---` section)."""
+    problems: list[Problem] = []
+    documents: list[Document] = []
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else 1
+        return [], [Problem(file, line, "", f"YAML syntax error: {error.problem or error}",
+                            "check indentation, colons and quoting on this line")]
+    except yaml.YAMLError as error:
+        return [], [Problem(file, 1, "", f"YAML error: {error}", "check the file is valid YAML")]
+    for node in nodes:
+        if node is None:
+            continue
+        reader = _NodeReader(file)
+        try:
+            data = reader.read(node)
+        except yaml.YAMLError as error:
+            problems.append(Problem(file, node.start_mark.line + 1, "", f"YAML error: {error}",
+                                    "check the file is valid YAML"))
+            continue
+        problems.extend(reader.problems)
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            problems.append(Problem(file, node.start_mark.line + 1, "", "document is not a mapping",
+                                    "each document must be an endpoint, deployment or model mapping"))
+            continue
+        kind = infer_kind(data)
+        if kind is None:
+            problems.append(Problem(file, node.start_mark.line + 1, "", "cannot tell what kind of document this is",
+                                    "add `$schema:` with the Azure ML managedOnlineEndpoint, "
+                                    "managedOnlineDeployment or model schema URL"))
+            continue
+        documents.append(Document(file, kind, data, reader.lines, directory))
+    return documents, problems
+
+
+def stack_yaml_files(stack_dir: Path) -> list[Path]:
+    """Every *.yml / *.yaml below `stack_dir`, skipping hidden directories, in a stable order."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(stack_dir, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / name for name in sorted(files)
+                     if name.endswith(YAML_SUFFIXES) and not name.startswith("."))
+    return found
+
+
+def load_stack_documents(stack_dir: Path, variables: dict[str, str]) -> tuple[list[Document], list[Problem]]:
+    """Read, fill and parse every YAML file in the stack. Problems are collected, not raised."""
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    real_root = stack_dir.resolve()
+    for path in stack_yaml_files(stack_dir):
+        file = str(path)
+        if not path.resolve().is_relative_to(real_root):
+            problems.append(Problem(file, 1, "", "file is a symlink that leads out of the stack directory",
+                                    "copy the file into the stack instead of linking to it"))
+            continue
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            problems.append(Problem(file, 1, "", f"file is {size} bytes, more than the {MAX_FILE_BYTES} allowed",
+                                    "stack YAML files describe resources; keep data out of them"))
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            problems.append(Problem(file, 1, "", f"file is not UTF-8 text ({error.reason})",
+                                    "save the file as UTF-8"))
+            continue
+        filled, fill_problems = fill_placeholders(text, variables, file)
+        if fill_problems:
+            problems.extend(fill_problems)
+            continue
+        file_documents, parse_problems = parse_documents(filled, file, path.parent)
+        documents.extend(file_documents)
+        problems.extend(parse_problems)
+    return documents, problems
+
+
+def load_vars_file(path: Path) -> dict[str, str]:
+    """A YAML mapping NAME: value; raises ValueError with a precise message otherwise."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ValueError(f"cannot read vars file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ValueError(f"vars file {path} is not valid YAML: {error}") from error
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ValueError(f"vars file {path} must be a mapping of NAME: value")
+    return {name: "" if value is None else str(value) for name, value in data.items()}
