@@ -38,7 +38,8 @@ def load_desired(stack_dir, var_assignments, vars_file):
 
 
 def use_color() -> bool:
-    return "NO_COLOR" not in os.environ and sys.stdout.isatty()
+    # no-color.org: NO_COLOR disables colour when present and not empty.
+    return not os.environ.get("NO_COLOR") and sys.stdout.isatty()
 
 
 def handle_errors(as_json_flag: str | None = None):
@@ -71,3 +72,37 @@ def format_error(error: ReconcilerError) -> str:
         return "\n".join([*(str(p) for p in error.problems), f"Error: {error.summary}"])
     text = f"Error: {error.summary}"
     return f"{text}\n  {error.hint}" if error.hint else text
+
+
+def state_options(command):
+    """--state PATH and --lock-timeout SECONDS."""
+    command = click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
+                           help="How long to wait for another operation's state lock.")(command)
+    command = click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+                           help="State file (default: state/<stack>.json).")(command)
+    return command
+
+
+def open_store(stack: str, state_path: Path | None):
+    from reconciler.state.store import StateStore, default_state_path
+    return StateStore(state_path or default_state_path(stack), stack)
+
+
+def store_for(stack_ref: str | None, state_path: Path | None):
+    """The store named by --stack (a stack directory or name) and/or --state."""
+    if stack_ref is None and state_path is None:
+        raise ReconcilerError("no stack given", "pass --stack STACK_DIR_OR_NAME or --state PATH")
+    if stack_ref is None:
+        stack = _stack_in_state_file(state_path)
+    else:
+        stack = Path(stack_ref).resolve().name if Path(stack_ref).is_dir() else stack_ref
+    return open_store(stack, state_path)
+
+
+def _stack_in_state_file(path: Path) -> str:
+    try:
+        return json.loads(path.read_text())["stack"]
+    except FileNotFoundError as error:
+        raise ReconcilerError(f"state file {path} does not exist", "check the --state path") from error
+    except (ValueError, KeyError, TypeError) as error:
+        raise ReconcilerError(f"state file {path} is corrupt", f"look at {path}.backup") from error

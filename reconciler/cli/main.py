@@ -4,6 +4,10 @@ from __future__ import annotations
 import click
 
 from reconciler import __version__
+from reconciler.cli.apply import apply, destroy
+from reconciler.cli.plan import plan, show
+from reconciler.cli.runtime import invoke, logs
+from reconciler.cli.state_cmd import force_unlock, state
 from reconciler.cli.validate import validate
 
 
@@ -13,7 +17,8 @@ def cli():
     """Plan and apply Azure ML online endpoints on a Docker Engine, Terraform style."""
 
 
-cli.add_command(validate)
+for command in (validate, plan, show, apply, destroy, invoke, logs, state, force_unlock):
+    cli.add_command(command)
 
 
 def main() -> None:

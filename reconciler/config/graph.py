@@ -44,6 +44,7 @@ class DesiredGraph:
     stack: str
     resources: dict[Address, DesiredResource]
     unsupported: tuple[Problem, ...] = field(default=())
+    root: str = ""
 
     @property
     def digest(self) -> str:
@@ -325,5 +326,6 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
             builder.add_deployment(document, endpoints)
     for document in endpoints.values():
         builder.add_endpoint(document)
-    graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)))
+    graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
+                         str(stack_root.resolve()))
     return graph, builder.problems

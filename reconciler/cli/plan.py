@@ -1,0 +1,139 @@
+"""`reconciler plan STACK` and `reconciler show [PLANFILE|STACK]`."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+
+from reconciler.cli import exits
+from reconciler.cli.common import (handle_errors, load_desired, open_store, stack_options, state_options,
+                                   use_color)
+from reconciler.errors import ReconcilerError
+from reconciler.planfile import read_plan, write_plan
+from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
+from reconciler.render.markdown import render_plan_markdown
+from reconciler.render.text import render_plan
+
+
+def plan_options(command):
+    for decorator in reversed([
+        click.option("--target", "targets", multiple=True, metavar="ADDRESS",
+                      help="Limit the plan to ADDRESS and what it depends on (repeatable)."),
+        click.option("--replace", "replace", multiple=True, metavar="ADDRESS",
+                     help="Replace ADDRESS even if it has not changed (repeatable)."),
+        click.option("--destroy", is_flag=True, help="Plan to destroy everything in state."),
+        click.option("--refresh-only", is_flag=True, help="Only accept changes made outside reconciler."),
+        click.option("--refresh/--no-refresh", default=True, show_default=True,
+                     help="Read the container engine before planning."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy, refresh_only,
+               refresh, driver=None):
+    """Load config and state, refresh through the driver if any, and plan."""
+    desired = load_desired(stack_dir, var_assignments, vars_file)
+    if desired.unsupported and not destroy:
+        from reconciler.errors import StackInvalid
+        raise StackInvalid(list(desired.unsupported))
+    state = store.read()
+    drift = ()
+    if refresh and driver is not None and state.records:
+        from reconciler.refresh import refresh_state
+        state, drift = refresh_state(driver, state)
+    mode = DESTROY if destroy else REFRESH_ONLY if refresh_only else APPLY
+    known = {str(a) for a in desired.resources} | set(state.records)
+    for address in (*targets, *replace):
+        if address not in known:
+            raise ReconcilerError(f"no resource at address {address!r}",
+                                  "known addresses: " + ", ".join(sorted(known)))
+    options = PlanOptions(mode=mode, targets=frozenset(targets), replace=frozenset(replace),
+                          created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return make_plan(desired, state, options, drift), state
+
+
+def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(plan.to_dict(), indent=2))
+    elif as_markdown:
+        click.echo(render_plan_markdown(plan))
+    else:
+        click.echo(render_plan(plan, color=use_color()))
+
+
+@click.command()
+@click.argument("stack_dir", type=click.Path(file_okay=False, exists=True))
+@stack_options
+@state_options
+@plan_options
+@click.option("-out", "--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the plan to FILE for `reconciler apply FILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes present.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as JSON (see docs/plan-json.md).")
+@click.option("--markdown", "as_markdown", is_flag=True, help="The plan as Markdown for a pull-request comment.")
+@handle_errors()
+def plan(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, replace, destroy,
+         refresh_only, refresh, out_file, detailed_exitcode, as_json, as_markdown):
+    """Show what apply would change to make the engine match STACK_DIR."""
+    from reconciler.cli.drivers import driver_for
+    desired_name = Path(stack_dir).resolve().name
+    store = open_store(desired_name, state_path)
+    driver = driver_for(desired_name) if refresh else None
+    result, _ = build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy,
+                           refresh_only, refresh, driver)
+    emit_plan(result, as_json, as_markdown)
+    if out_file:
+        write_plan(result, out_file)
+        if not (as_json or as_markdown):
+            click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run: "
+                       f"reconciler apply {out_file}")
+    if detailed_exitcode and (result.has_changes() or result.drift):
+        sys.exit(exits.CHANGES)
+
+
+@click.command()
+@click.argument("target", type=click.Path(exists=True))
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="State file when TARGET is a stack directory.")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--markdown", "as_markdown", is_flag=True)
+@handle_errors()
+def show(target, state_path, as_json, as_markdown):
+    """Show a saved plan FILE, or the state of a stack DIR."""
+    path = Path(target)
+    if path.is_file():
+        emit_plan(read_plan(path), as_json, as_markdown)
+        return
+    store = open_store(path.resolve().name, state_path)
+    state = store.read()
+    if as_json:
+        click.echo(json.dumps(mask_state(state.to_dict()), indent=2))
+        return
+    if not state.records:
+        click.echo(f"No state for stack {state.stack} ({store.path}).")
+        return
+    for address in sorted(state.records):
+        click.echo(describe_record(state.records[address]))
+
+
+def mask_state(data: dict) -> dict:
+    from reconciler.render.masking import mask_value
+    for record in data["records"]:
+        record["outputs"] = mask_value("outputs", record["outputs"])
+        record["spec"] = mask_value("spec", record["spec"])
+    return data
+
+
+def describe_record(record) -> str:
+    from reconciler.render.text import show_value
+    kind, name = record.address.split(".", 1)
+    lines = [f"# {record.address}" + (" (tainted)" if record.status == "tainted" else ""),
+             f"{kind} \"{name}\" {{"]
+    lines += [f"    {k} = {show_value(k, v)}" for k, v in record.spec.items() if v is not None]
+    lines += [f"    {k} = {show_value(k, v)}" for k, v in record.outputs.items()]
+    lines.append("}")
+    return "\n".join(lines)

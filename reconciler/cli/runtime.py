@@ -1,0 +1,105 @@
+"""`reconciler invoke ENDPOINT` and `reconciler logs DEPLOYMENT`: use what apply started."""
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+
+from reconciler.cli import exits
+from reconciler.cli.common import handle_errors, store_for
+from reconciler.cli.drivers import driver_for
+from reconciler.errors import ReconcilerError
+from reconciler.state.store import DEFAULT_STATE_DIR
+
+
+def which_stack(command):
+    command = click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+                           help="State file (default: search state/*.json).")(command)
+    command = click.option("--stack", "stack_ref", metavar="DIR_OR_NAME", help="Stack directory or name.")(command)
+    return command
+
+
+def find_record(kind: str, name: str, stack_ref, state_path):
+    """The record `kind.name` (a deployment may be `endpoint/name` or a unique `name`)."""
+    if stack_ref or state_path:
+        stores = [store_for(stack_ref, state_path)]
+    else:
+        stores = [store_for(None, path) for path in sorted(DEFAULT_STATE_DIR.glob("*.json"))]
+    found = []
+    for store in stores:
+        for address, record in store.read().records.items():
+            if "~" in address or not address.startswith(kind + "."):
+                continue
+            short = address.split(".", 1)[1]
+            if short == name or (kind == "deployment" and short.split("/", 1)[1] == name):
+                found.append((store, record))
+    if not found:
+        raise ReconcilerError(f"no {kind} named {name!r} in state",
+                              "apply the stack first, or pass --stack / --state")
+    if len(found) > 1:
+        raise ReconcilerError(f"{kind} name {name!r} is ambiguous: " + ", ".join(r.address for _, r in found),
+                              "pass ENDPOINT/NAME or --stack")
+    return found[0]
+
+
+def post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, dict, bytes]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
+                           headers={"Content-Type": "application/json", **headers})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    except OSError as error:
+        raise ReconcilerError(f"cannot reach {url}: {error}",
+                              "check `reconciler drift` or `reconciler logs`; the container may be down") from error
+    finally:
+        connection.close()
+
+
+@click.command()
+@click.argument("endpoint")
+@click.option("--request-file", type=click.File("rb"), required=True, help="JSON body to send.")
+@click.option("--deployment", "deployment_name", help="Send to this deployment, ignoring the traffic split.")
+@which_stack
+@handle_errors()
+def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
+    """Send a scoring request to ENDPOINT, as `az ml online-endpoint invoke` does."""
+    store, record = find_record("endpoint", endpoint, stack_ref, state_path)
+    records = store.read().records
+    traffic = record.spec["traffic"]
+    if deployment_name is None:
+        if not traffic:
+            raise ReconcilerError(f"endpoint {endpoint} sends no traffic to any deployment",
+                                  "set traffic in the endpoint YAML, or pass --deployment NAME")
+        names, weights = zip(*sorted(traffic.items()))
+        deployment_name = random.choices(names, weights)[0]
+    deployment = records.get(f"deployment.{endpoint}/{deployment_name}")
+    if deployment is None or "scoring_uri" not in deployment.outputs:
+        raise ReconcilerError(f"deployment {deployment_name!r} of endpoint {endpoint} is not running",
+                              "apply the stack first")
+    timeout = deployment.spec["request_settings"]["request_timeout_ms"] / 1000
+    status, headers, body = post(deployment.outputs["scoring_uri"], request_file.read(),
+                                 {"azureml-model-deployment": deployment_name}, timeout)
+    click.echo(body.decode("utf-8", "replace").rstrip())
+    if status >= 400:
+        click.echo(f"Error: endpoint answered HTTP {status}", err=True)
+        sys.exit(exits.ERROR)
+
+
+@click.command()
+@click.argument("deployment")
+@click.option("--lines", "-n", type=click.IntRange(1, 100000), default=50, show_default=True)
+@which_stack
+@handle_errors()
+def logs(deployment, lines, stack_ref, state_path):
+    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME)."""
+    store, record = find_record("deployment", deployment, stack_ref, state_path)
+    for name, text in driver_for(store.stack).logs(record, lines):
+        click.echo(f"==> {name} <==")
+        click.echo(text.rstrip())

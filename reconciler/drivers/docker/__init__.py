@@ -1,0 +1,1 @@
+"""The Docker Engine driver: model store, deployment containers, endpoint gateways."""

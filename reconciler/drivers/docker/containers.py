@@ -1,0 +1,126 @@
+"""Deployment containers: run, wait for readiness, scale, remove. Side effects only.
+
+One container per instance, named `rc-<stack>-<endpoint>-<deployment>-<generation>-<n>`.
+A generation is fixed at creation, so a replacement can run beside the old containers.
+"""
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.types import Mount
+
+from reconciler.drivers.base import LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, StepContext
+from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels, remove_container
+from reconciler.drivers.docker.probes import wait_until_ready
+from reconciler.errors import DriverError
+
+LOG_LINES_ON_FAILURE = 20
+STOP_TIMEOUT = 10
+
+
+def network_name(stack: str) -> str:
+    return f"rc-{stack}"
+
+
+def ensure_network(client: docker.DockerClient, stack: str) -> str:
+    """A per-stack bridge network, so gateways reach deployments by container name."""
+    name = network_name(stack)
+    existing = client.networks.list(names=[name])
+    if not any(n.name == name for n in existing):
+        client.networks.create(name, driver="bridge",
+                               labels=managed_labels(stack, f"network.{stack}", "", **{LABEL_ROLE: "network"}))
+    return name
+
+
+def remove_network(client: docker.DockerClient, stack: str) -> None:
+    """Remove the stack's network once nothing of the stack uses it (ours only, by label)."""
+    for network in client.networks.list(names=[network_name(stack)], filters=label_filter(stack)):
+        try:
+            network.remove()
+        except (NotFound, APIError):
+            pass  # still in use by a container started meanwhile; the next destroy removes it
+
+
+def container_name(stack: str, spec: dict, generation: str, instance: int) -> str:
+    return f"rc-{stack}-{spec['endpoint']}-{spec['name']}-{generation}-{instance}"
+
+
+def container_ports(spec: dict) -> list[int]:
+    return sorted({route["port"] for route in spec["routes"].values()})
+
+
+def new_generation() -> str:
+    return secrets.token_hex(3)
+
+
+def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
+                 generation: str, instance: int, model_dir: Path | None,
+                 host_ports: dict[str, int] | None = None) -> dict:
+    """Start one instance; returns its state entry {id, name, ports}."""
+    ports = {str(p): (host_ports or {}).get(str(p)) or free_host_port() for p in container_ports(spec)}
+    mounts = []
+    if model_dir is not None:
+        mounts.append(Mount(target=spec["model"]["mount_path"], source=str(model_dir), type="bind", read_only=True))
+    name = container_name(ctx.stack, spec, generation, instance)
+    labels = managed_labels(ctx.stack, address, spec_hash, **{
+        LABEL_GENERATION: generation, LABEL_INSTANCE: str(instance), LABEL_ROLE: "deployment"})
+    run_options = dict(
+        image=spec["image"], name=name, detach=True, labels=labels, environment=spec["environment_variables"],
+        ports={f"{p}/tcp": ("127.0.0.1", host) for p, host in ports.items()},
+        mounts=mounts, security_opt=["no-new-privileges:true"],
+        restart_policy={"Name": spec["restart_policy"]} if spec["restart_policy"] != "no" else None,
+        network=ensure_network(client, ctx.stack), hostname=f"{spec['name']}-{instance}",
+    )
+    if spec.get("command"):
+        run_options["entrypoint"] = spec["command"]
+    if spec.get("args"):
+        run_options["command"] = spec["args"]
+    if spec.get("memory"):
+        run_options["mem_limit"] = spec["memory"]
+    _remove_leftover(client, name)
+    try:
+        container = client.containers.run(**run_options)
+    except APIError as error:
+        raise DriverError(f"cannot start container {name}: {error.explanation or error}",
+                          "check the image, ports and settings of this deployment") from error
+    return {"id": container.id, "name": name, "instance": instance, "ports": ports}
+
+
+def _remove_leftover(client: docker.DockerClient, name: str) -> None:
+    """A container of ours with this exact name is a leftover from an interrupted apply."""
+    try:
+        leftover = client.containers.get(name)
+    except NotFound:
+        return
+    remove_container(client, leftover.id, STOP_TIMEOUT)
+
+
+def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict) -> None:
+    """Block until the instance passes readiness, or raise with its last log lines."""
+    route = spec["routes"]["readiness"]
+    port = instance["ports"][str(route["port"])]
+
+    def still_running() -> bool:
+        try:
+            container = client.containers.get(instance["id"])
+        except NotFound:
+            return False
+        return container.status in ("created", "running")
+
+    result = wait_until_ready(port, route["path"], spec["readiness_probe"], still_running)
+    if not result.ready:
+        raise DriverError(
+            f"deployment {spec['endpoint']}/{spec['name']} never became ready: {result.last_error} "
+            f"(container {instance['name']}, {result.attempts} probe(s))",
+            "last log lines:\n" + last_logs(client, instance["id"]))
+
+
+def last_logs(client: docker.DockerClient, container_id: str, lines: int = LOG_LINES_ON_FAILURE) -> str:
+    try:
+        text = client.containers.get(container_id).logs(tail=lines).decode("utf-8", "replace")
+    except NotFound:
+        return "    (container is gone)"
+    return "\n".join(f"    {line}" for line in text.rstrip().splitlines()) or "    (no output)"

@@ -1,0 +1,181 @@
+"""DockerDriver: carries out one step (create/update/delete) per resource kind on Docker.
+
+Side effects only; decisions were made by the planner. Models live in the content store,
+deployments are containers, endpoints are records (the gateway arrives with issue 5).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import docker
+
+from reconciler.drivers.base import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_SPEC_HASH,
+                                     Observed, StepContext)
+from reconciler.drivers.docker import containers, model_store
+from reconciler.drivers.docker.engine import connect, ensure_image, label_filter, remove_container
+from reconciler.errors import DriverError
+from reconciler.state.model import StateRecord
+
+DRIVER_NAME = "docker"
+
+
+class StepFailed(DriverError):
+    """A step failed after creating something; `record` says what exists (saved as tainted)."""
+
+    def __init__(self, error: DriverError, record: StateRecord | None) -> None:
+        super().__init__(error.summary, error.hint)
+        self.record = record
+
+
+class DockerDriver:
+    name = DRIVER_NAME
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    # -- whole-plan checks ---------------------------------------------------------------
+    def preflight(self, specs: list[tuple[str, dict]]) -> None:
+        """Fail before any change when an image is missing and cannot be pulled."""
+        for image in sorted({spec["image"] for address, spec in specs if address.startswith("deployment.")}):
+            ensure_image(self.client, image)
+
+    # -- steps ---------------------------------------------------------------------------
+    def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
+               prior: StateRecord | None = None) -> StateRecord:
+        kind = address.split(".", 1)[0]
+        record = StateRecord(address, self.name, spec, spec_hash, status="ready")
+        if kind == "model":
+            stored = model_store.materialise(ctx.state_dir, ctx.stack_dir / spec["path"], ctx.stack_dir,
+                                             spec["content_digest"])
+            return dataclasses.replace(record, outputs={"store_path": str(stored)})
+        if kind == "deployment":
+            return self._create_deployment(record, ctx)
+        return record
+
+    def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
+        updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
+        if record.address.startswith("deployment.") and spec["instance_count"] != len(record.outputs["instances"]):
+            return self._scale_deployment(updated, ctx)
+        return updated
+
+    def delete(self, record: StateRecord, ctx: StepContext) -> None:
+        kind = record.address.split(".", 1)[0]
+        if kind == "model":
+            digest = record.spec["content_digest"]
+            still_used = any(r.spec.get("content_digest") == digest for a, r in ctx.records().items()
+                             if a != record.address and a.startswith("model."))
+            if not still_used:
+                model_store.release(ctx.state_dir, digest)
+        elif kind == "deployment":
+            self._delete_deployment(record, ctx)
+
+    # -- deployments ---------------------------------------------------------------------
+    def _model_dir(self, spec: dict, ctx: StepContext) -> Path | None:
+        if not spec.get("model"):
+            return None
+        model = ctx.records().get(spec["model"]["address"])
+        if model is None or "store_path" not in model.outputs:
+            raise DriverError(f"model {spec['model']['address']} is not in state",
+                              "apply the model first (it is a dependency of this deployment)")
+        return Path(model.outputs["store_path"])
+
+    def _create_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
+        spec = record.spec
+        generation = containers.new_generation()
+        record = dataclasses.replace(record, driver_ids={"generation": generation}, outputs={"instances": []})
+        return self._add_instances(record, ctx, range(spec["instance_count"]))
+
+    def _add_instances(self, record: StateRecord, ctx: StepContext, indexes) -> StateRecord:
+        spec = record.spec
+        generation = record.driver_ids["generation"]
+        model_dir = self._model_dir(spec, ctx)
+        instances = list(record.outputs["instances"])
+        try:
+            started = []
+            for index in indexes:
+                instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
+                                                   generation, index, model_dir)
+                instances.append(instance)
+                started.append(instance)
+            for instance in started:
+                containers.wait_ready(self.client, ctx, spec, instance)
+        except DriverError as error:
+            raise StepFailed(error, _with_instances(record, instances, "tainted")) from error
+        return _with_instances(record, instances, "ready")
+
+    def _scale_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
+        instances = sorted(record.outputs["instances"], key=lambda i: i["instance"])
+        wanted = record.spec["instance_count"]
+        if wanted > len(instances):
+            next_index = max((i["instance"] for i in instances), default=-1) + 1
+            return self._add_instances(record, ctx, range(next_index, next_index + wanted - len(instances)))
+        for instance in instances[wanted:]:
+            remove_container(self.client, instance["id"], containers.STOP_TIMEOUT)
+        return _with_instances(record, instances[:wanted], "ready")
+
+    def _delete_deployment(self, record: StateRecord, ctx: StepContext) -> None:
+        ids = {i["id"] for i in record.outputs.get("instances", [])}
+        generation = record.driver_ids.get("generation")
+        # Also whatever an interrupted apply started but never recorded.
+        for container in self.client.containers.list(all=True, filters=label_filter(ctx.stack, _base(record.address))):
+            if generation and container.labels.get(LABEL_GENERATION) == generation:
+                ids.add(container.id)
+        for container_id in sorted(ids):
+            remove_container(self.client, container_id, containers.STOP_TIMEOUT)
+        if not self.client.containers.list(all=True, filters=label_filter(ctx.stack)):
+            containers.remove_network(self.client, ctx.stack)
+
+    # -- reading -------------------------------------------------------------------------
+    def list_managed(self, stack: str) -> list[Observed]:
+        """One label-filtered list call (sparse: no per-container inspect)."""
+        observed = []
+        for container in self.client.containers.list(all=True, sparse=True, filters=label_filter(stack)):
+            attrs = container.attrs
+            labels = attrs.get("Labels") or {}
+            state = attrs.get("State")
+            status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
+            observed.append(Observed(address=labels.get(LABEL_ADDRESS, ""), driver_id=container.id,
+                                     name=(attrs.get("Names") or ["/?"])[0].lstrip("/"),
+                                     running=status == "running", status=status, labels=labels,
+                                     attributes={"image": attrs.get("Image"), "ports": attrs.get("Ports"),
+                                                 "mounts": attrs.get("Mounts"),
+                                                 "generation": labels.get(LABEL_GENERATION),
+                                                 "instance": labels.get(LABEL_INSTANCE),
+                                                 "spec_hash": labels.get(LABEL_SPEC_HASH)}))
+        return observed
+
+    def model_digest(self, record: StateRecord) -> str | None:
+        """The digest of the model's copy in the store, or None when it is gone."""
+        return model_store.stored_digest(Path(record.outputs.get("store_path", "/nonexistent")))
+
+    def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
+        result = []
+        for instance in record.outputs.get("instances", []):
+            try:
+                text = self.client.containers.get(instance["id"]).logs(tail=lines).decode("utf-8", "replace")
+            except docker.errors.NotFound:
+                text = "(container is gone; `reconciler plan` will show the drift)\n"
+            result.append((instance["name"], text))
+        return result
+
+
+def _base(address: str) -> str:
+    """The resource address of a deposed record (`deployment.a/b~deposed-x` -> `deployment.a/b`)."""
+    return address.split("~", 1)[0]
+
+
+def _with_instances(record: StateRecord, instances: list[dict], status: str) -> StateRecord:
+    instances = sorted(instances, key=lambda i: i["instance"])
+    outputs = {**record.outputs, "instances": instances}
+    if instances:
+        route = record.spec["routes"]["scoring"]
+        outputs["scoring_uri"] = f"http://127.0.0.1:{instances[0]['ports'][str(route['port'])]}{route['path']}"
+    driver_ids = {**record.driver_ids, "containers": [i["id"] for i in instances]}
+    return dataclasses.replace(record, outputs=outputs, driver_ids=driver_ids, status=status)

@@ -1,0 +1,79 @@
+"""The content-addressed model store under the state directory. Side effects: files only.
+
+`<state dir>/models/<digest>/<basename>/...` holds a read-only copy of a model's files, so a
+running container never sees a half-edited model and changed content gets a new directory.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import shutil
+import tempfile
+from pathlib import Path
+
+from reconciler.config.model_content import fingerprint
+from reconciler.errors import DriverError
+
+
+def store_root(state_dir: Path) -> Path:
+    return (state_dir / "models").resolve()
+
+
+def store_path(state_dir: Path, digest: str) -> Path:
+    return store_root(state_dir) / digest.replace("sha256:", "")
+
+
+def materialise(state_dir: Path, source: Path, stack_root: Path, digest: str) -> Path:
+    """Copy `source` into the store (once per digest) and return the directory to mount."""
+    target = store_path(state_dir, digest)
+    if target.exists():
+        if stored_digest(target) == digest:
+            return target
+        release(state_dir, digest)  # changed by hand; containers mounting it are being replaced
+    actual = fingerprint(source, stack_root).digest
+    if actual != digest:
+        raise DriverError(f"model files under {source} changed since the plan was made",
+                          "run `reconciler plan` again and apply the new plan")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
+    try:
+        if source.is_dir():
+            shutil.copytree(source, staging / source.name, symlinks=False)
+        else:
+            shutil.copy2(source, staging / source.name)
+        _make_read_only(staging)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def stored_digest(target: Path) -> str | None:
+    """The digest of what the store holds at `target`, or None when it is missing or odd."""
+    entries = list(target.iterdir()) if target.is_dir() else []
+    if len(entries) != 1:
+        return None
+    return fingerprint(entries[0], target).digest
+
+
+def release(state_dir: Path, digest: str) -> None:
+    target = store_path(state_dir, digest)
+    if target.exists():
+        _make_writable(target)
+        shutil.rmtree(target)
+
+
+def _make_read_only(root: Path) -> None:
+    # Executable bits are kept: they are part of the content digest and of the model.
+    for current, dirs, files in os.walk(root):
+        for name in files:
+            path = Path(current) / name
+            os.chmod(path, (stat.S_IMODE(path.stat().st_mode) & 0o555) | 0o444)
+        os.chmod(current, 0o555)
+    os.chmod(root, 0o755)
+
+
+def _make_writable(root: Path) -> None:
+    for current, dirs, files in os.walk(root):
+        os.chmod(current, 0o755)

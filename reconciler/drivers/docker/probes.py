@@ -1,0 +1,52 @@
+"""HTTP readiness probing with Azure ML's probe settings. Side effects: HTTP to 127.0.0.1."""
+from __future__ import annotations
+
+import http.client
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    ready: bool
+    attempts: int
+    last_error: str
+
+
+def http_ok(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        if 200 <= response.status < 300:
+            return True, ""
+        return False, f"GET {path} answered HTTP {response.status}"
+    except (OSError, http.client.HTTPException) as error:
+        return False, f"GET {path} failed: {error or type(error).__name__}"
+    finally:
+        connection.close()
+
+
+def wait_until_ready(port: int, path: str, settings: dict, still_running: Callable[[], bool],
+                     sleep: Callable[[float], None] = time.sleep) -> ProbeResult:
+    """Probe like a kubelet: after initial_delay, every period; ready after success_threshold
+    successes in a row, failed after failure_threshold failures in a row or when the container stops."""
+    sleep(settings["initial_delay"])
+    successes = failures = attempts = 0
+    last_error = ""
+    while True:
+        if not still_running():
+            return ProbeResult(False, attempts, "container stopped")
+        attempts += 1
+        ok, error = http_ok("127.0.0.1", port, path, settings["timeout"])
+        if ok:
+            successes, failures = successes + 1, 0
+            if successes >= settings["success_threshold"]:
+                return ProbeResult(True, attempts, "")
+        else:
+            successes, failures, last_error = 0, failures + 1, error
+            if failures >= settings["failure_threshold"]:
+                return ProbeResult(False, attempts, last_error)
+        sleep(settings["period"])

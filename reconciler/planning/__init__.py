@@ -1,0 +1,1 @@
+"""Planning: desired graph + state (+ drift) -> Plan. Pure: no Docker, no files."""

@@ -1,0 +1,135 @@
+"""Plan and Change: plain, serialisable data with a compact text form for tests. Pure."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconciler.planning.diff import FieldChange
+
+PLAN_FORMAT_VERSION = 1
+
+NO_OP, CREATE, UPDATE, REPLACE, DELETE = "no-op", "create", "update", "replace", "delete"
+SYMBOLS = {NO_OP: " ", CREATE: "+", UPDATE: "~", REPLACE: "-/+", DELETE: "-"}
+
+
+@dataclass(frozen=True)
+class Change:
+    address: str
+    action: str
+    reason: str
+    before: dict | None
+    after: dict | None
+    fields: tuple[FieldChange, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    prior_depends_on: tuple[str, ...] = ()
+    replace_mode: str | None = None
+    source: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.address.split(".", 1)[0]
+
+    def compact(self) -> str:
+        text = f"{SYMBOLS[self.action]} {self.address}"
+        if self.action in (UPDATE, REPLACE) and self.fields:
+            parts = [f.path + ("!" if f.forces_replacement else "") for f in self.fields]
+            text += f" ({', '.join(parts)})"
+        if self.reason not in ("not-in-state", "not-in-config", "forces-replacement", "changed", "unchanged"):
+            text += f" [{self.reason}]"
+        return text
+
+    def to_dict(self) -> dict:
+        return {"address": self.address, "action": self.action, "reason": self.reason,
+                "replace_mode": self.replace_mode, "source": self.source,
+                "depends_on": list(self.depends_on), "prior_depends_on": list(self.prior_depends_on),
+                "fields": [f.to_dict() for f in self.fields], "before": self.before, "after": self.after}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Change":
+        return cls(address=data["address"], action=data["action"], reason=data["reason"],
+                   before=data["before"], after=data["after"],
+                   fields=tuple(FieldChange.from_dict(f) for f in data["fields"]),
+                   depends_on=tuple(data["depends_on"]), prior_depends_on=tuple(data["prior_depends_on"]),
+                   replace_mode=data["replace_mode"], source=data.get("source", ""))
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Something changed outside reconciler: what state says vs what the engine shows."""
+
+    address: str
+    kind: str
+    detail: str
+    fields: tuple[FieldChange, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {"address": self.address, "kind": self.kind, "detail": self.detail,
+                "fields": [f.to_dict() for f in self.fields]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Drift":
+        return cls(data["address"], data["kind"], data["detail"],
+                   tuple(FieldChange.from_dict(f) for f in data.get("fields", ())))
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: str
+    mode: str
+    changes: tuple[Change, ...]
+    state_lineage: str
+    state_serial: int
+    desired_digest: str
+    created_at: str = ""
+    drift: tuple[Drift, ...] = ()
+    desired: dict = field(default_factory=dict)
+    stack_dir: str = ""
+    format_version: int = PLAN_FORMAT_VERSION
+
+    @property
+    def actionable(self) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.action != NO_OP)
+
+    def has_changes(self) -> bool:
+        return bool(self.actionable)
+
+    def summary(self) -> dict[str, int]:
+        counts = {"add": 0, "change": 0, "destroy": 0}
+        for change in self.changes:
+            if change.action in (CREATE, REPLACE):
+                counts["add"] += 1
+            if change.action in (DELETE, REPLACE):
+                counts["destroy"] += 1
+            if change.action == UPDATE:
+                counts["change"] += 1
+        return counts
+
+    def summary_line(self) -> str:
+        if not self.has_changes():
+            return "No changes. Your infrastructure matches the configuration."
+        counts = self.summary()
+        return f"Plan: {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy."
+
+    def __str__(self) -> str:
+        lines = [f"! {d.address} ({d.kind})" for d in self.drift]
+        lines += [c.compact() for c in self.actionable]
+        return "\n".join([*lines, self.summary_line()])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format_version": self.format_version, "stack": self.stack, "stack_dir": self.stack_dir,
+                "mode": self.mode,
+                "created_at": self.created_at, "state_lineage": self.state_lineage,
+                "state_serial": self.state_serial, "desired_digest": self.desired_digest,
+                "summary": self.summary(), "drift": [d.to_dict() for d in self.drift],
+                "changes": [c.to_dict() for c in self.changes], "desired": self.desired}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Plan":
+        if data.get("format_version") != PLAN_FORMAT_VERSION:
+            raise ValueError(f"unsupported plan format_version {data.get('format_version')!r}")
+        return cls(stack=data["stack"], mode=data["mode"],
+                   changes=tuple(Change.from_dict(c) for c in data["changes"]),
+                   state_lineage=data["state_lineage"], state_serial=data["state_serial"],
+                   desired_digest=data["desired_digest"], created_at=data.get("created_at", ""),
+                   drift=tuple(Drift.from_dict(d) for d in data.get("drift", ())),
+                   desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""))

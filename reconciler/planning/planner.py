@@ -1,0 +1,110 @@
+"""The planner: desired graph vs prior state -> Plan. Pure.
+
+Decides one action per address (actions.decide_action), then orders changes so that
+dependencies are created first and deleted last (ordering.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from reconciler.config.graph import DesiredGraph
+from reconciler.planning.diff import field_changes
+from reconciler.planning.field_policy import REPLACE_MODE
+from reconciler.planning.ordering import execution_order
+from reconciler.planning.plan import CREATE, DELETE, NO_OP, REPLACE, UPDATE, Change, Drift, Plan
+from reconciler.state.model import StateFile, StateRecord
+
+APPLY, DESTROY, REFRESH_ONLY = "apply", "destroy", "refresh-only"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    mode: str = APPLY
+    targets: frozenset[str] = field(default_factory=frozenset)
+    replace: frozenset[str] = field(default_factory=frozenset)
+    created_at: str = ""
+
+
+def decide_change(address: str, desired, record: StateRecord | None, forced: bool) -> Change:
+    """One resource's change: create, delete, no-op, update in place or replace."""
+    kind = address.split(".", 1)[0]
+    if record is None:
+        return Change(address, CREATE, "not-in-state", None, desired.spec,
+                      depends_on=tuple(map(str, desired.depends_on)), source=desired.source)
+    prior_depends = tuple(record.depends_on)
+    if desired is None:
+        return Change(address, DELETE, "not-in-config", record.spec, None, prior_depends_on=prior_depends)
+    fields = field_changes(kind, record.spec, desired.spec)
+    depends = tuple(map(str, desired.depends_on))
+    common = dict(before=record.spec, after=desired.spec, fields=fields, depends_on=depends,
+                  prior_depends_on=prior_depends, source=desired.source)
+    if record.status == "tainted":
+        return Change(address, REPLACE, "tainted", replace_mode=REPLACE_MODE[kind], **common)
+    if forced:
+        return Change(address, REPLACE, "requested", replace_mode=REPLACE_MODE[kind], **common)
+    if not fields:
+        return Change(address, NO_OP, "unchanged", **common)
+    if any(f.forces_replacement for f in fields):
+        return Change(address, REPLACE, "forces-replacement", replace_mode=REPLACE_MODE[kind], **common)
+    return Change(address, UPDATE, "changed", **common)
+
+
+def _with_dependency_updates(changes: dict[str, Change]) -> dict[str, Change]:
+    """Follow replaced dependencies: a deployment mounting a replaced model is replaced too
+    (its bind mount holds the old files); an endpoint is re-pointed at replaced deployments."""
+    result = dict(changes)
+    for address in (a for a in changes if a.startswith("deployment.")):
+        change = result[address]
+        if change.action in (NO_OP, UPDATE) and any(result[d].action == REPLACE for d in change.depends_on
+                                                    if d in result):
+            result[address] = dataclasses.replace(change, action=REPLACE, reason="dependency-replaced",
+                                                  replace_mode=REPLACE_MODE["deployment"])
+    for address in (a for a in changes if a.startswith("endpoint.")):
+        change = result[address]
+        if change.action == NO_OP and any(result[d].action == REPLACE for d in change.depends_on if d in result):
+            result[address] = dataclasses.replace(change, action=UPDATE, reason="dependency-replaced")
+    return result
+
+
+def _closure(addresses: set[str], targets: frozenset[str], graph_edges: dict[str, set[str]]) -> set[str]:
+    """Targets plus everything reachable from them along `graph_edges`."""
+    if not targets:
+        return addresses
+    selected: set[str] = set()
+    pending = [t for t in targets if t in addresses]
+    while pending:
+        address = pending.pop()
+        if address not in selected:
+            selected.add(address)
+            pending.extend(graph_edges.get(address, ()))
+    return selected
+
+
+def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = PlanOptions(),
+              drift: tuple[Drift, ...] = ()) -> Plan:
+    desired_by_address = {str(a): r for a, r in desired.resources.items()}
+    if options.mode == DESTROY:
+        desired_by_address = {}
+    addresses = set(desired_by_address) | set(state.records)
+    changes: dict[str, Change] = {}
+    if options.mode != REFRESH_ONLY:
+        for address in sorted(addresses):
+            changes[address] = decide_change(address, desired_by_address.get(address),
+                                             state.records.get(address), address in options.replace)
+        changes = _with_dependency_updates(changes)
+    if options.mode == DESTROY:
+        # As `terraform destroy -target`: a target goes with everything that depends on it.
+        edges: dict[str, set[str]] = {}
+        for address, change in changes.items():
+            for dependency in change.prior_depends_on:
+                edges.setdefault(dependency, set()).add(address)
+    else:
+        # As `terraform apply -target`: a target comes with everything it depends on.
+        edges = {a: set(c.depends_on) | set(c.prior_depends_on) for a, c in changes.items()}
+    selected = _closure(set(changes), options.targets, edges)
+    ordered = execution_order({a: c for a, c in changes.items() if a in selected})
+    return Plan(stack=desired.stack, mode=options.mode, changes=tuple(ordered),
+                state_lineage=state.lineage, state_serial=state.serial, desired_digest=desired.digest,
+                created_at=options.created_at, drift=drift, stack_dir=desired.root,
+                desired={str(a): r.to_dict() for a, r in desired.resources.items()})

@@ -1,0 +1,1 @@
+"""Rendering of plans and drift reports as text, Markdown (jinja2) and JSON. Pure."""

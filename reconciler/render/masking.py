@@ -1,0 +1,28 @@
+"""Which values are secrets and how they are shown. Pure."""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+SENSITIVE_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|CONNECTION_STRING)", re.I)
+MASK = "(sensitive value)"
+
+
+def is_sensitive(path: str) -> bool:
+    """A field is secret when its last name says so (env vars such as API_KEY, endpoint keys)."""
+    last = path.rsplit(".", 1)[-1]
+    return bool(SENSITIVE_NAME.search(last))
+
+
+def mask_value(path: str, value: Any, inherited: bool = False) -> Any:
+    """`value` with every secret leaf replaced by MASK; the shape of mappings is kept.
+
+    Everything below a sensitive name is secret too: endpoint outputs hold
+    `keys: {primary: ..., secondary: ...}`, whose leaf names say nothing.
+    """
+    if value is None:
+        return None
+    sensitive = inherited or is_sensitive(path)
+    if isinstance(value, dict):
+        return {k: mask_value(f"{path}.{k}", v, sensitive) for k, v in value.items()}
+    return MASK if sensitive else value

@@ -1,0 +1,85 @@
+"""Terraform-like human output for plans: +, ~, -/+, -, "# forces replacement". Pure."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from reconciler.planning.plan import CREATE, DELETE, REPLACE, SYMBOLS, UPDATE, Change, Plan
+from reconciler.render.masking import mask_value
+
+COLORS = {CREATE: "\033[32m", UPDATE: "\033[33m", REPLACE: "\033[35m", DELETE: "\033[31m"}
+RESET, BOLD = "\033[0m", "\033[1m"
+HEADINGS = {
+    CREATE: "will be created",
+    UPDATE: "will be updated in-place",
+    REPLACE: "must be replaced",
+    DELETE: "will be destroyed",
+}
+REASONS = {
+    "tainted": "is tainted, so must be replaced",
+    "requested": "will be replaced, as requested",
+    "dependency-replaced": "will be updated in-place to follow a replaced dependency",
+    "drifted": "changed outside reconciler, so will be repaired",
+}
+
+
+def show_value(path: str, value: Any) -> str:
+    return json.dumps(mask_value(path, value), sort_keys=True)
+
+
+def _paint(text: str, action: str, color: bool) -> str:
+    return f"{COLORS.get(action, '')}{text}{RESET}" if color and action in COLORS else text
+
+
+def render_change(change: Change, color: bool = False) -> list[str]:
+    kind, name = change.address.split(".", 1)
+    heading = REASONS.get(change.reason, HEADINGS[change.action])
+    if change.action == REPLACE and change.replace_mode == "create-then-delete":
+        heading += " (new one created before the old one is destroyed)"
+    symbol = SYMBOLS[change.action]
+    lines = [f"  {BOLD if color else ''}# {change.address}{RESET if color else ''} {heading}",
+             _paint(f"{symbol:>3} {kind} \"{name}\" {{", change.action, color)]
+    if change.action == CREATE:
+        lines += [_paint(f"      + {k} = {show_value(k, v)}", CREATE, color)
+                  for k, v in change.after.items() if v is not None]
+    elif change.action == DELETE:
+        lines += [_paint(f"      - {k} = {show_value(k, v)}", DELETE, color) for k, v in change.before.items()]
+    else:
+        for field in change.fields:
+            marker = "  # forces replacement" if field.forces_replacement and change.action == REPLACE else ""
+            if field.before is None:
+                text = f"      + {field.path} = {show_value(field.path, field.after)}"
+            elif field.after is None:
+                text = f"      - {field.path} = {show_value(field.path, field.before)}"
+            else:
+                text = (f"      ~ {field.path} = {show_value(field.path, field.before)} -> "
+                        f"{show_value(field.path, field.after)}")
+            lines.append(_paint(text + marker, UPDATE, color))
+        hidden = len(change.after or {}) - len({f.path.split(".")[0].split("[")[0] for f in change.fields})
+        if hidden > 0:
+            lines.append(f"        # ({hidden} unchanged attributes hidden)")
+    lines.append("    }")
+    return lines
+
+
+def render_drift(plan: Plan) -> list[str]:
+    if not plan.drift:
+        return []
+    lines = ["Note: Objects have changed outside of reconciler", "",
+             "reconciler detected the following changes made outside of reconciler since the last apply:", ""]
+    for drift in plan.drift:
+        lines.append(f"  # {drift.address}: {drift.detail}")
+        for field in drift.fields:
+            lines.append(f"      ~ {field.path} = {show_value(field.path, field.before)} -> "
+                         f"{show_value(field.path, field.after)}")
+    return [*lines, ""]
+
+
+def render_plan(plan: Plan, color: bool = False) -> str:
+    lines = render_drift(plan)
+    if plan.has_changes():
+        lines += ["reconciler will perform the following actions:", ""]
+        for change in plan.actionable:
+            lines += render_change(change, color) + [""]
+    lines.append(_paint(plan.summary_line(), UPDATE if plan.has_changes() else "", color))
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""The state store: one JSON file per stack, written atomically, guarded by a lock file.
+
+Side effects live here (files, fsync, flock). Writes: temp file in the same directory, fsync,
+rename; the previous file is kept as `<state>.backup`; files are mode 0600 because endpoint
+keys live in state. The lock is an flock on `<state>.lock` (released by the kernel if the
+holder dies) whose content says who holds it; `force-unlock` removes that file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import getpass
+import json
+import os
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from reconciler.errors import ReconcilerError, StateCorrupt, StateLocked
+from reconciler.state.model import StateFile
+
+DEFAULT_STATE_DIR = Path("state")
+
+
+def default_state_path(stack: str) -> Path:
+    return DEFAULT_STATE_DIR / f"{stack}.json"
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    id: str
+    who: str
+    operation: str
+    created: str
+    pid: int
+    host: str
+
+    def describe(self) -> str:
+        return (f"ID: {self.id}\n  Operation: {self.operation}\n  Who: {self.who}\n"
+                f"  PID: {self.pid} on {self.host}\n  Created: {self.created}")
+
+
+class StateStore:
+    def __init__(self, path: Path, stack: str) -> None:
+        self.path = Path(path)
+        self.stack = stack
+        self.backup_path = self.path.with_name(self.path.name + ".backup")
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd: int | None = None
+
+    # -- reading --------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read(self) -> StateFile:
+        """The current state; an empty one (new lineage) when no file exists yet."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return StateFile.empty(self.stack)
+        except OSError as error:
+            raise ReconcilerError(f"cannot read state file {self.path}: {error.strerror}",
+                                  "check the file's permissions") from error
+        try:
+            # Decoding is part of parsing: bytes that are not UTF-8, or JSON that is not an
+            # object (AttributeError on .get), are corruption too, never a traceback.
+            state = StateFile.from_dict(json.loads(raw.decode("utf-8")))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            backup = (f"the previous version is in {self.backup_path}; inspect it and copy it over "
+                      f"{self.path} if it is right") if self.backup_path.exists() else \
+                "no backup exists; `reconciler state recover` can rebuild records from container labels"
+            raise StateCorrupt(f"state file {self.path} is corrupt: {error}", backup) from error
+        if state.stack != self.stack:
+            raise ReconcilerError(f"state file {self.path} belongs to stack {state.stack!r}, not {self.stack!r}",
+                                  "pass --state with this stack's own state file")
+        return state
+
+    # -- writing --------------------------------------------------------------------------
+    def write(self, state: StateFile) -> StateFile:
+        """Persist `state` with serial + 1; returns what was written. Caller must hold the lock."""
+        if self._lock_fd is None:
+            raise RuntimeError("state written without holding the lock")
+        written = dataclasses.replace(state.ensure_lineage(), serial=state.serial + 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _atomic_write(self.backup_path, self.path.read_bytes())
+        _atomic_write(self.path, (json.dumps(written.to_dict(), indent=2, sort_keys=False) + "\n").encode())
+        return written
+
+    # -- locking --------------------------------------------------------------------------
+    def lock(self, operation: str, timeout: float = 0.0) -> LockInfo:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                holder = self.lock_holder()
+                # The hint names --stack as well: with --state alone force-unlock reads the
+                # stack name from the state file, which a first apply may not have written yet.
+                raise StateLocked(
+                    f"state {self.path} is locked by another operation",
+                    (holder.describe() + "\n  Wait for it, retry with --lock-timeout, or if it is gone: "
+                     f"reconciler force-unlock {holder.id} --stack {self.stack} --state {self.path}") if holder else
+                    "another reconciler process holds the lock; retry with --lock-timeout")
+            if not _same_file(fd, self.lock_path):
+                os.close(fd)  # force-unlocked between open and flock; take the new file
+                continue
+            info = LockInfo(id=str(uuid.uuid4()), who=f"{getpass.getuser()}@{socket.gethostname()}",
+                            operation=operation, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            pid=os.getpid(), host=socket.gethostname())
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(dataclasses.asdict(info)).encode())
+            os.fsync(fd)
+            self._lock_fd = fd
+            return info
+
+    def unlock(self) -> None:
+        if self._lock_fd is None:
+            return
+        if _same_file(self._lock_fd, self.lock_path):
+            self.lock_path.unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def lock_holder(self) -> LockInfo | None:
+        try:
+            return LockInfo(**json.loads(self.lock_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def force_unlock(self, lock_id: str) -> LockInfo:
+        holder = self.lock_holder()
+        if holder is None:
+            raise ReconcilerError(f"state {self.path} is not locked", "nothing to unlock")
+        if holder.id != lock_id:
+            raise ReconcilerError(f"lock ID {lock_id} does not match the current lock {holder.id}",
+                                  "pass the ID printed in the lock error")
+        self.lock_path.unlink(missing_ok=True)
+        return holder
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unlock()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
