@@ -89,6 +89,7 @@ class Applier:
         self.parallelism = max(1, parallelism)
         self.echo = echo
         self._state_lock = threading.Lock()
+        self._deleted_for_replace: dict[str, StateRecord] = {}
         self.ctx = StepContext(records=lambda: dict(self.state.records), progress=echo, **ctx)
 
     # -- state -----------------------------------------------------------------------------
@@ -100,12 +101,12 @@ class Applier:
     def _run_step(self, step: Step) -> str:
         change, address = step.change, step.address
         if step.operation == "create":
-            prior = self.state.records.get(address)
+            prior = self.state.records.get(address) or self._deleted_for_replace.get(address)
             if prior is not None and step.change.action == REPLACE and change.replace_mode == "create-then-delete":
                 deposed = f"{address}~deposed-{self.state.serial}"
                 self._commit(lambda s: s.without(address).with_record(dataclasses.replace(prior, address=deposed)))
             record = self._call_driver(lambda: self.driver.create(address, change.after, spec_hash(change.after),
-                                                                  self.ctx))
+                                                                  self.ctx, prior))
             record = dataclasses.replace(record, depends_on=change.depends_on)
             self._commit(lambda s: s.with_record(record))
             return getattr(record, "driver_ids", {}).get("generation", "") or address
@@ -118,6 +119,9 @@ class Applier:
             return address
         if step.operation == "delete":
             current = self.state.records[address]
+            if change.action == REPLACE:
+                # What the new one keeps from the old (an endpoint's port and keys).
+                self._deleted_for_replace[address] = current
             self.driver.delete(current, self.ctx)
             self._commit(lambda s: s.without(address))
             return address

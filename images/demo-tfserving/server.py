@@ -84,6 +84,9 @@ class Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive, because nginx reuses upstream connections; every
     # response therefore sets Content-Length.
     protocol_version = "HTTP/1.1"
+    # Headers and body are separate writes; without TCP_NODELAY, Nagle's algorithm and the
+    # peer's delayed ACK add 40 ms to every keep-alive response.
+    disable_nagle_algorithm = True
     server_version = "demo-tfserving/1"
     model: Model | None = None
     load_error = ""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import random
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -69,23 +68,14 @@ def post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, dic
 @which_stack
 @handle_errors()
 def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
-    """Send a scoring request to ENDPOINT, as `az ml online-endpoint invoke` does."""
-    store, record = find_record("endpoint", endpoint, stack_ref, state_path)
-    records = store.read().records
-    traffic = record.spec["traffic"]
-    if deployment_name is None:
-        if not traffic:
-            raise ReconcilerError(f"endpoint {endpoint} sends no traffic to any deployment",
-                                  "set traffic in the endpoint YAML, or pass --deployment NAME")
-        names, weights = zip(*sorted(traffic.items()))
-        deployment_name = random.choices(names, weights)[0]
-    deployment = records.get(f"deployment.{endpoint}/{deployment_name}")
-    if deployment is None or "scoring_uri" not in deployment.outputs:
-        raise ReconcilerError(f"deployment {deployment_name!r} of endpoint {endpoint} is not running",
-                              "apply the stack first")
-    timeout = deployment.spec["request_settings"]["request_timeout_ms"] / 1000
-    status, headers, body = post(deployment.outputs["scoring_uri"], request_file.read(),
-                                 {"azureml-model-deployment": deployment_name}, timeout)
+    """Send a scoring request to ENDPOINT's gateway, as `az ml online-endpoint invoke` does."""
+    _, record = find_record("endpoint", endpoint, stack_ref, state_path)
+    headers = {}
+    if record.spec["auth_mode"] == "key":
+        headers["Authorization"] = f"Bearer {record.outputs['keys']['primary']}"
+    if deployment_name:
+        headers["azureml-model-deployment"] = deployment_name
+    status, _, body = post(record.outputs["scoring_uri"], request_file.read(), headers, timeout=60)
     click.echo(body.decode("utf-8", "replace").rstrip())
     if status >= 400:
         click.echo(f"Error: endpoint answered HTTP {status}", err=True)

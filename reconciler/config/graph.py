@@ -80,6 +80,8 @@ class _GraphBuilder:
         self.unsupported: list[Problem] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
+        # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
+        self.deployments_of: dict[str, list[Address]] = {}
 
     # -- models ---------------------------------------------------------------------------
     def add_model(self, document: Document, path: tuple, data: dict, name: str, version: str) -> Address | None:
@@ -178,6 +180,7 @@ class _GraphBuilder:
                 "build the image yourself and give environment.image"))
         self.resources[address] = _resource(
             address, self.deployment_spec(document, environment, model), [model] if model else [], document)
+        self.deployments_of.setdefault(endpoint, []).append(address)
 
     def _deployment_model(self, document: Document):
         data = document.data
@@ -235,14 +238,18 @@ class _GraphBuilder:
         data = document.data
         name = data["name"]
         address = endpoint_address(name)
-        deployments = sorted(a for a in self.resources if a.kind == "deployment"
-                             and self.resources[a].spec["endpoint"] == name)
+        deployments = sorted(self.deployments_of.get(name, ()))
         names = [self.resources[a].spec["name"] for a in deployments]
         traffic = self._traffic(document, "traffic", names)
         if "traffic" not in data and len(names) == 1:
             # Like `az ml online-deployment create --all-traffic` for the single-deployment how-to.
             traffic = {names[0]: 100}
         mirror = self._traffic(document, "mirror_traffic", names)
+        if data.get("auth_mode", "key") != "key":
+            self.unsupported.append(document.problem(
+                ("auth_mode",), f"auth_mode {data['auth_mode']} is not supported on a local engine",
+                "use auth_mode: key; the gateway then checks `Authorization: Bearer KEY` "
+                "(see `reconciler endpoint keys`)"))
         self._check_split(document, traffic, mirror)
         spec = {
             "name": name,

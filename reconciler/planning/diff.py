@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deepdiff import DeepDiff
-
 from reconciler.planning.field_policy import forces_replacement
 
 ABSENT = None
@@ -28,6 +26,34 @@ class FieldChange:
 
 
 def field_changes(kind: str, before: dict, after: dict) -> tuple[FieldChange, ...]:
+    # Most resources in a plan are unchanged, and DeepDiff costs about half a millisecond per
+    # spec even then (1,000 deployments: ~1 s of a no-op plan). `_identical` answers only when
+    # DeepDiff could not find anything; every other case still goes through DeepDiff.
+    if _identical(before, after):
+        return ()
+    return deep_field_changes(kind, before, after)
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Same JSON types all the way down and equal values. Stricter than `==`, which calls
+    1 == 1.0 == True; DeepDiff reports those as type changes, so they must not short-cut."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is dict:
+        return a.keys() == b.keys() and all(type(k) is str and _identical(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return len(a) == len(b) and all(map(_identical, a, b))
+    return type(a) in _JSON_SCALARS and a == b
+
+
+def deep_field_changes(kind: str, before: dict, after: dict) -> tuple[FieldChange, ...]:
+    """Every changed leaf, via DeepDiff."""
+    # Imported here: deepdiff pulls in numpy and pydantic (~0.1 s), which a plan with no
+    # changed resource never needs.
+    from deepdiff import DeepDiff
     diff = DeepDiff(before, after, view="tree", verbose_level=2)
     changes = []
     for levels in diff.values():

@@ -50,6 +50,12 @@ def decide_change(address: str, desired, record: StateRecord | None, forced: boo
     return Change(address, UPDATE, "changed", **common)
 
 
+def _moves_containers(change: Change) -> bool:
+    """Whether a deployment change gives it other containers, which its gateway must learn."""
+    return change.action == REPLACE or (change.action == UPDATE and
+                                        any(f.path == "instance_count" for f in change.fields))
+
+
 def _with_dependency_updates(changes: dict[str, Change]) -> dict[str, Change]:
     """Follow replaced dependencies: a deployment mounting a replaced model is replaced too
     (its bind mount holds the old files); an endpoint is re-pointed at replaced deployments."""
@@ -62,7 +68,7 @@ def _with_dependency_updates(changes: dict[str, Change]) -> dict[str, Change]:
                                                   replace_mode=REPLACE_MODE["deployment"])
     for address in (a for a in changes if a.startswith("endpoint.")):
         change = result[address]
-        if change.action == NO_OP and any(result[d].action == REPLACE for d in change.depends_on if d in result):
+        if change.action == NO_OP and any(_moves_containers(result[d]) for d in change.depends_on if d in result):
             result[address] = dataclasses.replace(change, action=UPDATE, reason="dependency-replaced")
     return result
 

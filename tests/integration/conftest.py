@@ -36,10 +36,10 @@ def docker_client():
 class StackRun:
     """A copy of the demo stack with its own name, driven through the CLI."""
 
-    def __init__(self, root: Path, client) -> None:
+    def __init__(self, root: Path, client, source: str = "half-plus-two") -> None:
         self.name = f"it-{secrets.token_hex(3)}"
         self.dir = root / self.name
-        shutil.copytree(ROOT / "stacks" / "half-plus-two", self.dir)
+        shutil.copytree(ROOT / "stacks" / source, self.dir)
         self.state = root / "state" / f"{self.name}.json"
         self.client = client
         self.runner = CliRunner()
@@ -61,6 +61,9 @@ class StackRun:
     def plan(self, *extra: str):
         return self.run("plan", str(self.dir), "--state", str(self.state), *extra)
 
+    def endpoint(self, name: str) -> dict:
+        return self.records()[f"endpoint.{name}"]["outputs"]
+
     def records(self) -> dict:
         return {r["address"]: r for r in json.loads(self.state.read_text())["records"]}
 
@@ -80,5 +83,12 @@ class StackRun:
 @pytest.fixture
 def stack(tmp_path, docker_client):
     run = StackRun(tmp_path, docker_client)
+    yield run
+    run.cleanup()
+
+
+@pytest.fixture
+def blue_green(tmp_path, docker_client):
+    run = StackRun(tmp_path, docker_client, "blue-green")
     yield run
     run.cleanup()

@@ -101,7 +101,8 @@ def test_scale_out_and_in_place(stack):
     stack.apply()
     (first,) = container_ids(stack)
     stack.edit("deployment.yml", "instance_count: 1", "instance_count: 2")
-    assert "Resources: 0 added, 1 changed, 0 destroyed." in stack.apply().output
+    # The deployment scales in place and its gateway learns the new container.
+    assert "Resources: 0 added, 2 changed, 0 destroyed." in stack.apply().output
     ids = container_ids(stack)
     assert len(ids) == 2 and first in ids
     stack.edit("deployment.yml", "instance_count: 2", "instance_count: 1")

@@ -6,6 +6,7 @@ A generation is fixed at creation, so a replacement can run beside the old conta
 from __future__ import annotations
 
 import secrets
+import threading
 from pathlib import Path
 
 import docker
@@ -25,13 +26,18 @@ def network_name(stack: str) -> str:
     return f"rc-{stack}"
 
 
+_network_lock = threading.Lock()
+
+
 def ensure_network(client: docker.DockerClient, stack: str) -> str:
     """A per-stack bridge network, so gateways reach deployments by container name."""
     name = network_name(stack)
-    existing = client.networks.list(names=[name])
-    if not any(n.name == name for n in existing):
-        client.networks.create(name, driver="bridge",
-                               labels=managed_labels(stack, f"network.{stack}", "", **{LABEL_ROLE: "network"}))
+    # Parallel steps would otherwise create two networks of the same name (Docker allows it).
+    with _network_lock:
+        existing = client.networks.list(names=[name])
+        if not any(n.name == name for n in existing):
+            client.networks.create(name, driver="bridge", labels=managed_labels(
+                stack, f"network.{stack}", "", **{LABEL_ROLE: "network"}))
     return name
 
 

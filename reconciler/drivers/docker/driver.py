@@ -1,7 +1,7 @@
 """DockerDriver: carries out one step (create/update/delete) per resource kind on Docker.
 
 Side effects only; decisions were made by the planner. Models live in the content store,
-deployments are containers, endpoints are records (the gateway arrives with issue 5).
+deployments are containers, endpoints are nginx gateways in front of them.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import docker
 
 from reconciler.drivers.base import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_SPEC_HASH,
                                      Observed, StepContext)
-from reconciler.drivers.docker import containers, model_store
+from reconciler.drivers.docker import containers, gateway, model_store
 from reconciler.drivers.docker.engine import connect, ensure_image, label_filter, remove_container
 from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
@@ -43,7 +43,10 @@ class DockerDriver:
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when an image is missing and cannot be pulled."""
-        for image in sorted({spec["image"] for address, spec in specs if address.startswith("deployment.")}):
+        images = {spec["image"] for address, spec in specs if address.startswith("deployment.")}
+        if any(address.startswith("endpoint.") for address, spec in specs):
+            images.add(gateway.GATEWAY_IMAGE)
+        for image in sorted(images):
             ensure_image(self.client, image)
 
     # -- steps ---------------------------------------------------------------------------
@@ -57,12 +60,24 @@ class DockerDriver:
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
         if kind == "deployment":
             return self._create_deployment(record, ctx)
-        return record
+        keys = (prior.outputs.get("keys") if prior else None) or gateway.new_keys()
+        port = prior.outputs.get("port") if prior else None
+        return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
+                                                                 keys, port))
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
         if record.address.startswith("deployment.") and spec["instance_count"] != len(record.outputs["instances"]):
             return self._scale_deployment(updated, ctx)
+        if record.address.startswith("endpoint."):
+            gateway.reload(self.client, ctx, spec, record.outputs)
+        return updated
+
+    def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
+        fresh = gateway.new_keys()
+        keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
+        updated = dataclasses.replace(record, outputs={**record.outputs, "keys": keys})
+        gateway.reload(self.client, ctx, record.spec, updated.outputs)
         return updated
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
@@ -75,6 +90,10 @@ class DockerDriver:
                 model_store.release(ctx.state_dir, digest)
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
+        else:
+            gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
+        if not self.client.containers.list(all=True, filters=label_filter(ctx.stack)):
+            containers.remove_network(self.client, ctx.stack)
 
     # -- deployments ---------------------------------------------------------------------
     def _model_dir(self, spec: dict, ctx: StepContext) -> Path | None:
@@ -129,8 +148,6 @@ class DockerDriver:
                 ids.add(container.id)
         for container_id in sorted(ids):
             remove_container(self.client, container_id, containers.STOP_TIMEOUT)
-        if not self.client.containers.list(all=True, filters=label_filter(ctx.stack)):
-            containers.remove_network(self.client, ctx.stack)
 
     # -- reading -------------------------------------------------------------------------
     def list_managed(self, stack: str) -> list[Observed]:

@@ -1,0 +1,146 @@
+"""Endpoint gateways: one nginx container per endpoint. Side effects only.
+
+The config lives in `<state dir>/gateways/<stack>/<endpoint>/` (mode 0700: it holds the keys),
+bind-mounted as a directory so a rewritten file is seen by the container; changes are
+applied with a graceful `nginx -s reload`, which never drops a connection.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.types import Mount
+
+from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, StepContext
+from reconciler.drivers.docker.containers import ensure_network, new_generation
+from reconciler.drivers.docker.engine import free_host_port, managed_labels, remove_container
+from reconciler.drivers.docker.gateway_config import GATEWAY_PORT, deployment_routes, render_gateway_config
+from reconciler.drivers.docker.probes import http_ok
+from reconciler.errors import DriverError
+
+GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
+CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
+CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
+DRAIN_TIMEOUT_SECONDS = 30
+
+
+def new_keys() -> dict[str, str]:
+    return {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)}
+
+
+def config_dir(ctx: StepContext, endpoint: str) -> Path:
+    return (ctx.state_dir / "gateways" / ctx.stack / endpoint).resolve()
+
+
+def write_config(directory: Path, text: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".nginx.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(temp, directory / "nginx.conf")
+
+
+def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
+    return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys)
+
+
+def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
+          keys: dict[str, str], port: int | None) -> dict:
+    """Start the gateway; returns the outputs kept in state."""
+    directory = config_dir(ctx, spec["name"])
+    write_config(directory, render(ctx, spec, keys))
+    generation = new_generation()
+    name = f"rc-{ctx.stack}-{spec['name']}-gw-{generation}"
+    port = port or free_host_port()
+    try:
+        container = client.containers.run(
+            GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
+            labels=managed_labels(ctx.stack, address, spec_hash, **{LABEL_ROLE: "gateway",
+                                                                      LABEL_GENERATION: generation}),
+            ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", port)},
+            mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
+            security_opt=["no-new-privileges:true"], restart_policy={"Name": "unless-stopped"},
+            network=ensure_network(client, ctx.stack))
+    except APIError as error:
+        raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
+                          f"is 127.0.0.1:{port} taken by another program? `reconciler logs` shows details") from error
+    try:
+        _wait_listening(client, container.id, port)
+    except DriverError:
+        remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
+        raise
+    return {"gateway": {"id": container.id, "name": name}, "port": port,
+            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys}
+
+
+def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    error = ""
+    while time.monotonic() < deadline:
+        ok, error = http_ok("127.0.0.1", port, "/-/healthz", 1)
+        if ok:
+            return
+        time.sleep(0.1)
+    logs = client.containers.get(container_id).logs(tail=20).decode("utf-8", "replace")
+    raise DriverError(f"gateway did not start listening on 127.0.0.1:{port}: {error}", "gateway log:\n" + logs)
+
+
+def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> None:
+    """Rewrite the config, check it, reload gracefully and wait for old workers to drain."""
+    directory = config_dir(ctx, spec["name"])
+    previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
+    write_config(directory, render(ctx, spec, outputs["keys"]))
+    container = client.containers.get(outputs["gateway"]["id"])
+    check = container.exec_run(["nginx", "-t", "-q", "-c", CONFIG_FILE])
+    if check.exit_code != 0:
+        if previous is not None:
+            write_config(directory, previous)
+        raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
+                          check.output.decode("utf-8", "replace").strip())
+    old_workers = _worker_pids(container)
+    result = container.exec_run(["nginx", "-s", "reload", "-c", CONFIG_FILE])
+    if result.exit_code != 0:
+        raise DriverError(f"gateway of endpoint {spec['name']} did not reload",
+                          result.output.decode("utf-8", "replace").strip())
+    _wait_gone(container, old_workers)
+
+
+# `[ ]` keeps the pattern from matching the command line of this very script.
+_WORKERS_SCRIPT = ("for p in /proc/[0-9]*; do grep -qa 'nginx: worker[ ]process' $p/cmdline 2>/dev/null "
+                   "&& echo ${p#/proc/}; done; true")
+
+
+def _worker_pids(container) -> set[str]:
+    return set(container.exec_run(["sh", "-c", _WORKERS_SCRIPT]).output.decode().split())
+
+
+def _wait_gone(container, old_workers: set[str]) -> None:
+    """Until the workers of the previous config have finished their requests and exited, so
+    that nothing is sent to a deployment's old containers once reload returns."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and old_workers & _worker_pids(container):
+        time.sleep(0.05)
+
+
+def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoint: str) -> None:
+    gateway = outputs.get("gateway")
+    if gateway:
+        remove_container(client, gateway["id"], stop_timeout=5)
+    directory = config_dir(ctx, endpoint)
+    if directory.exists():
+        for path in directory.iterdir():
+            path.unlink()
+        directory.rmdir()
+
+
+def still_exists(client: docker.DockerClient, container_id: str) -> bool:
+    try:
+        return client.containers.get(container_id).status == "running"
+    except NotFound:
+        return False

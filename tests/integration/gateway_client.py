@@ -1,0 +1,45 @@
+"""A small keep-alive HTTP client for sending many requests to a gateway in tests and benchmarks."""
+from __future__ import annotations
+
+import http.client
+import json
+
+SAMPLE = b'{"instances": [1.0, 2.0, 5.0]}'
+
+
+class GatewayClient:
+    def __init__(self, port: int, key: str | None = None, timeout: float = 10) -> None:
+        self.port = port
+        self.key = key
+        self.timeout = timeout
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def score(self, body: bytes = SAMPLE, key: str | None = None, deployment: str | None = None,
+              path: str = "/score") -> tuple[int, dict, bytes]:
+        headers = {"Content-Type": "application/json"}
+        key = key if key is not None else self.key
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        if deployment:
+            headers["azureml-model-deployment"] = deployment
+        for attempt in (1, 2):
+            try:
+                self.connection.request("POST", path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A keep-alive connection closed by the server between requests is not a failed
+                # request (no response was lost); open a new one, as any HTTP client does.
+                self.connection.close()
+                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def predictions(self, **kwargs) -> list:
+        status, _, body = self.score(**kwargs)
+        assert status == 200, body
+        return json.loads(body)["predictions"]
+
+    def close(self) -> None:
+        self.connection.close()

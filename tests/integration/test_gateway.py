@@ -1,0 +1,135 @@
+"""Endpoint gateways on the real Docker Engine: key auth, traffic split, header routing, mirroring."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from gateway_client import GatewayClient
+
+pytestmark = pytest.mark.integration
+
+
+def client_for(stack, endpoint="blue-green") -> GatewayClient:
+    outputs = stack.endpoint(endpoint)
+    return GatewayClient(outputs["port"], outputs["keys"]["primary"])
+
+
+def served_by(client: GatewayClient, count: int, **kwargs) -> Counter:
+    seen = Counter()
+    for _ in range(count):
+        status, headers, _ = client.score(**kwargs)
+        assert status == 200
+        seen[headers["azureml-model-deployment"]] += 1
+    return seen
+
+
+def within_binomial_bounds(count: int, total: int, share: float, sigmas: float = 4.5) -> bool:
+    mean = total * share
+    return abs(count - mean) <= sigmas * math.sqrt(total * share * (1 - share))
+
+
+def test_key_auth_accepts_both_keys_and_refuses_others(blue_green):
+    blue_green.apply()
+    outputs = blue_green.endpoint("blue-green")
+    client = GatewayClient(outputs["port"])
+    assert client.score(key="")[0] == 401
+    assert client.score(key="not-a-key")[0] == 401
+    assert client.score(key=outputs["keys"]["primary"])[0] == 200
+    assert client.score(key=outputs["keys"]["secondary"])[0] == 200
+    result = blue_green.run("endpoint", "keys", "blue-green", "--state", str(blue_green.state),
+                            "--regenerate-keys", "primary")
+    assert result.exit_code == 0, result.output
+    fresh = blue_green.endpoint("blue-green")["keys"]
+    assert fresh["secondary"] == outputs["keys"]["secondary"] and fresh["primary"] != outputs["keys"]["primary"]
+    assert client.score(key=outputs["keys"]["primary"])[0] == 401
+    assert client.score(key=fresh["primary"])[0] == 200
+    assert client.score(key=fresh["secondary"])[0] == 200
+
+
+def test_keys_never_appear_in_plan_or_state_output(blue_green):
+    blue_green.apply()
+    key = blue_green.endpoint("blue-green")["keys"]["primary"]
+    for args in (["show", str(blue_green.dir), "--state", str(blue_green.state)],
+                 ["state", "show", "endpoint.blue-green", "--state", str(blue_green.state)],
+                 ["plan", str(blue_green.dir), "--state", str(blue_green.state), "--json"]):
+        output = blue_green.run(*args).output
+        assert key not in output, args
+
+
+def test_traffic_split_over_1000_requests(blue_green):
+    blue_green.apply()
+    seen = served_by(client_for(blue_green), 1000)
+    assert set(seen) == {"blue", "green"}
+    assert within_binomial_bounds(seen["green"], 1000, 0.10), seen
+
+
+def test_header_routes_to_one_deployment(blue_green):
+    blue_green.apply()
+    client = client_for(blue_green)
+    assert served_by(client, 50, deployment="green") == Counter({"green": 50})
+    status, _, body = client.score(deployment="purple")
+    assert status == 404 and b"purple" in body
+
+
+def test_mirror_receives_copies_without_answering(blue_green, docker_client):
+    blue_green.edit("endpoint.yml", "  blue: 90\n  green: 10", "  blue: 100\nmirror_traffic:\n  green: 20")
+    blue_green.apply()
+    seen = served_by(client_for(blue_green), 500)
+    assert seen == Counter({"blue": 500})
+    time.sleep(0.5)
+    (green,) = blue_green.containers(**{"org.reconciler.address": "deployment.blue-green/green"})
+    mirrored = green.logs().decode().count('"POST /v1/models/half_plus_two:predict')
+    assert within_binomial_bounds(mirrored, 500, 0.20), mirrored
+
+
+def test_traffic_change_reloads_without_restart(blue_green, docker_client):
+    blue_green.apply()
+    (gateway,) = blue_green.containers(**{"org.reconciler.role": "gateway"})
+    started = gateway.attrs["State"]["StartedAt"]
+    blue_green.edit("endpoint.yml", "  blue: 90\n  green: 10", "  blue: 0\n  green: 100")
+    result = blue_green.apply()
+    assert "Resources: 0 added, 1 changed, 0 destroyed." in result.output
+    (after,) = blue_green.containers(**{"org.reconciler.role": "gateway"})
+    assert after.id == gateway.id and after.attrs["State"]["StartedAt"] == started
+    assert served_by(client_for(blue_green), 100) == Counter({"green": 100})
+
+
+def test_replace_under_load_drops_no_request(blue_green):
+    blue_green.apply()
+    client = client_for(blue_green)
+    failures, successes = [], [0]
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            try:
+                status, _, body = client.score()
+                if status == 200:
+                    successes[0] += 1
+                else:
+                    failures.append((status, body))
+            except OSError as error:
+                failures.append(("error", str(error)))
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        blue_green.edit("blue.yml", "  DEPLOYMENT_NAME: blue", "  DEPLOYMENT_NAME: blue-v2")
+        result = blue_green.apply()
+        assert "deployment.blue-green/blue: Destruction of old complete" in result.output
+        time.sleep(1)  # and keep sending once the old containers are gone
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == [] and successes[0] > 100
+
+
+def test_destroy_removes_gateway(blue_green):
+    blue_green.apply()
+    result = blue_green.run("destroy", str(blue_green.dir), "--state", str(blue_green.state), "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert blue_green.containers() == []
