@@ -15,6 +15,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.planfile import read_plan, write_plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
 from reconciler.render.markdown import render_plan_markdown
+from reconciler.render.masking import masked_plan_dict
 from reconciler.render.text import render_plan
 
 
@@ -58,7 +59,7 @@ def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, d
 
 def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
     if as_json:
-        click.echo(json.dumps(plan.to_dict(), indent=2))
+        click.echo(json.dumps(masked_plan_dict(plan.to_dict()), indent=2))
     elif as_markdown:
         click.echo(render_plan_markdown(plan))
     else:

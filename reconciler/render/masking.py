@@ -26,3 +26,18 @@ def mask_value(path: str, value: Any, inherited: bool = False) -> Any:
     if isinstance(value, dict):
         return {k: mask_value(f"{path}.{k}", v, sensitive) for k, v in value.items()}
     return MASK if sensitive else value
+
+
+def masked_plan_dict(plan_dict: dict) -> dict:
+    """The plan's JSON form for people and logs: every secret masked (saved plans keep values)."""
+    masked = dict(plan_dict)
+    masked["changes"] = [
+        {**change,
+         "before": mask_value("", change["before"]) if change["before"] else change["before"],
+         "after": mask_value("", change["after"]) if change["after"] else change["after"],
+         "fields": [{**f, "before": mask_value(f["path"], f["before"]), "after": mask_value(f["path"], f["after"])}
+                    for f in change["fields"]]}
+        for change in plan_dict["changes"]]
+    masked["desired"] = {address: {**resource, "spec": mask_value("", resource["spec"])}
+                         for address, resource in plan_dict.get("desired", {}).items()}
+    return masked

@@ -16,6 +16,7 @@ import pytest
 from reconciler.addresses import Address
 from reconciler.cli import common
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
+from reconciler.render.masking import masked_plan_dict
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import PlanOptions, make_plan
 from reconciler.render.markdown import MAX_CHANGES_SHOWN, render_plan_markdown
@@ -83,7 +84,7 @@ def rendered(kind: str, plan: Plan) -> str:
         return render_plan(plan, color=False) + "\n"
     if kind == "md":
         return render_plan_markdown(plan) + "\n"
-    return json.dumps(plan.to_dict(), indent=2) + "\n"
+    return json.dumps(masked_plan_dict(plan.to_dict()), indent=2) + "\n"
 
 
 @pytest.mark.parametrize("kind", ["txt", "md", "json"])
@@ -130,8 +131,11 @@ def test_markdown_keeps_the_replace_symbol_in_the_diff():
     assert '\n+ deployment "ep/blue" {' not in markdown
 
 
-def test_json_golden_is_a_loadable_plan():
-    assert Plan.from_dict(json.loads((GOLDEN / "plan.json").read_text())) == golden_plan()
+def test_json_golden_is_a_loadable_plan_with_secrets_masked():
+    loaded = Plan.from_dict(json.loads((GOLDEN / "plan.json").read_text()))
+    assert [c.address for c in loaded.changes] == [c.address for c in golden_plan().changes]
+    assert "(sensitive value)" in (GOLDEN / "plan.json").read_text()
+    assert "s3cr3t" not in (GOLDEN / "plan.json").read_text()
 
 
 def test_color_only_when_asked():
