@@ -93,7 +93,12 @@ class _GraphBuilder:
         if key in self.models:
             other_document, other_path, other_data = self.models[key]
             other_resolved = other_document.directory / (other_data.get("path") or other_data.get("local_path"))
-            if other_resolved.resolve() != resolved.resolve():
+            if path == () and other_path == ():
+                self.problems.append(document.problem(
+                    ("name",), f"model {name}:{version} is defined twice",
+                    f"the other definition is at {other_document.file}:{other_document.line_of(('name',))}; "
+                    "remove one or give it a new version"))
+            elif other_resolved.resolve() != resolved.resolve():
                 self.problems.append(document.problem(
                     path + ("name",), f"model {name}:{version} is defined twice with different paths",
                     f"other definition at {other_document.file}:{other_document.line_of(other_path)}; "

@@ -18,19 +18,36 @@ def _template() -> jinja2.Template:
     return environment.get_template("nginx.conf.j2")
 
 
-def deployment_routes(endpoint: str, records: dict) -> dict[str, dict]:
-    """The live deployments of `endpoint` as upstreams: {name: {id, servers, scoring_path}}."""
-    routes = {}
+def serving_records(endpoint: str, records: dict) -> dict[str, object]:
+    """For each deployment of `endpoint`, the record whose containers should get its traffic.
+
+    A ready record wins; while a replacement is tainted (never became ready), the old containers,
+    kept as a `~deposed-` record, go on serving, so a failed rollout never takes traffic away.
+    """
+    chosen: dict[str, object] = {}
     for address, record in sorted(records.items()):
-        if not address.startswith("deployment.") or "~" in address or record.spec.get("endpoint") != endpoint:
+        if not address.startswith("deployment.") or "~orphan-" in address:
             continue
+        if record.spec.get("endpoint") != endpoint or record.status != "ready":
+            continue
+        name = record.spec["name"]
+        live = "~" not in address
+        if live or name not in chosen:
+            chosen[name] = record
+    return chosen
+
+
+def deployment_routes(endpoint: str, records: dict) -> dict[str, dict]:
+    """The serving deployments of `endpoint` as upstreams: {name: {id, servers, scoring_path}}."""
+    routes = {}
+    for name, record in sorted(serving_records(endpoint, records).items()):
         spec = record.spec
         port = spec["routes"]["scoring"]["port"]
         servers = [f"{i['name']}:{port}" for i in record.outputs.get("instances", [])]
         if servers:
-            routes[spec["name"]] = {"id": hashlib.sha256(spec["name"].encode()).hexdigest()[:10],
-                                    "servers": servers, "scoring_path": spec["routes"]["scoring"]["path"],
-                                    "timeout_ms": spec["request_settings"]["request_timeout_ms"]}
+            routes[name] = {"id": hashlib.sha256(name.encode()).hexdigest()[:10],
+                            "servers": servers, "scoring_path": spec["routes"]["scoring"]["path"],
+                            "timeout_ms": spec["request_settings"]["request_timeout_ms"]}
     return routes
 
 

@@ -1,0 +1,4 @@
+"""`python -m reconciler` runs the CLI."""
+from reconciler.cli.main import main
+
+main()
