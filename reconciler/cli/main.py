@@ -7,6 +7,7 @@ from reconciler import __version__
 from reconciler.cli.apply import apply, destroy
 from reconciler.cli.endpoint import endpoint
 from reconciler.cli.plan import plan, show
+from reconciler.cli.render import render
 from reconciler.cli.runtime import invoke, logs
 from reconciler.cli.state_cmd import force_unlock, state
 from reconciler.cli.validate import validate
@@ -18,7 +19,7 @@ def cli():
     """Plan and apply Azure ML online endpoints on a Docker Engine, Terraform style."""
 
 
-for command in (validate, plan, show, apply, destroy, invoke, logs, endpoint, state, force_unlock):
+for command in (validate, plan, show, apply, destroy, invoke, logs, endpoint, render, state, force_unlock):
     cli.add_command(command)
 
 
