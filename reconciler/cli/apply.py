@@ -11,14 +11,15 @@ from reconciler.cli import exits
 from reconciler.cli.common import format_error, handle_errors, open_store, stack_options, state_options
 from reconciler.cli.drivers import driver_for
 from reconciler.cli.plan import build_plan, emit_plan
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.planfile import check_not_stale, read_plan
 
 
 def confirm(plan, auto_approve: bool) -> bool:
     if auto_approve:
         return True
-    verb = "destroy all resources" if plan.mode == "destroy" else "perform these actions"
+    verb = {"destroy": "destroy all resources",
+            "refresh-only": "update the state to match these objects"}.get(plan.mode, "perform these actions")
     click.echo(f"\nDo you want to {verb}?\n  Only 'yes' will be accepted to approve.\n")
     answer = click.prompt("  Enter a value", default="", show_default=False)
     return answer.strip() == "yes"
@@ -36,14 +37,20 @@ def run_apply(source: Path, var_assignments, vars_file, state_path, lock_timeout
         if saved:
             state = store.read()
             check_not_stale(plan, state)
+            if plan.drift or plan.mode == "refresh-only":
+                state = refreshed_as_planned(plan, state, driver, store)
         else:
             plan, state = build_plan(source, var_assignments, vars_file, store, targets, replace, destroy,
                                      refresh_only, refresh, driver)
         emit_plan(plan, as_json=False, as_markdown=False)
         if not plan.has_changes():
-            if plan.drift and refresh_only:
+            if plan.drift and plan.mode == "refresh-only":
+                if not saved and not confirm(plan, auto_approve):
+                    click.echo("\nApply cancelled.")
+                    sys.exit(exits.ERROR)
                 store.write(state)
-                click.echo("\nApply complete! The state now records the changes made outside reconciler.")
+                click.echo(f"\nApply complete! The state now records {len(plan.drift)} change(s) made outside "
+                           "reconciler; nothing in Docker was changed.")
             return
         if not saved and not confirm(plan, auto_approve):
             click.echo("\nApply cancelled.")
@@ -68,6 +75,17 @@ def run_apply(source: Path, var_assignments, vars_file, state_path, lock_timeout
                f"{counts['destroyed']} destroyed. What already ran keeps serving; failed resources are "
                f"marked tainted and will be replaced by the next apply.", err=True)
     sys.exit(exits.ERROR)
+
+
+def refreshed_as_planned(plan, state, driver, store):
+    """The refreshed state a saved plan was made from: its changes (a scale-up after a missing
+    container, an orphan's removal) refer to it. Refused when the engine has moved on since."""
+    from reconciler.refresh import refresh_state
+    refreshed, drift = refresh_state(driver, state, store.path.parent)
+    if [d.to_dict() for d in drift] != [d.to_dict() for d in plan.drift]:
+        raise StalePlan("saved plan is stale: the objects in Docker changed since it was made",
+                        "run `reconciler plan` again and apply the new plan")
+    return refreshed
 
 
 def apply_options(command):

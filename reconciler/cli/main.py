@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from reconciler import __version__
+from reconciler.cli.adopt_cmd import import_command, recover
 from reconciler.cli.apply import apply, destroy
+from reconciler.cli.drift import drift
 from reconciler.cli.endpoint import endpoint
 from reconciler.cli.plan import plan, show
 from reconciler.cli.render import render
@@ -21,6 +23,10 @@ def cli():
 
 for command in (validate, plan, show, apply, destroy, invoke, logs, endpoint, render, state, force_unlock):
     cli.add_command(command)
+
+for command in (drift, import_command):
+    cli.add_command(command)
+state.add_command(recover)
 
 
 def main() -> None:

@@ -43,9 +43,11 @@ def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, d
         raise StackInvalid(list(desired.unsupported))
     state = store.read()
     drift = ()
-    if refresh and driver is not None and state.records:
+    if refresh and driver is not None:
+        # Also with no records: an apply killed before its first state write leaves labelled
+        # containers that only a refresh finds.
         from reconciler.refresh import refresh_state
-        state, drift = refresh_state(driver, state)
+        state, drift = refresh_state(driver, state, store.path.parent)
     mode = DESTROY if destroy else REFRESH_ONLY if refresh_only else APPLY
     known = {str(a) for a in desired.resources} | set(state.records)
     for address in (*targets, *replace):

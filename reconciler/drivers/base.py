@@ -31,7 +31,14 @@ class StepContext:
 
 @dataclass(frozen=True)
 class Observed:
-    """What the engine shows for one managed object, keyed back to a state address."""
+    """What the engine shows for one managed object, keyed back to a state address.
+
+    `attributes` is normalised by the driver so that refresh compares plain data:
+    image (the reference the engine reports: the name, or the image id once that name
+    points at another image), image_id, role, generation, instance, spec_hash,
+    ports {"8501": ["127.0.0.1:32768"]} (published bindings by container port; "/udp" suffix
+    for non-TCP), mounts [{"source", "destination", "read_only"}] sorted by destination.
+    """
 
     address: str
     driver_id: str
@@ -55,3 +62,12 @@ class Driver(Protocol):
     def delete(self, record: StateRecord, ctx: StepContext) -> None: ...
 
     def list_managed(self, stack: str) -> list[Observed]: ...
+
+    # Refresh reads (see reconciler/refresh.py): each is called only when the fold needs it.
+    def observe(self, container_ids: list[str]) -> list[Observed]: ...
+
+    def inspect(self, container_id: str) -> dict | None: ...
+
+    def model_digest(self, record: StateRecord) -> str | None: ...
+
+    def gateway_config(self, state_dir: Path, stack: str, record: StateRecord) -> dict: ...

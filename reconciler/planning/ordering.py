@@ -17,6 +17,16 @@ def change_predecessors(changes: dict[str, Change]) -> dict[str, set[str]]:
     for address, change in changes.items():
         if change.action != DELETE:
             before[address] |= {d for d in change.depends_on if d in changes and changes[d].action != DELETE}
+        base, orphan, _ = address.partition("~orphan-")
+        if orphan and base in changes:
+            # Leftover containers go before their resource changes: they may hold its names.
+            before[base].add(address)
+        base, deposed, _ = address.partition("~deposed-")
+        if deposed and change.action == DELETE:
+            # Old containers left by an interrupted replacement serve until their users
+            # (an endpoint's gateway) have moved to the new ones.
+            before[address] |= {a for a, c in changes.items()
+                                if c.action != DELETE and base in (*c.depends_on, *c.prior_depends_on)}
         for dependency in change.prior_depends_on:
             # Whatever used this resource must let go of it before the resource is deleted.
             if dependency in changes and changes[dependency].action == DELETE:

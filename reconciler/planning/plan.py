@@ -55,21 +55,27 @@ class Change:
 
 @dataclass(frozen=True)
 class Drift:
-    """Something changed outside reconciler: what state says vs what the engine shows."""
+    """Something changed outside reconciler: what state says vs what the engine shows.
+
+    kind: missing | stopped | recreated | changed | orphan | model-content | gateway-config.
+    fields: before = state, after = engine. repair: what the planner must do beyond what the
+    refreshed state already shows it ("replace" / "update"; "" when the state says it all).
+    """
 
     address: str
     kind: str
     detail: str
     fields: tuple[FieldChange, ...] = ()
+    repair: str = ""
 
     def to_dict(self) -> dict:
         return {"address": self.address, "kind": self.kind, "detail": self.detail,
-                "fields": [f.to_dict() for f in self.fields]}
+                "fields": [f.to_dict() for f in self.fields], "repair": self.repair}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Drift":
         return cls(data["address"], data["kind"], data["detail"],
-                   tuple(FieldChange.from_dict(f) for f in data.get("fields", ())))
+                   tuple(FieldChange.from_dict(f) for f in data.get("fields", ())), data.get("repair", ""))
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,9 @@ class Plan:
         return counts
 
     def summary_line(self) -> str:
+        if self.mode == "refresh-only" and self.drift:
+            return (f"Refresh only: {len(self.drift)} change(s) made outside reconciler would be accepted into "
+                    "state; nothing in Docker changes.")
         if not self.has_changes():
             return "No changes. Your infrastructure matches the configuration."
         counts = self.summary()

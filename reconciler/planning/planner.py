@@ -50,10 +50,24 @@ def decide_change(address: str, desired, record: StateRecord | None, forced: boo
     return Change(address, UPDATE, "changed", **common)
 
 
+def _with_repair(change: Change, drifted: bool, repair: str) -> Change:
+    """Turn drift found by refresh into the change that repairs it. Most drift already shows
+    as a difference between refreshed state and configuration; `repair` covers what state
+    cannot hold (a recreated container, a port bound wider, a hand-edited gateway config)."""
+    if not drifted or change.action in (CREATE, DELETE) or change.reason in ("tainted", "requested"):
+        return change
+    kind = change.kind
+    if repair == "replace" or (change.action == REPLACE and change.reason == "forces-replacement"):
+        return dataclasses.replace(change, action=REPLACE, reason="drifted", replace_mode=REPLACE_MODE[kind])
+    if repair == "update" or change.action == UPDATE:
+        return dataclasses.replace(change, action=UPDATE, reason="drifted")
+    return change
+
+
 def _moves_containers(change: Change) -> bool:
     """Whether a deployment change gives it other containers, which its gateway must learn."""
-    return change.action == REPLACE or (change.action == UPDATE and
-                                        any(f.path == "instance_count" for f in change.fields))
+    return change.action in (CREATE, REPLACE) or (change.action == UPDATE and
+                                                  any(f.path == "instance_count" for f in change.fields))
 
 
 def _with_dependency_updates(changes: dict[str, Change]) -> dict[str, Change]:
@@ -94,10 +108,15 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
         desired_by_address = {}
     addresses = set(desired_by_address) | set(state.records)
     changes: dict[str, Change] = {}
+    repairs: dict[str, str] = {}
+    for item in drift:
+        # "replace" outranks "update" outranks "" for an address with several kinds of drift.
+        repairs[item.address] = max(repairs.get(item.address, ""), item.repair, key=("", "update", "replace").index)
     if options.mode != REFRESH_ONLY:
         for address in sorted(addresses):
-            changes[address] = decide_change(address, desired_by_address.get(address),
-                                             state.records.get(address), address in options.replace)
+            change = decide_change(address, desired_by_address.get(address),
+                                   state.records.get(address), address in options.replace)
+            changes[address] = _with_repair(change, address in repairs, repairs.get(address, ""))
         changes = _with_dependency_updates(changes)
     if options.mode == DESTROY:
         # As `terraform destroy -target`: a target goes with everything that depends on it.

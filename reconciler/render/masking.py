@@ -38,6 +38,11 @@ def masked_plan_dict(plan_dict: dict) -> dict:
          "fields": [{**f, "before": mask_value(f["path"], f["before"]), "after": mask_value(f["path"], f["after"])}
                     for f in change["fields"]]}
         for change in plan_dict["changes"]]
+    # Drift fields hold what Docker shows, e.g. an environment variable set by hand.
+    masked["drift"] = [{**item, "fields": [{**f, "before": mask_value(f["path"], f["before"]),
+                                            "after": mask_value(f["path"], f["after"])}
+                                           for f in item.get("fields", [])]}
+                       for item in plan_dict.get("drift", [])]
     masked["desired"] = {address: {**resource, "spec": mask_value("", resource["spec"])}
                          for address, resource in plan_dict.get("desired", {}).items()}
     return masked

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import docker
 
-from reconciler.drivers.base import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_SPEC_HASH,
-                                     Observed, StepContext)
-from reconciler.drivers.docker import containers, gateway, model_store
+from reconciler.drivers.base import LABEL_GENERATION, Observed, StepContext
+from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe
 from reconciler.drivers.docker.engine import connect, ensure_image, label_filter, remove_container
 from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
@@ -33,6 +32,7 @@ class DockerDriver:
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         self._client = client
+        self._inspector_instance: observe.Inspector | None = None  # per driver: caches image ENV
 
     @property
     def client(self) -> docker.DockerClient:
@@ -70,19 +70,26 @@ class DockerDriver:
         if record.address.startswith("deployment.") and spec["instance_count"] != len(record.outputs["instances"]):
             return self._scale_deployment(updated, ctx)
         if record.address.startswith("endpoint."):
-            gateway.reload(self.client, ctx, spec, record.outputs)
+            digest = gateway.reload(self.client, ctx, spec, record.outputs)
+            return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
         return updated
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         fresh = gateway.new_keys()
         keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
         updated = dataclasses.replace(record, outputs={**record.outputs, "keys": keys})
-        gateway.reload(self.client, ctx, record.spec, updated.outputs)
-        return updated
+        digest = gateway.reload(self.client, ctx, record.spec, updated.outputs)
+        return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
         kind = record.address.split(".", 1)[0]
-        if kind == "model":
+        if "~orphan-" in record.address:
+            # Only the stray containers: the config directory and model copies belong to the
+            # resource of the same address, which may well be alive.
+            adopted = {i["id"] for i in record.outputs.get("instances", []) if i.get("adopted")}
+            for container_id in record.driver_ids.get("containers", []):
+                remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
+        elif kind == "model":
             digest = record.spec["content_digest"]
             still_used = any(r.spec.get("content_digest") == digest for a, r in ctx.records().items()
                              if a != record.address and a.startswith("model."))
@@ -92,7 +99,7 @@ class DockerDriver:
             self._delete_deployment(record, ctx)
         else:
             gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
-        if not self.client.containers.list(all=True, filters=label_filter(ctx.stack)):
+        if not self.client.containers.list(all=True, sparse=True, filters=label_filter(ctx.stack)):
             containers.remove_network(self.client, ctx.stack)
 
     # -- deployments ---------------------------------------------------------------------
@@ -136,37 +143,51 @@ class DockerDriver:
             next_index = max((i["instance"] for i in instances), default=-1) + 1
             return self._add_instances(record, ctx, range(next_index, next_index + wanted - len(instances)))
         for instance in instances[wanted:]:
-            remove_container(self.client, instance["id"], containers.STOP_TIMEOUT)
+            remove_container(self.client, instance["id"], containers.STOP_TIMEOUT,
+                             adopted=instance.get("adopted", False))
         return _with_instances(record, instances[:wanted], "ready")
 
     def _delete_deployment(self, record: StateRecord, ctx: StepContext) -> None:
         ids = {i["id"] for i in record.outputs.get("instances", [])}
+        adopted = {i["id"] for i in record.outputs.get("instances", []) if i.get("adopted")}
         generation = record.driver_ids.get("generation")
         # Also whatever an interrupted apply started but never recorded.
-        for container in self.client.containers.list(all=True, filters=label_filter(ctx.stack, _base(record.address))):
-            if generation and container.labels.get(LABEL_GENERATION) == generation:
+        # sparse: a full list inspects each container, and a parallel step may be removing one.
+        for container in self.client.containers.list(all=True, sparse=True,
+                                                     filters=label_filter(ctx.stack, _base(record.address))):
+            if generation and (container.attrs.get("Labels") or {}).get(LABEL_GENERATION) == generation:
                 ids.add(container.id)
         for container_id in sorted(ids):
-            remove_container(self.client, container_id, containers.STOP_TIMEOUT)
+            remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
 
-    # -- reading -------------------------------------------------------------------------
+    # -- reading (refresh; see reconciler/refresh.py and observe.py) -----------------------
     def list_managed(self, stack: str) -> list[Observed]:
         """One label-filtered list call (sparse: no per-container inspect)."""
-        observed = []
-        for container in self.client.containers.list(all=True, sparse=True, filters=label_filter(stack)):
-            attrs = container.attrs
-            labels = attrs.get("Labels") or {}
-            state = attrs.get("State")
-            status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
-            observed.append(Observed(address=labels.get(LABEL_ADDRESS, ""), driver_id=container.id,
-                                     name=(attrs.get("Names") or ["/?"])[0].lstrip("/"),
-                                     running=status == "running", status=status, labels=labels,
-                                     attributes={"image": attrs.get("Image"), "ports": attrs.get("Ports"),
-                                                 "mounts": attrs.get("Mounts"),
-                                                 "generation": labels.get(LABEL_GENERATION),
-                                                 "instance": labels.get(LABEL_INSTANCE),
-                                                 "spec_hash": labels.get(LABEL_SPEC_HASH)}))
-        return observed
+        return observe.list_managed(self.client, stack)
+
+    def inspect(self, container_id: str) -> dict | None:
+        return self._inspector().inspect(container_id)
+
+    def observe(self, container_ids: list[str]) -> list[Observed]:
+        return self._inspector().observe(container_ids)
+
+    def _inspector(self) -> observe.Inspector:
+        if self._inspector_instance is None:
+            self._inspector_instance = observe.Inspector(self.client)
+        return self._inspector_instance
+
+    def gateway_config(self, state_dir: Path, stack: str, record: StateRecord) -> dict:
+        return observe.gateway_config(state_dir, stack, record)
+
+    # -- import and recover ------------------------------------------------------------------
+    def adopt(self, stack: str, info: dict) -> str | None:
+        return adoption.connect_to_stack(self.client, stack, info)
+
+    def stored_models(self, state_dir: Path, digests: list[str]) -> dict[str, str | None]:
+        return adoption.stored_models(state_dir, digests)
+
+    def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
+        return adoption.recover_gateway(self.client, ctx, record)
 
     def model_digest(self, record: StateRecord) -> str | None:
         """The digest of the model's copy in the store, or None when it is gone."""

@@ -71,13 +71,15 @@ def free_host_port() -> int:
         return probe.getsockname()[1]
 
 
-def remove_container(client: docker.DockerClient, container_id: str, stop_timeout: int = 10) -> None:
-    """Stop and remove one of our containers; already gone is fine."""
+def remove_container(client: docker.DockerClient, container_id: str, stop_timeout: int = 10,
+                     adopted: bool = False) -> None:
+    """Stop and remove one of our containers; already gone is fine. `adopted`: state records
+    this unlabelled container as adopted by `reconciler import`, the one exception to labels."""
     try:
         container = client.containers.get(container_id)
     except NotFound:
         return
-    if container.labels.get(LABEL_MANAGED_BY) != MANAGED_BY:
+    if container.labels.get(LABEL_MANAGED_BY) != MANAGED_BY and not adopted:
         raise DriverError(f"container {container.name} is not managed by reconciler; refusing to remove it",
                           "remove the record with `reconciler state rm` if it was adopted by mistake")
     try:
@@ -88,6 +90,10 @@ def remove_container(client: docker.DockerClient, container_id: str, stop_timeou
         container.remove(force=True, v=False)
     except NotFound:
         pass
+    except APIError as error:
+        # 409: another step of this apply is removing the same container right now.
+        if error.status_code != 409:
+            raise
 
 
 def _short(error: Exception) -> str:

@@ -6,6 +6,7 @@ applied with a graceful `nginx -s reload`, which never drops a connection.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import tempfile
@@ -18,7 +19,7 @@ from docker.types import Mount
 
 from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, StepContext
 from reconciler.drivers.docker.containers import ensure_network, new_generation
-from reconciler.drivers.docker.engine import free_host_port, managed_labels, remove_container
+from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels, remove_container
 from reconciler.drivers.docker.gateway_config import GATEWAY_PORT, deployment_routes, render_gateway_config
 from reconciler.drivers.docker.probes import http_ok
 from reconciler.errors import DriverError
@@ -37,13 +38,27 @@ def config_dir(ctx: StepContext, endpoint: str) -> Path:
     return (ctx.state_dir / "gateways" / ctx.stack / endpoint).resolve()
 
 
-def write_config(directory: Path, text: str) -> None:
+def write_config(directory: Path, text: str) -> str:
+    """Write nginx.conf atomically; returns its digest, kept in state to notice hand edits."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".nginx.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temp, directory / "nginx.conf")
+    return text_digest(text.encode())
+
+
+def text_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def config_digest(directory: Path) -> str | None:
+    """The digest of the gateway config on disk now, or None when it is gone (refresh)."""
+    try:
+        return text_digest((directory / "nginx.conf").read_bytes())
+    except OSError:
+        return None
 
 
 def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
@@ -54,10 +69,14 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
           keys: dict[str, str], port: int | None) -> dict:
     """Start the gateway; returns the outputs kept in state."""
     directory = config_dir(ctx, spec["name"])
-    write_config(directory, render(ctx, spec, keys))
+    digest = write_config(directory, render(ctx, spec, keys))
     generation = new_generation()
     name = f"rc-{ctx.stack}-{spec['name']}-gw-{generation}"
     port = port or free_host_port()
+    # A gateway of this endpoint that no record owns (an apply killed after `docker run`) would
+    # hold the endpoint's port; under the state lock, any existing one is such a leftover.
+    for leftover in client.containers.list(all=True, sparse=True, filters=label_filter(ctx.stack, address)):
+        remove_container(client, leftover.id, stop_timeout=1)
     try:
         container = client.containers.run(
             GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
@@ -75,8 +94,8 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     except DriverError:
         remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
         raise
-    return {"gateway": {"id": container.id, "name": name}, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys}
+    return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
+            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest}
 
 
 def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:
@@ -91,11 +110,12 @@ def _wait_listening(client: docker.DockerClient, container_id: str, port: int, t
     raise DriverError(f"gateway did not start listening on 127.0.0.1:{port}: {error}", "gateway log:\n" + logs)
 
 
-def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> None:
-    """Rewrite the config, check it, reload gracefully and wait for old workers to drain."""
+def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> str:
+    """Rewrite the config, check it, reload gracefully and wait for old workers to drain.
+    Returns the digest of the config now in force."""
     directory = config_dir(ctx, spec["name"])
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
-    write_config(directory, render(ctx, spec, outputs["keys"]))
+    digest = write_config(directory, render(ctx, spec, outputs["keys"]))
     container = client.containers.get(outputs["gateway"]["id"])
     check = container.exec_run(["nginx", "-t", "-q", "-c", CONFIG_FILE])
     if check.exit_code != 0:
@@ -109,6 +129,7 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
         raise DriverError(f"gateway of endpoint {spec['name']} did not reload",
                           result.output.decode("utf-8", "replace").strip())
     _wait_gone(container, old_workers)
+    return digest
 
 
 # `[ ]` keeps the pattern from matching the command line of this very script.

@@ -1,0 +1,128 @@
+"""What refresh reads from Docker, normalised to plain data. Reads only, never a change.
+
+`list_managed` is the one label-filtered list call a refresh always makes (sparse: the list
+endpoint's data, no per-container inspect). `inspect` and `observe` are the targeted reads the
+fold asks for when list data is not enough: a container that was recreated or whose list data
+disagrees with state (environment variables are not in list data), and containers adopted by
+`reconciler import`, which carry no labels and so never show up in the labelled list.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+from docker.errors import NotFound
+
+from reconciler.drivers.base import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, LABEL_SPEC_HASH,
+                                     Observed, StepContext)
+from reconciler.drivers.docker import gateway
+from reconciler.drivers.docker.engine import label_filter
+from reconciler.drivers.docker.gateway_config import GATEWAY_PORT
+
+
+def list_managed(client: docker.DockerClient, stack: str) -> list[Observed]:
+    """Every container with this stack's labels: one GET /containers/json."""
+    observed = []
+    for container in client.containers.list(all=True, sparse=True, filters=label_filter(stack)):
+        attrs = container.attrs
+        state = attrs.get("State")
+        status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
+        observed.append(_observed(container.id, (attrs.get("Names") or ["/?"])[0], status, attrs.get("Labels"),
+                                  attrs.get("Image"), attrs.get("ImageID"), _list_ports(attrs.get("Ports")),
+                                  _mounts(attrs.get("Mounts"))))
+    return observed
+
+
+def _observed(container_id, name, status, labels, image, image_id, ports, mounts) -> Observed:
+    labels = labels or {}
+    return Observed(address=labels.get(LABEL_ADDRESS, ""), driver_id=container_id, name=name.lstrip("/"),
+                    running=status == "running", status=status, labels=labels,
+                    attributes={"image": image, "image_id": image_id, "ports": ports, "mounts": mounts,
+                                "role": labels.get(LABEL_ROLE), "generation": labels.get(LABEL_GENERATION),
+                                "instance": labels.get(LABEL_INSTANCE), "spec_hash": labels.get(LABEL_SPEC_HASH)})
+
+
+def _list_ports(entries) -> dict[str, list[str]]:
+    """List data's Ports -> {"8501": ["127.0.0.1:32768"]}; exposed-only ports are left out."""
+    ports: dict[str, list[str]] = {}
+    for entry in entries or []:
+        if not entry.get("PublicPort"):
+            continue
+        key = _port_key(entry["PrivatePort"], entry.get("Type", "tcp"))
+        ports.setdefault(key, []).append(f"{entry.get('IP') or '0.0.0.0'}:{entry['PublicPort']}")
+    return {k: sorted(set(v)) for k, v in sorted(ports.items())}
+
+
+def _inspect_ports(bindings) -> dict[str, list[str]]:
+    """Inspect's NetworkSettings.Ports ({"8501/tcp": [{"HostIp", "HostPort"}]}) in the same shape."""
+    ports: dict[str, list[str]] = {}
+    for spec, hosts in (bindings or {}).items():
+        number, _, protocol = spec.partition("/")
+        for host in hosts or []:
+            ports.setdefault(_port_key(int(number), protocol or "tcp"), []).append(
+                f"{host.get('HostIp') or '0.0.0.0'}:{host['HostPort']}")
+    return {k: sorted(set(v)) for k, v in sorted(ports.items())}
+
+
+def _port_key(number: int, protocol: str) -> str:
+    return str(number) if protocol == "tcp" else f"{number}/{protocol}"
+
+
+def _mounts(entries) -> list[dict]:
+    return sorted(({"source": m.get("Source", ""), "destination": m.get("Destination", ""),
+                    "read_only": not m.get("RW", True)} for m in entries or []), key=lambda m: m["destination"])
+
+
+def _env(items) -> dict[str, str]:
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in items or [])
+
+
+class Inspector:
+    """Inspects containers for one refresh; image environments are read once per image."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+        self._image_env: dict[str, dict] = {}
+
+    def image_env(self, image_id: str) -> dict[str, str]:
+        # The image's own ENV tells a variable someone added apart from one the image sets.
+        if image_id not in self._image_env:
+            try:
+                self._image_env[image_id] = _env(self.client.api.inspect_image(image_id)["Config"].get("Env"))
+            except NotFound:
+                self._image_env[image_id] = {}
+        return self._image_env[image_id]
+
+    def inspect(self, container_id: str) -> dict | None:
+        """The facts list data lacks, or None when the container is gone."""
+        try:
+            attrs = self.client.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        config, state = attrs.get("Config") or {}, attrs.get("State") or {}
+        return {"id": attrs["Id"], "name": attrs.get("Name", "").lstrip("/"), "image": config.get("Image"),
+                "image_id": attrs.get("Image"), "env": _env(config.get("Env")),
+                "image_env": self.image_env(attrs.get("Image", "")), "labels": config.get("Labels") or {},
+                "status": state.get("Status", "unknown"), "running": state.get("Status") == "running",
+                "ports": _inspect_ports((attrs.get("NetworkSettings") or {}).get("Ports")),
+                "mounts": _mounts(attrs.get("Mounts")),
+                "security_opt": (attrs.get("HostConfig") or {}).get("SecurityOpt") or [], "networks": sorted(
+                    ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).keys())}
+
+    def observe(self, container_ids: list[str]) -> list[Observed]:
+        """Containers tracked by id (adopted by `reconciler import`, so without our labels)."""
+        observed = []
+        for container_id in container_ids:
+            info = self.inspect(container_id)
+            if info is not None:
+                observed.append(_observed(info["id"], info["name"], info["status"], info["labels"], info["image"],
+                                          info["image_id"], info["ports"], info["mounts"]))
+        return observed
+
+
+def gateway_config(state_dir: Path, stack: str, record) -> dict:
+    """The endpoint's gateway config on disk, and what the gateway container should look like."""
+    ctx = StepContext(stack=stack, stack_dir=state_dir, state_dir=state_dir, records=dict)
+    directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.split(".", 1)[1])
+    return {"dir": str(directory), "dir_exists": directory.is_dir(), "digest": gateway.config_digest(directory),
+            "container_port": str(GATEWAY_PORT), "mount_destination": gateway.CONFIG_DIR_IN_CONTAINER}

@@ -1,0 +1,44 @@
+"""The GitHub Actions examples in examples/ci/ parse, and every `reconciler ...` they run names
+a real command with real options (so that a renamed flag breaks a test, not a user's pipeline)."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reconciler.cli.main import cli
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "ci").glob("*.yml"))
+
+
+def invocations(workflow: dict) -> list[list[str]]:
+    found = []
+    for job in workflow["jobs"].values():
+        for step in job["steps"]:
+            script = step.get("run", "").replace("\\\n", " ")
+            for line in script.splitlines():
+                for match in re.finditer(r"(?:^|[\s(])reconciler (.*)", line):
+                    command = re.split(r"\s(?:\||>|;|&&|\|\|)\s?", match.group(1))[0]
+                    found.append(shlex.split(command))
+    return found
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_workflow_uses_real_commands_and_options(path):
+    workflow = yaml.safe_load(path.read_text())
+    assert workflow["jobs"] and (workflow.get("on") or workflow.get(True))  # YAML 1.1 reads `on` as True
+    calls = invocations(workflow)
+    assert calls, f"{path.name} runs no reconciler command"
+    for tokens in calls:
+        command = cli.commands[tokens[0]]
+        options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+        for token in tokens[1:]:
+            if token.startswith("-"):
+                assert token.split("=")[0] in options, f"{path.name}: reconciler {tokens[0]} has no {token}"
+
+
+def test_the_three_examples_exist():
+    assert {p.name for p in EXAMPLES} >= {"plan-on-pr.yml", "apply-on-main.yml", "nightly-drift.yml"}
