@@ -120,9 +120,12 @@ def apply(source, var_assignments, vars_file, state_path, lock_timeout, targets,
 @stack_options
 @state_options
 @click.option("--target", "targets", multiple=True, metavar="ADDRESS")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="Read the engine first, so leftovers of interrupted applies go too.")
 @apply_options
 @handle_errors()
-def destroy(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, auto_approve, parallelism):
+def destroy(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, refresh, auto_approve,
+            parallelism):
     """Destroy everything STACK_DIR's state manages, in reverse dependency order."""
     run_apply(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, (), True, False,
-              auto_approve, parallelism, refresh=False)
+              auto_approve, parallelism, refresh=refresh)

@@ -156,3 +156,15 @@ def test_logs_command(stack):
     result = stack.run("logs", "tfserving", "--state", str(stack.state), "--lines", "5")
     assert result.exit_code == 0, result.output
     assert "loaded half_plus_two" in result.output
+
+
+def test_destroy_also_removes_leftovers_of_an_interrupted_apply(stack, docker_client):
+    stack.apply()
+    (container,) = stack.containers(**{"org.reconciler.role": "deployment"})
+    # A container of ours that no record owns, as a `kill -9` between `docker run` and the state
+    # write leaves behind.
+    docker_client.containers.run("reconciler/base:bookworm", ["sleep", "300"], detach=True,
+                                 labels={**container.labels, "org.reconciler.generation": "leftover"})
+    result = stack.run("destroy", str(stack.dir), "--state", str(stack.state), "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert stack.containers() == []

@@ -133,3 +133,32 @@ def test_destroy_removes_gateway(blue_green):
     result = blue_green.run("destroy", str(blue_green.dir), "--state", str(blue_green.state), "--auto-approve")
     assert result.exit_code == 0, result.output
     assert blue_green.containers() == []
+
+
+def test_scale_down_under_load_drops_no_request(blue_green):
+    blue_green.edit("blue.yml", "instance_count: 1", "instance_count: 3")
+    blue_green.apply()
+    client = client_for(blue_green)
+    failures, successes = [], [0]
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            status, _, body = client.score(deployment="blue")
+            if status == 200:
+                successes[0] += 1
+            else:
+                failures.append((status, body))
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(0.5)
+        blue_green.edit("blue.yml", "instance_count: 3", "instance_count: 1")
+        blue_green.apply()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == [] and successes[0] > 100
+    assert len(blue_green.containers(**{"org.reconciler.address": "deployment.blue-green/blue"})) == 1

@@ -17,6 +17,7 @@ from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
 
 DRIVER_NAME = "docker"
+ORPHAN_STOP_TIMEOUT = 2
 
 
 class StepFailed(DriverError):
@@ -88,7 +89,8 @@ class DockerDriver:
             # resource of the same address, which may well be alive.
             adopted = {i["id"] for i in record.outputs.get("instances", []) if i.get("adopted")}
             for container_id in record.driver_ids.get("containers", []):
-                remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
+                # No traffic is routed to a container no record owns: no need to wait long.
+                remove_container(self.client, container_id, ORPHAN_STOP_TIMEOUT, adopted=container_id in adopted)
         elif kind == "model":
             digest = record.spec["content_digest"]
             still_used = any(r.spec.get("content_digest") == digest for a, r in ctx.records().items()
@@ -142,10 +144,21 @@ class DockerDriver:
         if wanted > len(instances):
             next_index = max((i["instance"] for i in instances), default=-1) + 1
             return self._add_instances(record, ctx, range(next_index, next_index + wanted - len(instances)))
+        kept = _with_instances(record, instances[:wanted], "ready")
+        self._stop_routing_to_removed(kept, ctx)
         for instance in instances[wanted:]:
             remove_container(self.client, instance["id"], containers.STOP_TIMEOUT,
                              adopted=instance.get("adopted", False))
-        return _with_instances(record, instances[:wanted], "ready")
+        return kept
+
+    def _stop_routing_to_removed(self, kept: StateRecord, ctx: StepContext) -> None:
+        """Before surplus instances go, the endpoint's gateway must stop sending them requests
+        (the endpoint's own update step comes later and would be too late for in-flight ones)."""
+        endpoint = ctx.records().get(f"endpoint.{kept.spec['endpoint']}")
+        if endpoint is None or not endpoint.outputs.get("gateway"):
+            return
+        view = dataclasses.replace(ctx, records=lambda: {**ctx.records(), kept.address: kept})
+        gateway.reload(self.client, view, endpoint.spec, endpoint.outputs)
 
     def _delete_deployment(self, record: StateRecord, ctx: StepContext) -> None:
         ids = {i["id"] for i in record.outputs.get("instances", [])}
