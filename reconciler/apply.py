@@ -189,6 +189,9 @@ class Applier:
                         result.failed.append((step.address, error))
                         blocked.add(step.id)
                     sorter.done(step.id)
+        finish = getattr(self.driver, "finish", None)
+        if finish is not None and result.ok:
+            finish(self.ctx)
         return result
 
 

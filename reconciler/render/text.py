@@ -16,10 +16,12 @@ HEADINGS = {
     DELETE: "will be destroyed",
 }
 REASONS = {
-    "tainted": "is tainted, so must be replaced",
-    "requested": "will be replaced, as requested",
-    "dependency-replaced": "will be updated in-place to follow a replaced dependency",
-    "drifted": "changed outside reconciler, so will be repaired",
+    (REPLACE, "tainted"): "is tainted, so must be replaced",
+    (REPLACE, "requested"): "will be replaced, as requested",
+    (REPLACE, "dependency-replaced"): "must be replaced, because what it mounts is replaced",
+    (UPDATE, "dependency-replaced"): "will be updated in-place to route to its deployments' new containers",
+    (REPLACE, "drifted"): "changed outside reconciler, so will be repaired by replacing it",
+    (UPDATE, "drifted"): "changed outside reconciler, so will be repaired",
 }
 
 
@@ -33,7 +35,7 @@ def _paint(text: str, action: str, color: bool) -> str:
 
 def render_change(change: Change, color: bool = False) -> list[str]:
     kind, name = change.address.split(".", 1)
-    heading = REASONS.get(change.reason, HEADINGS[change.action])
+    heading = REASONS.get((change.action, change.reason), HEADINGS[change.action])
     if change.action == REPLACE and change.replace_mode == "create-then-delete":
         heading += " (new one created before the old one is destroyed)"
     symbol = SYMBOLS[change.action]

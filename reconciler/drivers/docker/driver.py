@@ -75,6 +75,13 @@ class DockerDriver:
             return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
         return updated
 
+    def finish(self, ctx: StepContext) -> None:
+        """After an apply: the stack's network goes once nothing of the stack is left.
+        Not per delete step, where a parallel create may be about to attach to it."""
+        if not ctx.records() and not self.client.containers.list(all=True, sparse=True,
+                                                                 filters=label_filter(ctx.stack)):
+            containers.remove_network(self.client, ctx.stack)
+
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         fresh = gateway.new_keys()
         keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
@@ -101,8 +108,6 @@ class DockerDriver:
             self._delete_deployment(record, ctx)
         else:
             gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
-        if not self.client.containers.list(all=True, sparse=True, filters=label_filter(ctx.stack)):
-            containers.remove_network(self.client, ctx.stack)
 
     # -- deployments ---------------------------------------------------------------------
     def _model_dir(self, spec: dict, ctx: StepContext) -> Path | None:
