@@ -117,7 +117,7 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     digest = write_config(directory, render(ctx, spec, outputs["keys"]))
     container = client.containers.get(outputs["gateway"]["id"])
-    check = container.exec_run(["nginx", "-t", "-q", "-c", CONFIG_FILE])
+    check = _check_config(container)
     if check.exit_code != 0:
         if previous is not None:
             write_config(directory, previous)
@@ -130,6 +130,17 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
                           result.output.decode("utf-8", "replace").strip())
     _wait_gone(container, old_workers)
     return digest
+
+
+def _check_config(container, attempts: int = 5):
+    """`nginx -t`, retried while an upstream name does not resolve yet: Docker's embedded DNS
+    can lag behind a container that has just started, or answer late on a loaded host."""
+    for attempt in range(attempts):
+        check = container.exec_run(["nginx", "-t", "-q", "-c", CONFIG_FILE])
+        if check.exit_code == 0 or b"host not found in upstream" not in check.output:
+            return check
+        time.sleep(0.5 * (attempt + 1))
+    return check
 
 
 # `[ ]` keeps the pattern from matching the command line of this very script.
