@@ -41,13 +41,13 @@ def import_command(address, container, stack_dir, var_assignments, vars_file, st
     as adopted and tracked by id.
     """
     from reconciler.adopt import check_importable, import_outcome, imported_record
-    from reconciler.cli.drivers import driver_for
+    from reconciler.cli.drivers import choose_driver, driver_named
     desired = load_desired(stack_dir, var_assignments, vars_file)
     store = open_store(desired.stack, state_path)
     store.lock("import", lock_timeout)
     with store:
         state = store.read()
-        driver = driver_for(desired.stack)
+        driver = driver_named(choose_driver(None, desired.driver, state))
         info = driver.inspect(container)
         resource = check_importable(address, desired, state, info, container)
         record, notes = imported_record(resource, info, state, desired.stack, secrets.token_hex(3))
@@ -86,7 +86,7 @@ def recover(stack_dir, var_assignments, vars_file, state_path, force, lock_timeo
     matched by content digest in the store. Keys cannot be recovered: each gateway gets new ones.
     """
     from reconciler.adopt import rebuild
-    from reconciler.cli.drivers import driver_for
+    from reconciler.cli.drivers import driver_named
     desired = load_desired(stack_dir, var_assignments, vars_file)
     store = open_store(desired.stack, state_path)
     if store.exists() and not force:
@@ -95,7 +95,8 @@ def recover(stack_dir, var_assignments, vars_file, state_path, force, lock_timeo
                               "(the current file is kept as .backup)")
     store.lock("state recover", lock_timeout)
     with store:
-        driver = driver_for(desired.stack)
+        # The state is lost (or unreadable): the stack settings alone say which engine to read.
+        driver = driver_named(desired.driver)
         observed = driver.list_managed(desired.stack)
         digests = sorted({r.spec["content_digest"] for r in desired.by_kind("model")})
         stored = driver.stored_models(store.path.parent, digests)

@@ -9,9 +9,9 @@ import click
 from reconciler.apply import Applier
 from reconciler.cli import exits
 from reconciler.cli.common import format_error, handle_errors, open_store, stack_options, state_options
-from reconciler.cli.drivers import driver_for
+from reconciler.cli.drivers import choose_driver, driver_named, driver_option
 from reconciler.cli.plan import build_plan, emit_plan
-from reconciler.errors import ReconcilerError, StalePlan
+from reconciler.errors import StalePlan
 from reconciler.planfile import check_not_stale, read_plan
 
 
@@ -26,22 +26,23 @@ def confirm(plan, auto_approve: bool) -> bool:
 
 
 def run_apply(source: Path, var_assignments, vars_file, state_path, lock_timeout, targets, replace, destroy,
-              refresh_only, auto_approve, parallelism, refresh=True) -> None:
+              refresh_only, auto_approve, parallelism, refresh=True, driver_name=None) -> None:
     saved = source.is_file()
     plan = read_plan(source) if saved else None
     stack = plan.stack if saved else source.resolve().name
     store = open_store(stack, state_path)
     store.lock("destroy" if destroy else "apply", lock_timeout)
     with store:
-        driver = driver_for(stack)
         if saved:
             state = store.read()
             check_not_stale(plan, state)
+            driver = driver_named(choose_driver(plan.driver, "", state))
             if plan.drift or plan.mode == "refresh-only":
                 state = refreshed_as_planned(plan, state, driver, store)
         else:
-            plan, state = build_plan(source, var_assignments, vars_file, store, targets, replace, destroy,
-                                     refresh_only, refresh, driver)
+            plan, state, driver = build_plan(source, var_assignments, vars_file, store, targets, replace, destroy,
+                                             refresh_only, refresh, driver_name)
+            driver = driver or driver_named(plan.driver)
         emit_plan(plan, as_json=False, as_markdown=False)
         if not plan.has_changes():
             if plan.drift and plan.mode == "refresh-only":
@@ -106,13 +107,14 @@ def apply_options(command):
 @click.option("--replace", "replace", multiple=True, metavar="ADDRESS")
 @click.option("--refresh-only", is_flag=True, help="Accept changes made outside reconciler into state.")
 @click.option("--refresh/--no-refresh", default=True, show_default=True)
+@driver_option
 @apply_options
 @handle_errors()
 def apply(source, var_assignments, vars_file, state_path, lock_timeout, targets, replace, refresh_only, refresh,
-          auto_approve, parallelism):
+          driver_name, auto_approve, parallelism):
     """Make the engine match STACK_DIR, or carry out a saved PLANFILE exactly."""
     run_apply(source, var_assignments, vars_file, state_path, lock_timeout, targets, replace, False,
-              refresh_only, auto_approve, parallelism, refresh)
+              refresh_only, auto_approve, parallelism, refresh, driver_name)
 
 
 @click.command()
@@ -122,10 +124,11 @@ def apply(source, var_assignments, vars_file, state_path, lock_timeout, targets,
 @click.option("--target", "targets", multiple=True, metavar="ADDRESS")
 @click.option("--refresh/--no-refresh", default=True, show_default=True,
               help="Read the engine first, so leftovers of interrupted applies go too.")
+@driver_option
 @apply_options
 @handle_errors()
-def destroy(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, refresh, auto_approve,
-            parallelism):
+def destroy(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, refresh, driver_name,
+            auto_approve, parallelism):
     """Destroy everything STACK_DIR's state manages, in reverse dependency order."""
     run_apply(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, (), True, False,
-              auto_approve, parallelism, refresh=refresh)
+              auto_approve, parallelism, refresh=refresh, driver_name=driver_name)

@@ -6,7 +6,7 @@ import json
 import click
 
 from reconciler.cli.common import handle_errors
-from reconciler.cli.drivers import driver_for
+from reconciler.cli.drivers import driver_named
 from reconciler.cli.runtime import find_record, which_stack
 from reconciler.drivers.base import StepContext
 
@@ -33,7 +33,7 @@ def keys(name, regenerate_keys, lock_timeout, stack_ref, state_path):
             record = state.records[record.address]
             ctx = StepContext(stack=store.stack, stack_dir=store.path.parent, state_dir=store.path.parent,
                               records=lambda: dict(state.records))
-            record = driver_for(store.stack).regenerate_keys(record, regenerate_keys, ctx)
+            record = driver_named(record.driver).regenerate_keys(record, regenerate_keys, ctx)
             store.write(state.with_record(record))
     click.echo(json.dumps({"primaryKey": record.outputs["keys"]["primary"],
                            "secondaryKey": record.outputs["keys"]["secondary"]}, indent=2))

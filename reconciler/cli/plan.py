@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from reconciler.cli import exits
+from reconciler.cli.drivers import driver_option
 from reconciler.cli.common import (handle_errors, load_desired, open_store, stack_options, state_options,
                                    use_color)
 from reconciler.errors import ReconcilerError
@@ -35,15 +36,19 @@ def plan_options(command):
 
 
 def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy, refresh_only,
-               refresh, driver=None):
-    """Load config and state, refresh through the driver if any, and plan."""
+               refresh, driver_name=None):
+    """Load config and state, choose the driver, refresh through it if asked, and plan.
+    Returns the plan, the (refreshed) state and the driver (None when nothing needed it)."""
+    from reconciler.cli.drivers import choose_driver, driver_named
     desired = load_desired(stack_dir, var_assignments, vars_file)
     if desired.unsupported and not destroy:
         from reconciler.errors import StackInvalid
         raise StackInvalid(list(desired.unsupported))
     state = store.read()
+    chosen = choose_driver(driver_name, desired.driver, state)
+    driver = driver_named(chosen) if refresh else None
     drift = ()
-    if refresh and driver is not None:
+    if driver is not None:
         # Also with no records: an apply killed before its first state write leaves labelled
         # containers that only a refresh finds.
         from reconciler.refresh import refresh_state
@@ -55,8 +60,8 @@ def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, d
             raise ReconcilerError(f"no resource at address {address!r}",
                                   "known addresses: " + ", ".join(sorted(known)))
     options = PlanOptions(mode=mode, targets=frozenset(targets), replace=frozenset(replace),
-                          created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    return make_plan(desired, state, options, drift), state
+                          created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), driver=chosen)
+    return make_plan(desired, state, options, drift), state, driver
 
 
 def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
@@ -73,6 +78,7 @@ def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
 @stack_options
 @state_options
 @plan_options
+@driver_option
 @click.option("-out", "--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Save the plan to FILE for `reconciler apply FILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 no changes, 1 error, 2 changes present.")
@@ -80,14 +86,11 @@ def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
 @click.option("--markdown", "as_markdown", is_flag=True, help="The plan as Markdown for a pull-request comment.")
 @handle_errors()
 def plan(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, replace, destroy,
-         refresh_only, refresh, out_file, detailed_exitcode, as_json, as_markdown):
+         refresh_only, refresh, driver_name, out_file, detailed_exitcode, as_json, as_markdown):
     """Show what apply would change to make the engine match STACK_DIR."""
-    from reconciler.cli.drivers import driver_for
-    desired_name = Path(stack_dir).resolve().name
-    store = open_store(desired_name, state_path)
-    driver = driver_for(desired_name) if refresh else None
-    result, _ = build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy,
-                           refresh_only, refresh, driver)
+    store = open_store(Path(stack_dir).resolve().name, state_path)
+    result, _, _ = build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy,
+                              refresh_only, refresh, driver_name)
     emit_plan(result, as_json, as_markdown)
     if out_file:
         write_plan(result, out_file)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,7 +10,7 @@ import click
 
 from reconciler.cli import exits
 from reconciler.cli.common import handle_errors, store_for
-from reconciler.cli.drivers import driver_for
+from reconciler.cli.drivers import driver_named
 from reconciler.errors import ReconcilerError
 from reconciler.state.store import DEFAULT_STATE_DIR
 
@@ -90,6 +89,6 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
 def logs(deployment, lines, stack_ref, state_path):
     """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME)."""
     store, record = find_record("deployment", deployment, stack_ref, state_path)
-    for name, text in driver_for(store.stack).logs(record, lines):
+    for name, text in driver_named(record.driver).logs(record, lines):
         click.echo(f"==> {name} <==")
         click.echo(text.rstrip())

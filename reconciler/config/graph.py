@@ -45,6 +45,8 @@ class DesiredGraph:
     resources: dict[Address, DesiredResource]
     unsupported: tuple[Problem, ...] = field(default=())
     root: str = ""
+    # From the stack settings document (`driver: swarm`); "" when the stack does not say.
+    driver: str = ""
 
     @property
     def digest(self) -> str:
@@ -338,6 +340,18 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
             builder.add_deployment(document, endpoints)
     for document in endpoints.values():
         builder.add_endpoint(document)
+    driver, settings_problems = stack_driver([d for d in documents if d.kind == "stack"])
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()))
-    return graph, builder.problems
+                         str(stack_root.resolve()), driver)
+    return graph, builder.problems + settings_problems
+
+
+def stack_driver(settings: list[Document]) -> tuple[str, list[Problem]]:
+    """The driver the stack settings document names; a second settings document is an error."""
+    if not settings:
+        return "", []
+    first = settings[0]
+    problems = [document.problem(("driver",), "stack settings are given twice",
+                                 f"the first ones are at {first.file}:{first.line_of(('driver',))}; keep one")
+                for document in settings[1:]]
+    return first.data["driver"], problems

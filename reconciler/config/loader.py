@@ -26,15 +26,18 @@ SCHEMA_URL_KINDS = (
     ("managedonlinedeployment", "deployment"),
     ("kubernetesonlinedeployment", "deployment"),
     ("model.schema", "model"),
+    ("reconcilerstack.schema", "stack"),
 )
 # Keys that only one document kind has; used when `$schema` is absent.
 SHAPE_KEYS = (
     ({"endpoint_name", "environment", "instance_type", "instance_count", "model_mount_path"}, "deployment"),
     ({"auth_mode", "traffic", "mirror_traffic"}, "endpoint"),
     ({"path", "version", "type"}, "model"),
+    ({"driver"}, "stack"),
 )
 
 Path_ = tuple[Any, ...]
+STR_TAG = "tag:yaml.org,2002:str"
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class _NodeReader:
             self.constructor.flatten_mapping(node)
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                key = self.constructor.construct_object(key_node) if isinstance(key_node, ScalarNode) else None
+                key = self.scalar(key_node) if isinstance(key_node, ScalarNode) else None
                 line = key_node.start_mark.line + 1
                 if not isinstance(key, str):
                     self.problems.append(Problem(self.file, line, _fmt(path), f"key {key!r} is not a string",
@@ -132,9 +135,14 @@ class _NodeReader:
             return result
         if isinstance(node, SequenceNode):
             return [self.read(item, path + (index,)) for index, item in enumerate(node.value)]
-        value = self.constructor.construct_object(node)
+        value = self.scalar(node)
         # Dates and binary would not survive JSON; Azure ML treats such scalars as text.
         return value if isinstance(value, (str, int, float, bool, type(None))) else node.value
+
+    def scalar(self, node: ScalarNode) -> Any:
+        if node.tag == STR_TAG:  # most scalars; the constructor would return node.value too
+            return node.value
+        return self.constructor.construct_object(node)
 
 
 def _fmt(path: Path_) -> str:

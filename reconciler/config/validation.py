@@ -1,6 +1,12 @@
 """JSON Schema validation of single documents, turned into located, actionable Problems.
 
 Reads the schema files once (cached); otherwise pure.
+
+Two validators of the same schemas: jsonschema-rs (compiled, ~100x faster) answers "is this
+document valid?", and only a document it refuses goes through jsonschema, whose errors carry
+the paths, sub-schemas and `x-hint`s the messages are made from. Most documents of a stack are
+valid, and validating 2,000 of them with jsonschema alone was half a second of a no-op plan.
+tests/unit/test_validation_agreement.py checks that the two agree.
 """
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
 
@@ -20,19 +27,45 @@ SCHEMA_FILES = {
     "endpoint": "managedOnlineEndpoint.schema.json",
     "deployment": "managedOnlineDeployment.schema.json",
     "model": "model.schema.json",
+    "stack": "reconcilerStack.schema.json",
 }
 
 
 @lru_cache(maxsize=None)
+def schema_for(kind: str) -> dict:
+    return json.loads((SCHEMA_DIR / SCHEMA_FILES[kind]).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
 def validator_for(kind: str) -> Draft202012Validator:
-    schema = json.loads((SCHEMA_DIR / SCHEMA_FILES[kind]).read_text(encoding="utf-8"))
-    return Draft202012Validator(schema)
+    return Draft202012Validator(schema_for(kind))
+
+
+@lru_cache(maxsize=None)
+def fast_validator_for(kind: str):
+    return jsonschema_rs.Draft202012Validator(schema_for(kind))
 
 
 def validate_document(document: Document) -> list[Problem]:
+    if fast_validator_for(document.kind).is_valid(document.data):
+        return []
     problems: list[Problem] = []
     for error in validator_for(document.kind).iter_errors(document.data):
         problems.extend(_explain(document, _most_specific(error)))
+    # The two differ where JSON Schema's regular expressions (ECMA 262) are stricter than
+    # Python's: `$` also matches before a final newline in Python, so "name\n" passes there.
+    return problems or _strict_problems(document)
+
+
+def _strict_problems(document: Document) -> list[Problem]:
+    schema = schema_for(document.kind)
+    problems = []
+    for error in fast_validator_for(document.kind).iter_errors(document.data):
+        node = schema
+        for step in error.schema_path[:-1]:
+            node = node[step]
+        hint = node.get("x-hint", "") if isinstance(node, dict) else ""
+        problems.append(document.problem(tuple(error.instance_path), error.message, hint))
     return problems
 
 

@@ -18,6 +18,14 @@ LABEL_ROLE = LABEL_PREFIX + "role"
 MANAGED_BY = "reconciler"
 
 
+def required_images(specs: list[tuple[str, dict]], gateway_image: str) -> list[str]:
+    """Every image a plan's changes need: each deployment's, and the gateway's for endpoints."""
+    images = {spec["image"] for address, spec in specs if address.startswith("deployment.")}
+    if any(address.startswith("endpoint.") for address, _ in specs):
+        images.add(gateway_image)
+    return sorted(images)
+
+
 @dataclass(frozen=True)
 class StepContext:
     """What a driver may know while it carries out one step."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.planning.field_policy import forces_replacement
+from reconciler.planning.field_policy import POLICIES, ChangePolicy
 
 ABSENT = None
 
@@ -25,13 +25,14 @@ class FieldChange:
         return cls(data["path"], data["before"], data["after"], data["forces_replacement"])
 
 
-def field_changes(kind: str, before: dict, after: dict) -> tuple[FieldChange, ...]:
+def field_changes(kind: str, before: dict, after: dict,
+                  policy: ChangePolicy = POLICIES["docker"]) -> tuple[FieldChange, ...]:
     # Most resources in a plan are unchanged, and DeepDiff costs about half a millisecond per
     # spec even then (1,000 deployments: ~1 s of a no-op plan). `_identical` answers only when
     # DeepDiff could not find anything; every other case still goes through DeepDiff.
     if _identical(before, after):
         return ()
-    return deep_field_changes(kind, before, after)
+    return deep_field_changes(kind, before, after, policy)
 
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
@@ -49,7 +50,8 @@ def _identical(a: Any, b: Any) -> bool:
     return type(a) in _JSON_SCALARS and a == b
 
 
-def deep_field_changes(kind: str, before: dict, after: dict) -> tuple[FieldChange, ...]:
+def deep_field_changes(kind: str, before: dict, after: dict,
+                       policy: ChangePolicy = POLICIES["docker"]) -> tuple[FieldChange, ...]:
     """Every changed leaf, via DeepDiff."""
     # Imported here: deepdiff pulls in numpy and pydantic (~0.1 s), which a plan with no
     # changed resource never needs.
@@ -61,7 +63,7 @@ def deep_field_changes(kind: str, before: dict, after: dict) -> tuple[FieldChang
             path = tuple(level.path(output_format="list"))
             before_value = None if _absent(level.t1) else level.t1
             after_value = None if _absent(level.t2) else level.t2
-            changes.append(FieldChange(_dotted(path), before_value, after_value, forces_replacement(kind, path)))
+            changes.append(FieldChange(_dotted(path), before_value, after_value, policy.forces_replacement(kind, path)))
     return tuple(sorted(changes, key=lambda c: c.path))
 
 

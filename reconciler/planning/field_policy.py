@@ -1,14 +1,21 @@
-"""Which changed fields update in place and which force replacement, per resource kind. Pure.
+"""Which changed fields update in place and which force replacement, per driver and resource
+kind. Pure.
 
 A table, not if-chains: the first matching prefix wins; a field not listed forces replacement,
 because replacing is always correct and updating in place is an optimisation we must earn.
+What a driver can change in place differs (a container cannot change its image; a swarm
+service rolls onto a new one), so each driver has its table; the planner is told which.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 IN_PLACE = "update"
 REPLACE = "replace"
 
-FIELD_POLICY: dict[str, tuple[tuple[str, str], ...]] = {
+FieldTable = dict[str, tuple[tuple[str, str], ...]]
+
+FIELD_POLICY: FieldTable = {
     "model": (
         ("description", IN_PLACE),
         ("tags", IN_PLACE),
@@ -46,9 +53,51 @@ FIELD_POLICY: dict[str, tuple[tuple[str, str], ...]] = {
 REPLACE_MODE = {"model": "create-then-delete", "deployment": "create-then-delete", "endpoint": "delete-then-create"}
 
 
-def forces_replacement(kind: str, path: tuple) -> bool:
-    top = str(path[0]) if path else ""
-    for field, policy in FIELD_POLICY.get(kind, ()):
-        if top == field:
-            return policy == REPLACE
-    return True
+# On swarm a service update is a start-first rolling update, so most of what replaces
+# containers on the docker driver updates in place, model content included: new content is a
+# new set of Docker configs beside the old ones, and the deployments roll onto them.
+SWARM_FIELD_POLICY: FieldTable = {
+    "model": (
+        *FIELD_POLICY["model"],
+        ("path", IN_PLACE),
+        ("content_digest", IN_PLACE),
+        ("files", IN_PLACE),
+        ("bytes", IN_PLACE),
+    ),
+    "deployment": (
+        *((name, IN_PLACE) for name, _ in FIELD_POLICY["deployment"] if name != "routes"),
+        # The gateway must learn a new scoring port or path, and the planner re-points an
+        # endpoint only when a deployment is created, replaced or scaled: so a replacement
+        # (a new service beside the old one; the gateway moves; the old one goes).
+        ("routes", REPLACE),
+    ),
+    "endpoint": FIELD_POLICY["endpoint"],
+}
+
+
+@dataclass(frozen=True)
+class ChangePolicy:
+    """What a driver updates in place (`fields`) and how it runs a replacement (`replace_mode`)."""
+    driver: str
+    fields: FieldTable
+    replace_mode: dict[str, str]
+
+    def forces_replacement(self, kind: str, path: tuple) -> bool:
+        top = str(path[0]) if path else ""
+        for field, policy in self.fields.get(kind, ()):
+            if top == field:
+                return policy == REPLACE
+        return True
+
+
+DRIVERS = ("docker", "swarm")
+DEFAULT_DRIVER = "docker"
+POLICIES = {
+    "docker": ChangePolicy("docker", FIELD_POLICY, REPLACE_MODE),
+    # A swarm deployment's service name carries a generation, so old and new run side by side.
+    "swarm": ChangePolicy("swarm", SWARM_FIELD_POLICY, REPLACE_MODE),
+}
+
+
+def policy_for(driver: str) -> ChangePolicy:
+    return POLICIES[driver or DEFAULT_DRIVER]

@@ -91,6 +91,7 @@ class Plan:
     desired: dict = field(default_factory=dict)
     stack_dir: str = ""
     format_version: int = PLAN_FORMAT_VERSION
+    driver: str = "docker"
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -126,7 +127,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format_version": self.format_version, "stack": self.stack, "stack_dir": self.stack_dir,
-                "mode": self.mode,
+                "mode": self.mode, "driver": self.driver,
                 "created_at": self.created_at, "state_lineage": self.state_lineage,
                 "state_serial": self.state_serial, "desired_digest": self.desired_digest,
                 "summary": self.summary(), "drift": [d.to_dict() for d in self.drift],
@@ -141,4 +142,5 @@ class Plan:
                    state_lineage=data["state_lineage"], state_serial=data["state_serial"],
                    desired_digest=data["desired_digest"], created_at=data.get("created_at", ""),
                    drift=tuple(Drift.from_dict(d) for d in data.get("drift", ())),
-                   desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""))
+                   desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""),
+                   driver=data.get("driver", "docker"))

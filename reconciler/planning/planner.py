@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from reconciler.config.graph import DesiredGraph
 from reconciler.planning.diff import field_changes
-from reconciler.planning.field_policy import REPLACE_MODE
+from reconciler.planning.field_policy import DEFAULT_DRIVER, ChangePolicy, policy_for
 from reconciler.planning.ordering import execution_order
 from reconciler.planning.plan import CREATE, DELETE, NO_OP, REPLACE, UPDATE, Change, Drift, Plan
 from reconciler.state.model import StateFile, StateRecord
@@ -24,33 +24,40 @@ class PlanOptions:
     targets: frozenset[str] = field(default_factory=frozenset)
     replace: frozenset[str] = field(default_factory=frozenset)
     created_at: str = ""
+    driver: str = DEFAULT_DRIVER
+
+    @property
+    def policy(self) -> ChangePolicy:
+        return policy_for(self.driver)
 
 
-def decide_change(address: str, desired, record: StateRecord | None, forced: bool) -> Change:
+def decide_change(address: str, desired, record: StateRecord | None, forced: bool,
+                  policy: ChangePolicy = policy_for(DEFAULT_DRIVER)) -> Change:
     """One resource's change: create, delete, no-op, update in place or replace."""
     kind = address.split(".", 1)[0]
+    replace_mode = policy.replace_mode[kind]
     if record is None:
         return Change(address, CREATE, "not-in-state", None, desired.spec,
                       depends_on=tuple(map(str, desired.depends_on)), source=desired.source)
     prior_depends = tuple(record.depends_on)
     if desired is None:
         return Change(address, DELETE, "not-in-config", record.spec, None, prior_depends_on=prior_depends)
-    fields = field_changes(kind, record.spec, desired.spec)
+    fields = field_changes(kind, record.spec, desired.spec, policy)
     depends = tuple(map(str, desired.depends_on))
     common = dict(before=record.spec, after=desired.spec, fields=fields, depends_on=depends,
                   prior_depends_on=prior_depends, source=desired.source)
     if record.status == "tainted":
-        return Change(address, REPLACE, "tainted", replace_mode=REPLACE_MODE[kind], **common)
+        return Change(address, REPLACE, "tainted", replace_mode=replace_mode, **common)
     if forced:
-        return Change(address, REPLACE, "requested", replace_mode=REPLACE_MODE[kind], **common)
+        return Change(address, REPLACE, "requested", replace_mode=replace_mode, **common)
     if not fields:
         return Change(address, NO_OP, "unchanged", **common)
     if any(f.forces_replacement for f in fields):
-        return Change(address, REPLACE, "forces-replacement", replace_mode=REPLACE_MODE[kind], **common)
+        return Change(address, REPLACE, "forces-replacement", replace_mode=replace_mode, **common)
     return Change(address, UPDATE, "changed", **common)
 
 
-def _with_repair(change: Change, drifted: bool, repair: str) -> Change:
+def _with_repair(change: Change, drifted: bool, repair: str, replace_mode: dict[str, str]) -> Change:
     """Turn drift found by refresh into the change that repairs it. Most drift already shows
     as a difference between refreshed state and configuration; `repair` covers what state
     cannot hold (a recreated container, a port bound wider, a hand-edited gateway config)."""
@@ -58,7 +65,7 @@ def _with_repair(change: Change, drifted: bool, repair: str) -> Change:
         return change
     kind = change.kind
     if repair == "replace" or (change.action == REPLACE and change.reason == "forces-replacement"):
-        return dataclasses.replace(change, action=REPLACE, reason="drifted", replace_mode=REPLACE_MODE[kind])
+        return dataclasses.replace(change, action=REPLACE, reason="drifted", replace_mode=replace_mode[kind])
     if repair == "update" or change.action == UPDATE:
         return dataclasses.replace(change, action=UPDATE, reason="drifted")
     return change
@@ -70,7 +77,7 @@ def _moves_containers(change: Change) -> bool:
                                                   any(f.path == "instance_count" for f in change.fields))
 
 
-def _with_dependency_updates(changes: dict[str, Change]) -> dict[str, Change]:
+def _with_dependency_updates(changes: dict[str, Change], replace_mode: dict[str, str]) -> dict[str, Change]:
     """Follow replaced dependencies: a deployment mounting a replaced model is replaced too
     (its bind mount holds the old files); an endpoint is re-pointed at replaced deployments."""
     result = dict(changes)
@@ -79,7 +86,7 @@ def _with_dependency_updates(changes: dict[str, Change]) -> dict[str, Change]:
         if change.action in (NO_OP, UPDATE) and any(result[d].action == REPLACE for d in change.depends_on
                                                     if d in result):
             result[address] = dataclasses.replace(change, action=REPLACE, reason="dependency-replaced",
-                                                  replace_mode=REPLACE_MODE["deployment"])
+                                                  replace_mode=replace_mode["deployment"])
     for address in (a for a in changes if a.startswith("endpoint.")):
         change = result[address]
         if change.action == NO_OP and any(_moves_containers(result[d]) for d in change.depends_on if d in result):
@@ -115,9 +122,10 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
     if options.mode != REFRESH_ONLY:
         for address in sorted(addresses):
             change = decide_change(address, desired_by_address.get(address),
-                                   state.records.get(address), address in options.replace)
-            changes[address] = _with_repair(change, address in repairs, repairs.get(address, ""))
-        changes = _with_dependency_updates(changes)
+                                   state.records.get(address), address in options.replace, options.policy)
+            changes[address] = _with_repair(change, address in repairs, repairs.get(address, ""),
+                                            options.policy.replace_mode)
+        changes = _with_dependency_updates(changes, options.policy.replace_mode)
     if options.mode == DESTROY:
         # As `terraform destroy -target`: a target goes with everything that depends on it.
         edges: dict[str, set[str]] = {}
@@ -129,7 +137,7 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
         edges = {a: set(c.depends_on) | set(c.prior_depends_on) for a, c in changes.items()}
     selected = _closure(set(changes), options.targets, edges)
     ordered = execution_order({a: c for a, c in changes.items() if a in selected})
-    return Plan(stack=desired.stack, mode=options.mode, changes=tuple(ordered),
+    return Plan(stack=desired.stack, mode=options.mode, changes=tuple(ordered), driver=options.driver,
                 state_lineage=state.lineage, state_serial=state.serial, desired_digest=desired.digest,
                 created_at=options.created_at, drift=drift, stack_dir=desired.root,
                 desired={str(a): r.to_dict() for a, r in desired.resources.items()})

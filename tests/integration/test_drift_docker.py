@@ -129,7 +129,7 @@ def test_container_recreated_by_hand_is_reported_field_by_field_and_replaced(sta
     markdown = drift(stack, "--markdown", expect=2)
     assert f"| `{DEPLOYMENT}` | recreated |" in markdown and field in markdown
     plan = stack.plan()
-    assert f'-/+ deployment "half-plus-two/tfserving"' in plan.output
+    assert '-/+ deployment "half-plus-two/tfserving"' in plan.output
     assert "changed outside reconciler, so will be repaired" in plan.output
     stack.apply()
     assert docker("ps", "-a", "-q", "--no-trunc", "--filter", f"id={hand_made}") == ""
@@ -218,7 +218,7 @@ def test_gateway_config_edited_by_hand_is_rewritten_and_reloaded(stack, tmp_path
     config = stack.state.parent / "gateways" / stack.name / "half-plus-two" / "nginx.conf"
     config.write_text(config.read_text().replace(keys["primary"], "replaced-by-hand"))
     docker("exec", gateway_name(stack), "nginx", "-s", "reload", "-c", "/etc/reconciler/nginx.conf")
-    deadline = time.monotonic() + 10  # `nginx -s reload` returns before the new workers serve
+    deadline = time.monotonic() + 30  # `nginx -s reload` returns before the new workers serve
     while invoke(stack, tmp_path, key=keys["primary"]) != 401 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert invoke(stack, tmp_path, key=keys["primary"]) == 401

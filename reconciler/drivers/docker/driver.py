@@ -10,7 +10,7 @@ from pathlib import Path
 
 import docker
 
-from reconciler.drivers.base import LABEL_GENERATION, Observed, StepContext
+from reconciler.drivers.base import LABEL_GENERATION, Observed, StepContext, required_images
 from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe
 from reconciler.drivers.docker.engine import connect, ensure_image, label_filter, remove_container
 from reconciler.errors import DriverError
@@ -44,10 +44,7 @@ class DockerDriver:
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when an image is missing and cannot be pulled."""
-        images = {spec["image"] for address, spec in specs if address.startswith("deployment.")}
-        if any(address.startswith("endpoint.") for address, spec in specs):
-            images.add(gateway.GATEWAY_IMAGE)
-        for image in sorted(images):
+        for image in required_images(specs, gateway.GATEWAY_IMAGE):
             ensure_image(self.client, image)
 
     # -- steps ---------------------------------------------------------------------------

@@ -1,0 +1,327 @@
+"""SwarmDriver: carries out one step (create/update/delete) per resource kind on Docker Swarm.
+
+Side effects only; decisions were made by the planner, with the swarm change policy.
+Models are Docker configs (models.py), deployments are replicated services with start-first
+rolling updates gated by a health check made from the readiness route, endpoints are a
+gateway service behind an edge service (gateway.py). Everything is reached through the
+stack's overlay network by service name (DNS round-robin; see engine.py for why not VIPs).
+
+Records keep the shapes the docker driver's refresh fold reads: a deployment lists one
+instance per replica slot (`<slot>.<service id>`), an endpoint its gateway service id, port,
+keys and config digest.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import docker
+from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
+from docker.utils import parse_bytes
+
+from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, Observed, StepContext, required_images
+from reconciler.drivers.docker.driver import StepFailed
+from reconciler.drivers.docker.engine import connect, ensure_image, managed_labels
+from reconciler.drivers.docker.gateway import GATEWAY_IMAGE, new_keys
+from reconciler.drivers.swarm import engine, gateway, models, observe
+from reconciler.drivers.swarm.engine import NANOS
+from reconciler.errors import DriverError
+from reconciler.state.model import StateRecord
+
+DRIVER_NAME = "swarm"
+STOP_GRACE_SECONDS = 10
+RESTART_CONDITIONS = {"no": "none", "on-failure": "on-failure", "always": "any", "unless-stopped": "any"}
+# What updates in place on swarm is planning's business: see SWARM_FIELD_POLICY in
+# reconciler/planning/field_policy.py.
+
+
+class SwarmDriver:
+    name = DRIVER_NAME
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+    # -- whole-plan checks ---------------------------------------------------------------------
+    def preflight(self, specs: list[tuple[str, dict]]) -> None:
+        """Fail before any change when this engine is no swarm manager or an image is missing.
+        Images are checked on this node only: on several nodes they must come from a registry."""
+        engine.require_manager(self.client)
+        for image in required_images(specs, GATEWAY_IMAGE):
+            ensure_image(self.client, image)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
+               prior: StateRecord | None = None) -> StateRecord:
+        kind = address.split(".", 1)[0]
+        record = StateRecord(address, self.name, spec, spec_hash, status="ready")
+        if kind == "model":
+            outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, address, spec, spec_hash)
+            return dataclasses.replace(record, outputs=outputs, driver_ids=_config_ids(outputs))
+        if kind == "deployment":
+            return self._create_deployment(record, ctx)
+        # A replaced endpoint keeps its port and keys, as on the docker driver.
+        keys = (prior.outputs.get("keys") if prior else None) or new_keys()
+        port = prior.outputs.get("port") if prior else None
+        outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port)
+        return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
+
+    def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
+        updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
+        kind = record.address.split(".", 1)[0]
+        if kind == "model":
+            # Always through create_configs: it reuses what exists and remakes what is missing.
+            outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, record.address, spec, spec_hash)
+            old = {c["name"] for c in record.outputs.get("configs", [])} - {c["name"] for c in outputs["configs"]}
+            # Deployments still mount the old configs until they rolled: swarm refuses to remove
+            # those now, and the deployments release them after their update.
+            models.release(self.client, {**ctx.records(), record.address: dataclasses.replace(
+                record, outputs=outputs)}, old, owner="")
+            return dataclasses.replace(updated, outputs=outputs, driver_ids=_config_ids(outputs))
+        if kind == "deployment":
+            return self._update_deployment(updated, ctx)
+        outputs = gateway.reload(self.client, ctx, record.address, spec, spec_hash, record.outputs)
+        return dataclasses.replace(updated, outputs=outputs, driver_ids=_gateway_ids(outputs))
+
+    def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
+        """New keys roll the gateway start-first; the other key works throughout."""
+        fresh = new_keys()
+        keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
+        outputs = gateway.reload(self.client, ctx, record.address, record.spec, record.spec_hash,
+                                 {**record.outputs, "keys": keys})
+        return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
+
+    def delete(self, record: StateRecord, ctx: StepContext) -> None:
+        kind = record.address.split(".", 1)[0]
+        if "~orphan-" in record.address:
+            self._delete_orphan(record, ctx)
+        elif kind == "model":
+            models.release(self.client, ctx.records(), {c["name"] for c in record.outputs.get("configs", [])},
+                           owner=record.address)
+        elif kind == "deployment":
+            self._delete_deployment(record, ctx)
+        else:
+            gateway.remove(self.client, ctx, _base(record.address), record.outputs)
+
+    def finish(self, ctx: StepContext) -> None:
+        """After a successful apply: the stack's network goes once nothing of the stack is left
+        (not per delete step, where a parallel create may be about to attach to it)."""
+        if not ctx.records():
+            engine.remove_network_if_unused(self.client, ctx.stack)
+
+    # -- deployments -----------------------------------------------------------------------------
+    def _model_outputs(self, spec: dict, ctx: StepContext) -> dict | None:
+        if not spec.get("model"):
+            return None
+        model = ctx.records().get(spec["model"]["address"])
+        if model is None or "configs" not in model.outputs:
+            raise DriverError(f"model {spec['model']['address']} is not in state",
+                              "apply the model first (it is a dependency of this deployment)")
+        if model.outputs.get("content_digest") != spec["model"]["content_digest"]:
+            raise DriverError(f"model {spec['model']['address']} in state holds other content than this "
+                              "deployment expects", "run `reconciler plan` again and apply the new plan")
+        return model.outputs
+
+    def _service_spec(self, ctx: StepContext, address: str, spec: dict, spec_hash: str, generation: str,
+                      network_id: str) -> dict:
+        model_outputs = self._model_outputs(spec, ctx)
+        readiness, probe = spec["routes"]["readiness"], spec["readiness_probe"]
+        container = ContainerSpec(
+            spec["image"], command=spec.get("command") or None, args=spec.get("args") or None,
+            # Swarm fills in the slot: blue-1, blue-2, ... as the docker driver names hosts.
+            hostname=f"{spec['name']}-{{{{.Task.Slot}}}}",
+            env=[f"{k}={v}" for k, v in sorted(spec["environment_variables"].items())],
+            configs=models.config_references(model_outputs, spec["model"]["mount_path"]) if model_outputs else None,
+            healthcheck=engine.http_healthcheck(readiness["port"], readiness["path"], probe),
+            stop_grace_period=STOP_GRACE_SECONDS * NANOS)
+        template = TaskTemplate(
+            container, resources=Resources(mem_limit=parse_bytes(spec["memory"])) if spec.get("memory") else None,
+            restart_policy=RestartPolicy(condition=RESTART_CONDITIONS.get(spec["restart_policy"], "any"), delay=NANOS),
+            networks=[{"Target": network_id}])
+        labels = managed_labels(ctx.stack, _base(address), spec_hash,
+                                **{LABEL_ROLE: "deployment", LABEL_GENERATION: generation})
+        if model_outputs:
+            labels[observe.LABEL_MODEL_MOUNT] = spec["model"]["mount_path"]
+            labels[observe.LABEL_MODEL_DIGEST] = model_outputs["content_digest"]
+        monitor = monitor_seconds(probe) * NANOS
+        return {"task_template": engine.with_rollout(template), "labels": labels,
+                "mode": {"Replicated": {"Replicas": spec["instance_count"]}},
+                # DNS round-robin: the gateway resolves the service name to its healthy tasks.
+                "endpoint_spec": {"Mode": "dnsrr"},
+                # One task at a time, the new one healthy before the old one stops; a task that
+                # fails its health check (or dies within `monitor`) rolls the whole update back.
+                "update_config": UpdateConfig(parallelism=1, order="start-first", failure_action="rollback",
+                                              monitor=monitor, max_failure_ratio=0.0),
+                "rollback_config": RollbackConfig(parallelism=1, order="start-first", failure_action="pause",
+                                                  monitor=monitor)}
+
+    def _create_deployment(self, record: StateRecord, ctx: StepContext, generation: str | None = None) -> StateRecord:
+        spec = record.spec
+        generation = generation or engine.new_generation()
+        name = service_name(ctx.stack, spec, generation)
+        kwargs = self._service_spec(ctx, record.address, spec, record.spec_hash, generation,
+                                    engine.ensure_network(self.client, ctx.stack))
+        service_id, since = engine.deploy_service(self.client, name, None, **kwargs)
+        record = dataclasses.replace(record, driver_ids={"generation": generation, "service": service_id},
+                                     outputs={"service": {"id": service_id, "name": name}, "instances": []})
+        return self._converge(record, service_id, engine.rollout_of(kwargs), since)
+
+    def _update_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
+        """One service update, whatever changed: swarm rolls the tasks when the task template
+        changed, and only rescales or relabels otherwise."""
+        service = engine.inspect_service(self.client, (record.outputs.get("service") or {}).get("id"))
+        generation = record.driver_ids.get("generation") or engine.new_generation()
+        if service is None:
+            # Removed by hand (refresh showed every instance missing): start it again.
+            return self._create_deployment(record, ctx, generation)
+        before = _config_names(service["Spec"]["TaskTemplate"])
+        kwargs = self._service_spec(ctx, record.address, record.spec, record.spec_hash, generation,
+                                    engine.ensure_network(self.client, ctx.stack))
+        service_id, since = engine.deploy_service(self.client, service["Spec"]["Name"], service, **kwargs)
+        record = dataclasses.replace(record, driver_ids={"generation": generation, "service": service_id},
+                                     outputs={**record.outputs, "service": {"id": service_id,
+                                                                            "name": service["Spec"]["Name"]}})
+        # RolledBack passes through without a record: the previous version runs again, which is
+        # what state says, so the next plan proposes the same update.
+        result = self._converge(record, service_id, engine.rollout_of(kwargs), since)
+        models.release(self.client, ctx.records(), before - _config_names(kwargs["task_template"]), owner="")
+        return result
+
+    def _converge(self, record: StateRecord, service_id: str, rollout: str, since: int) -> StateRecord:
+        spec = record.spec
+        what = f"deployment {spec['endpoint']}/{spec['name']}"
+        timeout = engine.convergence_timeout(spec["readiness_probe"], spec["instance_count"],
+                                             monitor_seconds(spec["readiness_probe"]))
+        try:
+            tasks = engine.wait_converged(self.client, service_id, rollout, since, timeout, what,
+                                          spec["instance_count"])
+        except engine.RolledBack:
+            raise
+        except DriverError as error:
+            live = [t for t in engine.service_tasks(self.client, service_id)
+                    if t["DesiredState"] == "running" and t["Status"]["State"] in engine.LIVE_STATES]
+            raise StepFailed(error, _with_tasks(record, live, "tainted")) from error
+        return _with_tasks(record, tasks, "ready")
+
+    def _delete_deployment(self, record: StateRecord, ctx: StepContext) -> None:
+        ids = {(record.outputs.get("service") or {}).get("id")} - {None}
+        generation = record.driver_ids.get("generation")
+        if generation:
+            # Also a service an interrupted apply started but never recorded.
+            ids |= {s["ID"] for s in engine.owned_services(self.client, ctx.stack, _base(record.address),
+                                                             **{LABEL_GENERATION: generation})}
+        released: set[str] = set()
+        for service_id in sorted(ids):
+            service = engine.inspect_service(self.client, service_id)
+            if service is not None:
+                released |= _config_names(service["Spec"]["TaskTemplate"])
+                engine.remove_service(self.client, service_id, STOP_GRACE_SECONDS + 30)
+        models.release(self.client, ctx.records(), released, owner="")
+
+    def _delete_orphan(self, record: StateRecord, ctx: StepContext) -> None:
+        """Services (or replica slots) carrying this stack's labels that no record owns. A slot
+        of a service a record does own was added by hand: scale back to what the record lists."""
+        ids = {observe.parse_slot_id(i["id"])[0] for i in record.outputs.get("instances", [])}
+        ids |= {(record.outputs.get("gateway") or {}).get("id")} - {None}
+        live = {a: r for a, r in ctx.records().items() if "~orphan-" not in a}
+        for service_id in sorted(ids):
+            owner = next((r for r in live.values() if (r.outputs.get("service") or {}).get("id") == service_id), None)
+            service = engine.inspect_service(self.client, service_id)
+            if service is None:
+                continue
+            if owner is not None:
+                engine.scale_down(self.client, service_id, len(owner.outputs.get("instances", [])))
+                continue
+            if any((r.outputs.get("gateway") or {}).get("id") == service_id for r in live.values()):
+                continue
+            engine.remove_service(self.client, service_id)
+
+    # -- reading (refresh; see reconciler/refresh.py and observe.py) ---------------------------
+    def list_managed(self, stack: str) -> list[Observed]:
+        """Two list calls: the stack's services by label, and the tasks meant to run."""
+        return observe.list_managed(self.client, stack)
+
+    def observe(self, container_ids: list[str]) -> list[Observed]:
+        return []  # nothing is adopted (`reconciler import`) on swarm
+
+    def inspect(self, container_id: str) -> dict | None:
+        return observe.inspect(self.client, container_id)
+
+    def gateway_config(self, state_dir, stack: str, record: StateRecord) -> dict | None:
+        # The config is a secret named after its digest: it cannot be edited by hand.
+        return None
+
+    # `reconciler import` and `reconciler state recover` are docker-driver commands: refuse
+    # clearly rather than half-work (they adopt containers and read the local model store).
+    def adopt(self, stack: str, info: dict) -> str | None:
+        raise _unsupported("reconciler import")
+
+    def stored_models(self, state_dir, digests: list[str]) -> dict[str, str | None]:
+        raise _unsupported("reconciler state recover")
+
+    def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
+        raise _unsupported("reconciler state recover")
+
+    def model_digest(self, record: StateRecord) -> str | None:
+        """The recorded digest while every config of the model exists with its labels; None
+        (the model is missing: apply makes its configs again) otherwise."""
+        return models.stored_digest(self.client, record)
+
+    def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
+        services = [record.outputs.get("service")] if "service" in record.outputs else \
+            [record.outputs.get("gateway"), record.outputs.get("edge")]
+        result = []
+        for service in filter(None, services):
+            if engine.inspect_service(self.client, service["id"]) is None:
+                text = "(service is gone; `reconciler plan` will show the drift)\n"
+            else:
+                text = engine.service_logs(self.client, service["id"], lines)
+            result.append((service["name"], text))
+        return result
+
+
+def _unsupported(command: str) -> DriverError:
+    return DriverError(f"`{command}` is not supported with the swarm driver",
+                       "remove what reconciler does not track with `docker service rm`, then `reconciler apply`")
+
+
+def service_name(stack: str, spec: dict, generation: str) -> str:
+    return engine.object_name("rc", stack, spec["endpoint"], spec["name"], generation)
+
+
+def monitor_seconds(probe: dict) -> int:
+    """How long swarm watches each new task after it became healthy: two probe periods."""
+    return min(10, max(1, 2 * int(probe["period"])))
+
+
+def _base(address: str) -> str:
+    return address.split("~", 1)[0]
+
+
+def _config_ids(outputs: dict) -> dict:
+    return {"configs": [c["id"] for c in outputs.get("configs", [])]}
+
+
+def _gateway_ids(outputs: dict) -> dict:
+    return {"services": [outputs["gateway"]["id"], outputs["edge"]["id"]], "secret": outputs["secret"]["id"]}
+
+
+def _config_names(task_template: dict) -> set[str]:
+    return {c["ConfigName"] for c in (task_template.get("ContainerSpec") or {}).get("Configs") or []}
+
+
+def _with_tasks(record: StateRecord, tasks: list[dict], status: str) -> StateRecord:
+    """The record with one instance per replica slot that runs (or, when tainted, is alive)."""
+    service = record.outputs["service"]
+    slots = sorted({t["Slot"] for t in tasks if t.get("Slot") is not None})
+    instances = [{"id": observe.slot_id(service["id"], slot), "name": f"{service['name']}.{slot}",
+                  "instance": slot, "ports": {}} for slot in slots]
+    route = record.spec["routes"]["scoring"]
+    # Reachable on the stack's network only; clients go through the endpoint.
+    outputs = {**record.outputs, "instances": instances,
+               "scoring_uri": f"http://{service['name']}:{route['port']}{route['path']}"}
+    return dataclasses.replace(record, outputs=outputs, status=status)

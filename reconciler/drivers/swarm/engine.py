@@ -1,0 +1,410 @@
+"""Swarm plumbing: manager check, object names, the stack's overlay network, services and
+their roll-outs. Side effects only.
+
+Every service, config, secret and network created here carries the labels of
+`reconciler.drivers.docker.engine.managed_labels`; removals check them first, so objects
+without them are never touched. Task containers carry no `org.reconciler.*` labels of
+their own (only `org.reconciler.rollout`): the docker driver lists containers by those
+labels and must never mistake a swarm task for one of its containers.
+
+Nothing here depends on IPVS: services use DNS round-robin (`endpoint_mode: dnsrr`) and the
+one published port uses host mode, because the swarm's virtual IPs and its ingress routing
+mesh need the kernel's IPVS, which many VM and minimal kernels lack (this one does).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import shlex
+import socket
+import threading
+import time
+from datetime import datetime
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.types import Healthcheck
+
+from reconciler.drivers.base import LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, LABEL_STACK, MANAGED_BY
+from reconciler.drivers.docker.engine import label_filter, managed_labels
+from reconciler.errors import DriverError
+
+LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
+MAX_NAME = 63  # service names are DNS labels; configs and secrets allow 64
+LIVE_STATES = {"new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting", "running"}
+FAILED_STATES = {"failed", "rejected"}
+LOG_LINES_ON_FAILURE = 20
+POLL_SECONDS = 0.25
+NANOS = 1_000_000_000
+
+
+# -- connection ------------------------------------------------------------------------------
+def require_manager(client: docker.DockerClient) -> None:
+    """Swarm objects can only be made through a manager; say how to get one."""
+    swarm = client.info().get("Swarm") or {}
+    if swarm.get("LocalNodeState") != "active":
+        raise DriverError("the Docker Engine is not part of a swarm (driver: swarm)",
+                          "run `docker swarm init` (one machine: `docker swarm init --advertise-addr 127.0.0.1`), "
+                          "or point DOCKER_HOST at a swarm manager")
+    if not swarm.get("ControlAvailable"):
+        raise DriverError("the Docker Engine is a swarm worker; services can only be changed through a manager",
+                          "point DOCKER_HOST at a manager node (`docker node ls` there lists the nodes)")
+
+
+# -- names ------------------------------------------------------------------------------------
+def object_name(*parts: str, limit: int = MAX_NAME) -> str:
+    """A name valid for services (a DNS label), configs, secrets and networks alike. A name that
+    would be too long keeps its start and gets a hash of the whole, so it stays unique."""
+    full = "-".join(parts)
+    name = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", full)).strip("-")
+    if len(name) > limit:
+        name = name[:limit - 9].rstrip("-") + "-" + hashlib.sha256(full.encode()).hexdigest()[:8]
+    return name
+
+
+def new_generation() -> str:
+    return secrets.token_hex(3)
+
+
+def content_hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# -- network ----------------------------------------------------------------------------------
+def network_name(stack: str) -> str:
+    # Not `rc-<stack>`: that is the docker driver's bridge network, and a leftover of it
+    # would otherwise be taken for ours.
+    return object_name("rc", stack, "swarm")
+
+
+_network_lock = threading.Lock()
+
+
+def ensure_network(client: docker.DockerClient, stack: str) -> str:
+    """The stack's attachable overlay network (its id): every node can join it, and services
+    find each other on it by name through the swarm's DNS."""
+    name = network_name(stack)
+    with _network_lock:  # parallel steps would create two networks of the same name
+        for network in client.networks.list(names=[name]):
+            if network.name != name:
+                continue
+            labels = network.attrs.get("Labels") or {}
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_STACK) != stack:
+                raise DriverError(f"network {name} exists but is not this stack's",
+                                  "remove or rename it (`docker network rm`), it is not managed by reconciler")
+            if network.attrs.get("Driver") != "overlay":
+                raise DriverError(f"network {name} is a {network.attrs.get('Driver')} network, not overlay",
+                                  "destroy the stack with the driver that made it first")
+            return network.id
+        network = client.networks.create(name, driver="overlay", attachable=True, scope="swarm",
+                                         labels=managed_labels(stack, f"network.{stack}", "",
+                                                               **{LABEL_ROLE: "network"}))
+        return network.id
+
+
+def remove_network_if_unused(client: docker.DockerClient, stack: str) -> None:
+    """When no service of the stack is left; their tasks may still be detaching, so retry a
+    while (and leave it for the next destroy if something else still uses it)."""
+    if client.api.services(filters=label_filter(stack)):
+        return
+    for network in client.networks.list(names=[network_name(stack)], filters=label_filter(stack)):
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                network.remove()
+                break
+            except NotFound:
+                break
+            except APIError:
+                if time.monotonic() > deadline:
+                    break  # still in use; the next destroy removes it
+                time.sleep(POLL_SECONDS)
+
+
+# -- services ---------------------------------------------------------------------------------
+def inspect_service(client: docker.DockerClient, service_id: str | None) -> dict | None:
+    if not service_id:
+        return None
+    try:
+        return client.api.inspect_service(service_id)
+    except NotFound:
+        return None
+
+
+def owned_services(client: docker.DockerClient, stack: str, address: str | None = None,
+                   **labels: str) -> list[dict]:
+    """Our services of the stack (and address), optionally matching more labels."""
+    found = client.api.services(filters=label_filter(stack, address))
+    return [s for s in found if all((s["Spec"].get("Labels") or {}).get(k) == v for k, v in labels.items())]
+
+
+def with_rollout(task_template: dict) -> dict:
+    """Mark the container spec with a hash of the task template, so that the tasks of this
+    version can be told from those of the one before (a task records the spec it was made
+    from; the service's version is not in the task API)."""
+    container = dict(task_template["ContainerSpec"])
+    container["Labels"] = {k: v for k, v in (container.get("Labels") or {}).items() if k != LABEL_ROLLOUT}
+    template = {**task_template, "ContainerSpec": container}
+    container["Labels"][LABEL_ROLLOUT] = content_hash(template)[:16]
+    return template
+
+
+def deploy_service(client: docker.DockerClient, name: str, service: dict | None, **spec) -> tuple[str, int]:
+    """Create the service, or replace its whole spec (a rolling update when the task template
+    changed, nothing else when only labels or replicas did). Returns (id, since): `since` is
+    the engine's time of the service's last change before this one, in ns; roll-out status
+    and tasks from before that are not this change's. (Not the time after the change: the
+    service's UpdatedAt moves again whenever swarm records roll-out progress.)"""
+    since = 0
+    try:
+        if service is None:
+            service_id = client.api.create_service(name=name, **spec)["ID"]
+        else:
+            service_id = service["ID"]
+            for attempt in (1, 2):
+                since = timestamp_ns(service.get("UpdatedAt"))
+                try:
+                    client.api.update_service(service_id, service["Version"]["Index"], name=name, **spec)
+                    break
+                except APIError as error:
+                    # Someone (swarm's own updater) bumped the version meanwhile: read it again.
+                    if attempt == 2 or "out of sequence" not in str(error.explanation or error):
+                        raise
+                    service = client.api.inspect_service(service_id)
+    except APIError as error:
+        raise DriverError(f"swarm refused service {name}: {error.explanation or error}",
+                          "check the image, settings and model of this resource") from error
+    return service_id, since
+
+
+def scale_down(client: docker.DockerClient, service_id: str, replicas: int) -> None:
+    """At most `replicas`, changing nothing else (an orphan's repair: someone scaled the service
+    up by hand). Orphans of one service are deleted in parallel: re-read on a version clash."""
+    for attempt in range(5):
+        service = inspect_service(client, service_id)
+        current = ((service or {}).get("Spec", {}).get("Mode", {}).get("Replicated") or {}).get("Replicas")
+        if current is None or current <= replicas:
+            return
+        spec = service["Spec"]
+        try:
+            client.api.update_service(service_id, service["Version"]["Index"], name=spec["Name"],
+                                      task_template=spec["TaskTemplate"], labels=spec.get("Labels"),
+                                      mode={"Replicated": {"Replicas": replicas}},
+                                      update_config=spec.get("UpdateConfig"),
+                                      rollback_config=spec.get("RollbackConfig"),
+                                      endpoint_spec=spec.get("EndpointSpec"))
+            return
+        except APIError as error:
+            if attempt == 4 or "out of sequence" not in str(error.explanation or error):
+                raise DriverError(f"cannot scale service {spec['Name']} back to {replicas}: "
+                                  f"{error.explanation or error}", "run `reconciler plan` again") from error
+
+
+def remove_service(client: docker.DockerClient, service_id: str | None, wait_seconds: float = 60) -> None:
+    remove_services(client, [service_id], wait_seconds)
+
+
+def remove_services(client: docker.DockerClient, service_ids: list[str | None], wait_seconds: float = 60) -> None:
+    """Remove services of ours and wait until their tasks are gone (their containers hold the
+    network and, until they stop, answer requests). Already gone is fine."""
+    removed = set()
+    for service_id in service_ids:
+        service = inspect_service(client, service_id)
+        if service is None:
+            continue
+        if (service["Spec"].get("Labels") or {}).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            raise DriverError(f"service {service['Spec']['Name']} is not managed by reconciler; refusing to remove it",
+                              "remove the record with `reconciler state rm` if it was recorded by mistake")
+        try:
+            client.api.remove_service(service["ID"])
+        except NotFound:
+            pass
+        removed.add(service["ID"])
+    deadline = time.monotonic() + wait_seconds
+    # The task list cannot be filtered by a removed service; its tasks stay listed until stopped.
+    while removed and time.monotonic() < deadline and any(t.get("ServiceID") in removed for t in client.api.tasks()):
+        time.sleep(POLL_SECONDS)
+
+
+def service_tasks(client: docker.DockerClient, service_id: str) -> list[dict]:
+    try:
+        return client.api.tasks(filters={"service": service_id})
+    except NotFound:
+        return []
+
+
+def eligible_nodes(client: docker.DockerClient) -> int:
+    """How many tasks a global service runs: one per ready, active node."""
+    return sum(1 for node in client.api.nodes()
+               if (node.get("Status") or {}).get("State") == "ready"
+               and (node.get("Spec") or {}).get("Availability") == "active") or 1
+
+
+class RolledBack(DriverError):
+    """A rolling update failed and swarm restored the previous version, which runs again."""
+
+
+def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, since: int, timeout: float,
+                   what: str, replicas: int | None = None) -> list[dict]:
+    """Until the service runs exactly `replicas` tasks (one per node for a global service) of
+    its current version, all `running` (which swarm reports only once a task's health check
+    passed), and every other task has stopped: when this returns, only the new version
+    answers, as when the docker driver's gateway reload returns. Returns those tasks.
+
+    `rollout` is the version deploy_service submitted (see with_rollout). A roll-out that
+    swarm rolls back raises RolledBack once the old version is back; a new task that fails
+    (create or scale, where there is nothing to roll back to) raises at once; so does running
+    out of `timeout`. Errors carry the last task error and log lines.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        service = inspect_service(client, service_id)
+        if service is None:
+            raise DriverError(f"{what}: service {service_id[:12]} was removed while reconciler waited for it",
+                              "someone removed it by hand; `reconciler plan` shows what to do")
+        current_rollout = (service["Spec"]["TaskTemplate"]["ContainerSpec"].get("Labels") or {}).get(LABEL_ROLLOUT)
+        status = service.get("UpdateStatus") or {}
+        state = status.get("State", "") if timestamp_ns(status.get("StartedAt")) > since else ""
+        tasks = service_tasks(client, service_id)
+        if state == "rollback_completed" or (current_rollout != rollout and state != "rollback_started"):
+            if state != "rollback_completed":
+                raise DriverError(f"{what}: the service was changed by someone else meanwhile",
+                                  "run `reconciler plan` to see what it runs now")
+            raise RolledBack(f"{what}: the rolling update failed and swarm rolled it back to the previous "
+                             f"version ({status.get('Message', '')})", failure_detail(client, service_id, tasks))
+        if state in ("paused", "rollback_paused"):
+            raise DriverError(f"{what}: the rolling update stopped half-way ({state}: {status.get('Message', '')})",
+                              failure_detail(client, service_id, tasks))
+        current = [t for t in tasks if _rollout_of(t) == rollout]
+        if current_rollout == rollout:
+            failed = [t for t in current if t["Status"]["State"] in FAILED_STATES
+                      and timestamp_ns(t.get("CreatedAt")) >= since]
+            if failed and not state:  # no update in progress: nothing would roll back
+                raise DriverError(f"{what}: a task failed: {task_error(failed[-1])}",
+                                  failure_detail(client, service_id, tasks))
+            running = [t for t in current if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
+            # Tasks on their way out (older version, scaled away) still answer until they stop;
+            # once they are gone, everything that answers is the new version.
+            leaving = [t for t in tasks if t not in running and t["Status"]["State"] in LIVE_STATES]
+            wanted = replicas if replicas is not None else eligible_nodes(client)
+            if len(running) == wanted and not leaving and state in ("", "completed"):
+                return running
+        if time.monotonic() > deadline:
+            raise DriverError(f"{what}: not converged after {int(timeout)}s ({_summary(tasks, rollout)})",
+                              failure_detail(client, service_id, tasks))
+        time.sleep(POLL_SECONDS)
+
+
+def _rollout_of(task: dict) -> str | None:
+    return ((task.get("Spec") or {}).get("ContainerSpec", {}).get("Labels") or {}).get(LABEL_ROLLOUT)
+
+
+def rollout_of(spec: dict) -> str:
+    """The version label of a task template made by with_rollout."""
+    return spec["task_template"]["ContainerSpec"]["Labels"][LABEL_ROLLOUT]
+
+
+def _summary(tasks: list[dict], rollout: str | None) -> str:
+    states = [t["Status"]["State"] for t in tasks if _rollout_of(t) == rollout and t["DesiredState"] == "running"]
+    return ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))) or "no task of the new version"
+
+
+def task_error(task: dict) -> str:
+    status = task.get("Status") or {}
+    return f"task {task.get('Slot', task.get('NodeID', '?'))} {status.get('State')}: " \
+           f"{status.get('Err') or status.get('Message') or 'no message'}"
+
+
+def failure_detail(client: docker.DockerClient, service_id: str, tasks: list[dict]) -> str:
+    errors = sorted((t for t in tasks if (t.get("Status") or {}).get("Err")),
+                    key=lambda t: t["Status"].get("Timestamp", ""))
+    last = f"last task error: {task_error(errors[-1])}\n" if errors else ""
+    return last + health_output(client, tasks) + "last log lines:\n" + \
+        indent(service_logs(client, service_id, LOG_LINES_ON_FAILURE))
+
+
+def health_output(client: docker.DockerClient, tasks: list[dict]) -> str:
+    """The newest failed health check that says why, of a task container on this node (the
+    engine keeps health logs per container, not per task; tasks on other nodes are not
+    reachable from here). A check killed for taking too long says nothing, so one with output
+    is preferred; after a roll-back the newest tasks are the old version's, which pass."""
+    found = []
+    for task in sorted(tasks, key=lambda t: (t.get("Status") or {}).get("Timestamp", ""), reverse=True):
+        container_id = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if not container_id:
+            continue
+        try:
+            log = (client.api.inspect_container(container_id)["State"].get("Health") or {}).get("Log") or []
+        except (NotFound, APIError):
+            continue
+        found += [(task, entry) for entry in reversed(log) if entry.get("ExitCode")]
+    if not found:
+        return ""
+    task, entry = next(((t, e) for t, e in found if (e.get("Output") or "").strip()), found[0])
+    return (f"last failed health check (task {task.get('Slot', '?')}, exit {entry.get('ExitCode')}):\n"
+            + indent(entry.get("Output", "")) + "\n")
+
+
+def service_logs(client: docker.DockerClient, service_id: str, lines: int) -> str:
+    try:
+        chunks = client.api.service_logs(service_id, stdout=True, stderr=True, tail=lines)
+        return b"".join(chunks).decode("utf-8", "replace")
+    except (NotFound, APIError) as error:
+        return f"(no logs: {getattr(error, 'explanation', None) or error})\n"
+
+
+def indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in text.rstrip().splitlines()) or "    (no output)"
+
+
+def timestamp_ns(value: str | None) -> int:
+    """Engine timestamps (RFC 3339, up to 9 fractional digits, trailing zeros dropped) as ns."""
+    if not value:
+        return 0
+    main, _, rest = value.partition(".")
+    fraction = re.match(r"\d*", rest).group(0) if rest else ""
+    zone = rest[len(fraction):] if rest else main[19:]
+    seconds = datetime.fromisoformat(main[:19] + (zone.replace("Z", "+00:00") or "+00:00")).timestamp()
+    return int(seconds) * NANOS + int((fraction + "000000000")[:9])
+
+
+# -- health checks ------------------------------------------------------------------------------
+def http_healthcheck(port: int, path: str, probe: dict) -> Healthcheck:
+    """A Docker health check that GETs http://127.0.0.1:PORT/PATH inside the task with whatever
+    the image has: python3, wget, curl, or bash's /dev/tcp (serving images often lack the others).
+    Azure ML's probe settings map onto it: period -> interval, timeout, failure_threshold ->
+    retries, initial_delay -> start period. Docker has no success_threshold (one success)."""
+    url = f"http://127.0.0.1:{port}{path}"
+    wait = max(1, int(probe["timeout"]))
+    # One line of output per tool (what Docker keeps as the health log): "not found", or why.
+    python = (f"import sys, urllib.request as u\ntry: u.urlopen(sys.argv[1], timeout={wait})\n"
+              "except Exception as e: sys.exit('GET %s: %s' % (sys.argv[1], e))")
+    raw = ('exec 3<>/dev/tcp/127.0.0.1/"$1" && printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" "$2" >&3 '
+           '&& IFS= read -r line <&3 && case "$line" in "HTTP/1."?" 2"*) exit 0;; esac; exit 1')
+    command = " || ".join([
+        f"python3 -c {shlex.quote(python)} {shlex.quote(url)}",
+        f"wget -q -T {wait} -O /dev/null {shlex.quote(url)}",
+        f"curl -fsS -m {wait} -o /dev/null {shlex.quote(url)}",
+        f"bash -c {shlex.quote(raw)} probe {port} {shlex.quote(path)}",
+    ])
+    return Healthcheck(test=["CMD-SHELL", command], interval=max(1, int(probe["period"])) * NANOS,
+                       timeout=wait * NANOS, retries=max(1, int(probe["failure_threshold"])),
+                       start_period=int(probe["initial_delay"]) * NANOS)
+
+
+def convergence_timeout(probe: dict, batches: int, monitor_seconds: float) -> float:
+    """Long enough for every batch of a roll-out to pass its health check as slowly as the
+    probe settings allow (and for swarm to roll back once), never shorter than a minute."""
+    per_task = probe["initial_delay"] + probe["period"] * (probe["failure_threshold"] + 1) + probe["timeout"]
+    return max(60.0, 2 * max(1, batches) * (per_task + monitor_seconds + 5))
+
+
+# -- ports ---------------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port free on every address of this host now (host-mode publishing binds 0.0.0.0);
+    kept in state so that the endpoint keeps it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("0.0.0.0", 0))
+        return probe.getsockname()[1]
