@@ -32,7 +32,7 @@ def choose_driver(option: str | None, configured: str, state) -> str:
         source = "--driver" if option else "the stack settings"
         raise ReconcilerError(
             f"stack {state.stack} was applied with the {recorded} driver, but {source} asks for {chosen}",
-            f"to move it, run `reconciler destroy --driver {recorded}` first, then apply with {chosen}; "
+            f"to move it, run `reconciler destroy STACK_DIR --driver {recorded}` first, then apply with {chosen}; "
             f"or keep `driver: {recorded}`")
     return chosen
 

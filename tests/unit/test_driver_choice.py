@@ -44,7 +44,7 @@ def test_switching_engines_under_existing_state_is_refused(option, configured, r
     with pytest.raises(ReconcilerError) as caught:
         choose_driver(option, configured, state_made_with(recorded))
     assert f"applied with the {recorded} driver, but {source} asks for" in caught.value.summary
-    assert f"reconciler destroy --driver {recorded}" in caught.value.hint
+    assert f"reconciler destroy STACK_DIR --driver {recorded}" in caught.value.hint
 
 
 def test_recorded_driver_of_empty_state_is_unknown():
