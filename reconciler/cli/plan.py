@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from reconciler.cli import exits
-from reconciler.cli.drivers import driver_option
 from reconciler.cli.common import (handle_errors, load_desired, open_store, stack_options, state_options,
                                    use_color)
+from reconciler.cli.drivers import choose_driver, driver_named, driver_option
 from reconciler.errors import ReconcilerError
 from reconciler.planfile import read_plan, write_plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
@@ -39,7 +39,6 @@ def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, d
                refresh, driver_name=None):
     """Load config and state, choose the driver, refresh through it if asked, and plan.
     Returns the plan, the (refreshed) state and the driver (None when nothing needed it)."""
-    from reconciler.cli.drivers import choose_driver, driver_named
     desired = load_desired(stack_dir, var_assignments, vars_file)
     if desired.unsupported and not destroy:
         from reconciler.errors import StackInvalid

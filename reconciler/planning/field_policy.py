@@ -81,6 +81,9 @@ class ChangePolicy:
     driver: str
     fields: FieldTable
     replace_mode: dict[str, str]
+    # Whether the gateway must learn of a deployment's new instance count: it lists containers
+    # on the docker driver, but resolves a service name on swarm.
+    gateway_follows_scaling: bool = True
 
     def forces_replacement(self, kind: str, path: tuple) -> bool:
         top = str(path[0]) if path else ""
@@ -95,7 +98,7 @@ DEFAULT_DRIVER = "docker"
 POLICIES = {
     "docker": ChangePolicy("docker", FIELD_POLICY, REPLACE_MODE),
     # A swarm deployment's service name carries a generation, so old and new run side by side.
-    "swarm": ChangePolicy("swarm", SWARM_FIELD_POLICY, REPLACE_MODE),
+    "swarm": ChangePolicy("swarm", SWARM_FIELD_POLICY, REPLACE_MODE, gateway_follows_scaling=False),
 }
 
 

@@ -71,13 +71,14 @@ def _with_repair(change: Change, drifted: bool, repair: str, replace_mode: dict[
     return change
 
 
-def _moves_containers(change: Change) -> bool:
+def _moves_containers(change: Change, policy: ChangePolicy) -> bool:
     """Whether a deployment change gives it other containers, which its gateway must learn."""
-    return change.action in (CREATE, REPLACE) or (change.action == UPDATE and
-                                                  any(f.path == "instance_count" for f in change.fields))
+    return change.action in (CREATE, REPLACE) or (
+        policy.gateway_follows_scaling and change.action == UPDATE
+        and any(f.path == "instance_count" for f in change.fields))
 
 
-def _with_dependency_updates(changes: dict[str, Change], replace_mode: dict[str, str]) -> dict[str, Change]:
+def _with_dependency_updates(changes: dict[str, Change], policy: ChangePolicy) -> dict[str, Change]:
     """Follow replaced dependencies: a deployment mounting a replaced model is replaced too
     (its bind mount holds the old files); an endpoint is re-pointed at replaced deployments."""
     result = dict(changes)
@@ -86,10 +87,11 @@ def _with_dependency_updates(changes: dict[str, Change], replace_mode: dict[str,
         if change.action in (NO_OP, UPDATE) and any(result[d].action == REPLACE for d in change.depends_on
                                                     if d in result):
             result[address] = dataclasses.replace(change, action=REPLACE, reason="dependency-replaced",
-                                                  replace_mode=replace_mode["deployment"])
+                                                  replace_mode=policy.replace_mode["deployment"])
     for address in (a for a in changes if a.startswith("endpoint.")):
         change = result[address]
-        if change.action == NO_OP and any(_moves_containers(result[d]) for d in change.depends_on if d in result):
+        if change.action == NO_OP and any(_moves_containers(result[d], policy) for d in change.depends_on
+                                         if d in result):
             result[address] = dataclasses.replace(change, action=UPDATE, reason="dependency-replaced")
     return result
 
@@ -125,7 +127,7 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
                                    state.records.get(address), address in options.replace, options.policy)
             changes[address] = _with_repair(change, address in repairs, repairs.get(address, ""),
                                             options.policy.replace_mode)
-        changes = _with_dependency_updates(changes, options.policy.replace_mode)
+        changes = _with_dependency_updates(changes, options.policy)
     if options.mode == DESTROY:
         # As `terraform destroy -target`: a target goes with everything that depends on it.
         edges: dict[str, set[str]] = {}

@@ -119,3 +119,17 @@ def test_plan_cli_names_the_driver_and_refuses_a_switch(demo_stack, tmp_path):
                                  "--driver", "swarm"])
     assert result.exit_code == 1
     assert "applied with the docker driver, but --driver asks for swarm" in result.output
+
+
+@pytest.mark.parametrize("driver, expected", [
+    # The gateway lists each container: it must learn of the new ones.
+    ("docker", ["~ deployment.half-plus-two/tfserving (instance_count)",
+                "~ endpoint.half-plus-two [dependency-replaced]", "Plan: 0 to add, 2 to change, 0 to destroy."]),
+    # The gateway resolves the service's name: more replicas change nothing there.
+    ("swarm", ["~ deployment.half-plus-two/tfserving (instance_count)", "Plan: 0 to add, 1 to change, 0 to destroy."]),
+])
+def test_scaling_re_points_the_gateway_only_where_it_lists_containers(demo_stack, driver, expected):
+    state = applied(demo_stack, driver)
+    deployment = demo_stack / "deployment.yml"
+    deployment.write_text(deployment.read_text().replace("instance_count: 1", "instance_count: 3"))
+    assert str(make_plan(load_stack(demo_stack), state, PlanOptions(driver=driver))).splitlines() == expected
