@@ -67,8 +67,8 @@ SWARM_FIELD_POLICY: FieldTable = {
     "deployment": (
         *((name, IN_PLACE) for name, _ in FIELD_POLICY["deployment"] if name != "routes"),
         # The gateway must learn a new scoring port or path, and the planner re-points an
-        # endpoint only when a deployment is created, replaced or scaled: so a replacement
-        # (a new service beside the old one; the gateway moves; the old one goes).
+        # endpoint only when a deployment is created or replaced: so a replacement (a new
+        # service beside the old one; the gateway moves; the old one goes).
         ("routes", REPLACE),
     ),
     "endpoint": FIELD_POLICY["endpoint"],
