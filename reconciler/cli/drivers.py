@@ -26,8 +26,8 @@ def choose_driver(option: str | None, configured: str, state) -> str:
     """`--driver` wins over the stack settings, which win over what state was made with.
     Moving a stack between engines is a destroy and an apply, never a silent switch: the
     objects in state live on the other engine, and this one would not find them."""
-    chosen = option or configured or recorded_driver(state) or DEFAULT_DRIVER
     recorded = recorded_driver(state)
+    chosen = option or configured or recorded or DEFAULT_DRIVER
     if recorded and recorded != chosen:
         source = "--driver" if option else "the stack settings"
         raise ReconcilerError(

@@ -64,10 +64,11 @@ def ensure_image(client: docker.DockerClient, image: str) -> None:
             "to the registry that holds it") from error
 
 
-def free_host_port() -> int:
-    """A port free on 127.0.0.1 now; kept in state so the same one is reused later."""
+def free_host_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now (0.0.0.0: on every address); kept in state so the same one
+    is reused later."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
+        probe.bind((host, 0))
         return probe.getsockname()[1]
 
 

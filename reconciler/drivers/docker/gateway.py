@@ -21,7 +21,7 @@ from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, StepContext
 from reconciler.drivers.docker.containers import ensure_network, new_generation
 from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels, remove_container
 from reconciler.drivers.docker.gateway_config import GATEWAY_PORT, deployment_routes, render_gateway_config
-from reconciler.drivers.docker.probes import http_ok
+from reconciler.drivers.docker.probes import wait_answering
 from reconciler.errors import DriverError
 
 GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
@@ -99,13 +99,9 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
 
 
 def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    error = ""
-    while time.monotonic() < deadline:
-        ok, error = http_ok("127.0.0.1", port, "/-/healthz", 1)
-        if ok:
-            return
-        time.sleep(0.1)
+    error = wait_answering(port, "/-/healthz", timeout, interval=0.1)
+    if not error:
+        return
     logs = client.containers.get(container_id).logs(tail=20).decode("utf-8", "replace")
     raise DriverError(f"gateway did not start listening on 127.0.0.1:{port}: {error}", "gateway log:\n" + logs)
 

@@ -29,6 +29,19 @@ def http_ok(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]
         connection.close()
 
 
+def wait_answering(port: int, path: str, timeout: float, interval: float) -> str:
+    """GET 127.0.0.1:PORT/PATH until it answers 2xx (returns "") or `timeout` passes (returns
+    the last error): for a listener that is starting, where probe settings do not apply."""
+    deadline = time.monotonic() + timeout
+    error = ""
+    while time.monotonic() < deadline:
+        ok, error = http_ok("127.0.0.1", port, path, 1)
+        if ok:
+            return ""
+        time.sleep(interval)
+    return error or f"GET {path} not tried within {timeout}s"
+
+
 def wait_until_ready(port: int, path: str, settings: dict, still_running: Callable[[], bool],
                      sleep: Callable[[float], None] = time.sleep) -> ProbeResult:
     """Probe like a kubelet: after initial_delay, every period; ready after success_threshold

@@ -19,6 +19,7 @@ from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig
 from docker.utils import parse_bytes
 
 from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, Observed, StepContext, required_images
+from reconciler.drivers.docker.containers import new_generation
 from reconciler.drivers.docker.driver import StepFailed
 from reconciler.drivers.docker.engine import connect, ensure_image, managed_labels
 from reconciler.drivers.docker.gateway import GATEWAY_IMAGE, new_keys
@@ -161,7 +162,7 @@ class SwarmDriver:
 
     def _create_deployment(self, record: StateRecord, ctx: StepContext, generation: str | None = None) -> StateRecord:
         spec = record.spec
-        generation = generation or engine.new_generation()
+        generation = generation or new_generation()
         name = service_name(ctx.stack, spec, generation)
         kwargs = self._service_spec(ctx, record.address, spec, record.spec_hash, generation,
                                     engine.ensure_network(self.client, ctx.stack))
@@ -174,7 +175,7 @@ class SwarmDriver:
         """One service update, whatever changed: swarm rolls the tasks when the task template
         changed, and only rescales or relabels otherwise."""
         service = engine.inspect_service(self.client, (record.outputs.get("service") or {}).get("id"))
-        generation = record.driver_ids.get("generation") or engine.new_generation()
+        generation = record.driver_ids.get("generation") or new_generation()
         if service is None:
             # Removed by hand (refresh showed every instance missing): start it again.
             return self._create_deployment(record, ctx, generation)

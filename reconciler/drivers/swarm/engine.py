@@ -16,9 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 import shlex
-import socket
 import threading
 import time
 from datetime import datetime
@@ -62,10 +60,6 @@ def object_name(*parts: str, limit: int = MAX_NAME) -> str:
     if len(name) > limit:
         name = name[:limit - 9].rstrip("-") + "-" + hashlib.sha256(full.encode()).hexdigest()[:8]
     return name
-
-
-def new_generation() -> str:
-    return secrets.token_hex(3)
 
 
 def content_hash(value) -> str:
@@ -399,12 +393,3 @@ def convergence_timeout(probe: dict, batches: int, monitor_seconds: float) -> fl
     probe settings allow (and for swarm to roll back once), never shorter than a minute."""
     per_task = probe["initial_delay"] + probe["period"] * (probe["failure_threshold"] + 1) + probe["timeout"]
     return max(60.0, 2 * max(1, batches) * (per_task + monitor_seconds + 5))
-
-
-# -- ports ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port free on every address of this host now (host-mode publishing binds 0.0.0.0);
-    kept in state so that the endpoint keeps it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("0.0.0.0", 0))
-        return probe.getsockname()[1]

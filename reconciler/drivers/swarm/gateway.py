@@ -17,7 +17,6 @@ when keys or traffic change.
 from __future__ import annotations
 
 import hashlib
-import time
 from functools import lru_cache
 
 import docker
@@ -26,10 +25,10 @@ from docker.errors import APIError, NotFound
 from docker.types import ContainerSpec, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 
 from reconciler.drivers.base import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, StepContext
-from reconciler.drivers.docker.engine import label_filter, managed_labels
+from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels
 from reconciler.drivers.docker.gateway import GATEWAY_IMAGE
 from reconciler.drivers.docker.gateway_config import GATEWAY_PORT, serving_records
-from reconciler.drivers.docker.probes import http_ok
+from reconciler.drivers.docker.probes import wait_answering
 from reconciler.drivers.swarm import engine
 from reconciler.drivers.swarm.engine import NANOS, object_name
 from reconciler.errors import DriverError
@@ -201,7 +200,8 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     secret = {"name": object_name("rc", ctx.stack, endpoint, "gw", digest[7:19])}
     edge_text = render_edge(endpoint, service_names["gateway"])
     config = {"name": object_name("rc", ctx.stack, endpoint, "edge", digest_of(edge_text)[7:19])}
-    port = port or engine.free_port()
+    # Host-mode publishing binds every address, so the port must be free on all of them.
+    port = port or free_host_port("0.0.0.0")
     created: list[str] = []
     try:
         secret["id"] = _ensure_blob(client, "secret", secret["name"], text.encode(), managed_labels(
@@ -233,13 +233,9 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
 
 def _wait_answering(port: int, endpoint: str) -> None:
     """Through the published port and the edge to the gateway, as a client would come."""
-    deadline = time.monotonic() + LISTEN_TIMEOUT
-    error = ""
-    while time.monotonic() < deadline:
-        ok, error = http_ok("127.0.0.1", port, "/-/healthz", 1)
-        if ok:
-            return
-        time.sleep(0.2)
+    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2)
+    if not error:
+        return
     raise DriverError(f"endpoint {endpoint} does not answer on port {port}: {error}",
                       "is this host a node of the swarm, and the port free on it? `docker service ps` shows "
                       "the edge and gateway tasks")
