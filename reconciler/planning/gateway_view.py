@@ -1,0 +1,32 @@
+"""The gateway's view of a deployment: everything an endpoint's gateway is rendered from that
+comes from the deployment's own spec. Pure.
+
+The planner compares the views before and after a plan (an endpoint whose deployments' views
+change must be re-rendered, and the plan says so), and both drivers render their gateway from
+exactly these values, so nothing the gateway uses can change without the plan showing it.
+What a gateway also needs but only apply knows (the containers or service names a deployment
+runs as) is not in the view: the planner re-points an endpoint whenever a deployment gets new
+containers instead.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def gateway_view(deployment_spec: dict) -> dict[str, Any]:
+    """What the endpoint's gateway uses of one deployment's spec."""
+    scoring = deployment_spec["routes"]["scoring"]
+    return {
+        "scoring_port": scoring["port"],
+        "scoring_path": scoring["path"],
+        "request_timeout_ms": deployment_spec["request_settings"]["request_timeout_ms"],
+    }
+
+
+def view_changes(before_spec: dict | None, after_spec: dict | None) -> tuple[tuple[str, Any, Any], ...]:
+    """(view field, before, after) for every field of the view that differs; () when either is
+    absent (a created or deleted deployment moves containers, which re-points on its own)."""
+    if before_spec is None or after_spec is None:
+        return ()
+    before, after = gateway_view(before_spec), gateway_view(after_spec)
+    return tuple((key, before[key], after[key]) for key in sorted(before) if before[key] != after[key])
