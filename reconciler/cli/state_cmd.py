@@ -78,9 +78,10 @@ def _record(current, address):
 @click.command("force-unlock")
 @click.argument("lock_id")
 @which_state
+@click.option("--force", is_flag=True, help="Remove the lock even though its holder is still running.")
 @handle_errors()
-def force_unlock(lock_id, stack_ref, state_path):
-    """Remove a stale lock left by a process that is gone."""
-    holder = store_for(stack_ref, state_path).force_unlock(lock_id)
+def force_unlock(lock_id, stack_ref, state_path, force):
+    """Remove a lock whose holder is gone (refused while it runs, unless --force)."""
+    holder = store_for(stack_ref, state_path).force_unlock(lock_id, force=force)
     click.echo(f"reconciler state has been successfully unlocked (was held by {holder.who}, "
                f"pid {holder.pid}, {holder.operation}).")

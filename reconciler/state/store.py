@@ -109,9 +109,10 @@ class StateStore:
                 # stack name from the state file, which a first apply may not have written yet.
                 raise StateLocked(
                     f"state {self.path} is locked by another operation",
-                    (holder.describe() + "\n  Wait for it, retry with --lock-timeout, or if it is gone: "
-                     f"reconciler force-unlock {holder.id} --stack {self.stack} --state {self.path}") if holder else
-                    "another reconciler process holds the lock; retry with --lock-timeout")
+                    (holder.describe() + "\n  Wait for it or retry with --lock-timeout. The lock goes with its "
+                     "process: if that process hangs, stop it; only if it runs on a machine you cannot reach: "
+                     f"reconciler force-unlock {holder.id} --stack {self.stack} --state {self.path} --force")
+                    if holder else "another reconciler process holds the lock; retry with --lock-timeout")
             if not _same_file(fd, self.lock_path):
                 os.close(fd)  # force-unlocked between open and flock; take the new file
                 continue
@@ -138,15 +139,43 @@ class StateStore:
         except (OSError, ValueError, TypeError):
             return None
 
-    def force_unlock(self, lock_id: str) -> LockInfo:
+    def force_unlock(self, lock_id: str, force: bool = False) -> LockInfo:
+        """Remove the lock file. Refused while a process still holds the flock, unless `force`:
+        that process is alive (the kernel drops a dead holder's flock), and a second writer
+        beside it would delete what it is creating as orphans."""
         holder = self.lock_holder()
         if holder is None:
             raise ReconcilerError(f"state {self.path} is not locked", "nothing to unlock")
         if holder.id != lock_id:
             raise ReconcilerError(f"lock ID {lock_id} does not match the current lock {holder.id}",
                                   "pass the ID printed in the lock error")
+        if not force and self._flock_is_held():
+            here = holder.host == socket.gethostname()
+            where = f"PID {holder.pid} on this machine" if here else f"PID {holder.pid} on {holder.host}"
+            raise ReconcilerError(
+                f"the lock is held by a running process ({where}, {holder.operation}, since {holder.created})",
+                (f"wait for it, or stop it (`kill {holder.pid}`): its lock goes with it. " if here else
+                 f"wait for it, or stop it on {holder.host}: its lock goes with it. ") +
+                "Only if it can never finish: force-unlock ... --force (its changes may then be lost or "
+                "removed as orphans by the next apply)")
         self.lock_path.unlink(missing_ok=True)
         return holder
+
+    def _flock_is_held(self) -> bool:
+        """Whether some process holds the flock on the lock file right now."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        finally:
+            os.close(fd)
 
     def __enter__(self):
         return self

@@ -300,3 +300,12 @@ def test_force_unlock_when_not_locked_exits_1(run, state_path):
     result = run("force-unlock", "some-id", "--state", state_path)
     assert result.exit_code == 1
     assert "is not locked" in result.stderr
+
+
+def test_force_unlock_refuses_a_live_holder_without_force(run, state_path, hold_lock):
+    write_state(state_path, [])
+    held = hold_lock(state_path, STACK, "apply")
+    result = run("force-unlock", held.info["id"], "--state", state_path)
+    assert result.exit_code == 1
+    assert f"the lock is held by a running process (PID {held.info['pid']} on this machine" in result.stderr
+    assert StateStore(state_path, STACK).lock_holder().id == held.info["id"]

@@ -162,7 +162,7 @@ def test_lock_held_by_another_process_is_refused_with_the_holder_in_the_hint(sto
     assert f"ID: {held.info['id']}" in hint
     assert f"PID: {held.info['pid']}" in hint
     assert "Operation: apply" in hint
-    assert f"reconciler force-unlock {held.info['id']} --stack {STACK} --state {store.path}" in hint
+    assert f"reconciler force-unlock {held.info['id']} --stack {STACK} --state {store.path} --force" in hint
 
 
 def test_lock_timeout_waits_for_the_holder_to_release(store, hold_lock):
@@ -208,9 +208,28 @@ def test_force_unlock_with_the_wrong_id_is_refused(store, hold_lock):
         StateStore(store.path, STACK).lock("plan")
 
 
-def test_force_unlock_with_the_right_id_removes_the_lock(store, hold_lock):
+def test_force_unlock_refuses_while_the_holder_is_alive(store, hold_lock):
     held = hold_lock(store.path, STACK, "apply")
-    holder = StateStore(store.path, STACK).force_unlock(held.info["id"])
+    with pytest.raises(ReconcilerError) as caught:
+        StateStore(store.path, STACK).force_unlock(held.info["id"])
+    assert f"the lock is held by a running process (PID {held.info['pid']} on this machine, apply" in str(caught.value)
+    assert f"kill {held.info['pid']}" in caught.value.hint
+    assert store.lock_holder().id == held.info["id"]
+    with pytest.raises(StateLocked):
+        StateStore(store.path, STACK).lock("plan")
+
+
+def test_force_unlock_of_a_dead_holders_note_needs_no_force(store, hold_lock):
+    held = hold_lock(store.path, STACK, "apply")
+    os.kill(held.process.pid, signal.SIGKILL)
+    held.process.wait(timeout=10)
+    assert StateStore(store.path, STACK).force_unlock(held.info["id"]).pid == held.info["pid"]
+    assert not store.lock_path.exists()
+
+
+def test_force_unlock_with_the_right_id_and_force_removes_the_lock(store, hold_lock):
+    held = hold_lock(store.path, STACK, "apply")
+    holder = StateStore(store.path, STACK).force_unlock(held.info["id"], force=True)
     assert holder.pid == held.info["pid"]
     assert not store.lock_path.exists()
     info = store.lock("apply")  # a new lock file; the hung holder keeps only the unlinked one
