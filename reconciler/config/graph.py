@@ -162,6 +162,14 @@ class _GraphBuilder:
                 ("name",), f"deployment {name!r} of endpoint {endpoint!r} is defined twice",
                 f"the first one is at {self.resources[address].source}; rename one of them"))
             return
+        same_but_case = [a for a in self.deployments_of.get(endpoint, ()) if str(a).lower() == str(address).lower()]
+        if same_but_case:
+            # Azure ML names are case-insensitive, and so is the azureml-model-deployment header.
+            other = self.resources[same_but_case[0]]
+            self.problems.append(document.problem(
+                ("name",), f"deployment {name!r} of endpoint {endpoint!r} differs from {other.spec['name']!r} "
+                "only in case", f"the other one is at {other.source}; Azure ML names ignore case: rename one"))
+            return
         if endpoint not in endpoints and ("endpoint", endpoint) not in self.invalid_names:
             self.problems.append(document.problem(
                 ("endpoint_name",), f"endpoint {endpoint!r} is not defined in this stack",
@@ -328,11 +336,18 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
                               str(document.data["version"]))
         elif document.kind == "endpoint":
             name = document.data["name"]
+            same_but_case = next((other for other in endpoints if other.lower() == name.lower()), None)
             if name in endpoints:
                 first = endpoints[name]
                 builder.problems.append(document.problem(
                     ("name",), f"endpoint {name!r} is defined twice",
                     f"the first one is at {first.file}:{first.line_of(('name',))}; remove or rename one"))
+            elif same_but_case is not None:
+                first = endpoints[same_but_case]
+                builder.problems.append(document.problem(
+                    ("name",), f"endpoint {name!r} differs from {same_but_case!r} only in case",
+                    f"the other one is at {first.file}:{first.line_of(('name',))}; Azure ML names ignore case: "
+                    "rename one"))
             else:
                 endpoints[name] = document
     for document in documents:

@@ -111,3 +111,44 @@ def test_merge_keys_follow_yaml_written_keys_override_and_the_first_source_wins(
     assert documents[0].data["c"] == {"x": 1, "y": 9, "w": 4}
     _, problems = parse_documents(text + "  y: 10\n", "m.yml", tmp_path)
     assert [str(p) for p in problems] == ["m.yml:8: c.y: duplicate key 'y' (remove one of the two `y:` lines)"]
+
+
+# -- what reaches the gateway config: a strict grammar at validate time (#12) ------------------
+HOSTILE_PATHS = [
+    '/x"; } server { listen 8080; server_name evil; location / { proxy_pass http://d_1/; } } types { #',
+    '/v1/models/m"', "/v1/$http_x_target", "/a b", "/a\r\nb", "/a;b", "/a{b}", "/a'b", "/a\\b", "/%zz",
+]
+
+
+@pytest.mark.parametrize("path", HOSTILE_PATHS)
+def test_route_paths_outside_the_url_grammar_are_refused_at_validate(demo_stack, path):
+    import json
+    file = demo_stack / "deployment.yml"
+    file.write_text(file.read_text().replace("path: /v1/models/half_plus_two:predict", f"path: {json.dumps(path)}"))
+    problems = problems_within(demo_stack, 5)
+    assert any(p.startswith(f"{file}:21: environment.inference_config.scoring_route.path: ") and
+               "is not allowed here (routes are absolute URL paths" in p for p in problems), problems
+
+
+def test_percent_encoded_and_colon_paths_are_fine(demo_stack):
+    file = demo_stack / "deployment.yml"
+    file.write_text(file.read_text().replace("path: /v1/models/half_plus_two:predict", "path: /v1/models/a%20b:predict"))
+    assert load_stack(demo_stack).by_kind("deployment")[0].spec["routes"]["scoring"]["path"] == "/v1/models/a%20b:predict"
+
+
+def test_deployment_names_differing_only_in_case_are_refused(demo_stack):
+    import shutil
+    shutil.copy(demo_stack / "deployment.yml", demo_stack / "upper.yml")
+    file = demo_stack / "upper.yml"
+    file.write_text(file.read_text().replace("name: tfserving", "name: TFServing"))
+    problems = problems_within(demo_stack, 5)
+    assert any(p.startswith(f"{file}:2: name: deployment 'TFServing' of endpoint 'half-plus-two' differs from "
+                            "'tfserving' only in case") for p in problems), problems
+
+
+def test_endpoint_names_differing_only_in_case_are_refused(demo_stack):
+    file = demo_stack / "other.yml"
+    file.write_text((demo_stack / "endpoint.yml").read_text().replace("name: half-plus-two", "name: Half-Plus-Two"))
+    problems = problems_within(demo_stack, 5)
+    assert any(p.startswith(f"{file}:2: name: endpoint 'Half-Plus-Two' differs from 'half-plus-two' only in case")
+               for p in problems), problems

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from reconciler.cli.main import cli
 from reconciler.config.stack import load_stack
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StackInvalid
 from reconciler.render.kubernetes import (KubernetesOptions, dns_label, dump_manifests, duration, label_value,
                                           memory_quantity, render_kubernetes)
 
@@ -367,13 +367,14 @@ def test_no_live_traffic_leaves_only_pinned_rules(tmp_path):
 
 # -- names ---------------------------------------------------------------------------------
 def test_names_that_collide_after_lowercasing_are_refused(tmp_path):
+    # Azure ML names ignore case, so the stack itself is refused now, before any renderer
+    # could make one Kubernetes object of the two (#12).
     documents = rich_documents()
     documents["blue2.yml"] = deployment_doc("blue")
-    with pytest.raises(ReconcilerError) as caught:
+    with pytest.raises(StackInvalid) as caught:
         render_dir(make_stack(tmp_path / "s", documents))
-    assert "deployment.Fraud-Scoring/Blue and deployment.Fraud-Scoring/blue" in caught.value.summary
-    assert "'fraud-scoring-blue'" in caught.value.summary
-    assert "lowercasing" in caught.value.hint
+    assert any("deployment 'blue' of endpoint 'Fraud-Scoring' differs from 'Blue' only in case" in str(p)
+               for p in caught.value.problems)
 
 
 def test_endpoint_and_deployment_names_that_join_alike_are_refused(tmp_path):
