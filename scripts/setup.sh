@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Everything reconciler needs on a Debian 12 machine, installed or started only when missing:
+#   - Debian's docker.io (the engine) and debootstrap (for the offline images),
+#   - the Python package with its test extras (pip, editable),
+#   - a running dockerd (started in the background when none answers; ours to leave running),
+#   - the offline images (images/build.sh: debootstrap once, then the build cache).
+# Idempotent: a second run changes nothing and takes a few seconds.
+# Used by scripts/demo.sh, scripts/test.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+if ((${#missing[@]})); then
+  if ((EUID != 0)); then
+    log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"
+    exit 1
+  fi
+  log "installing ${missing[*]} (apt-get)"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+log "installing the reconciler package (pip install -e '.[test]')"
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd (log: /tmp/reconciler-dockerd.log)"
+  nohup dockerd >/tmp/reconciler-dockerd.log 2>&1 &
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  if ! docker info >/dev/null 2>&1; then
+    log "dockerd did not start:"
+    tail -40 /tmp/reconciler-dockerd.log >&2
+    exit 1
+  fi
+fi
+
+log "building the offline images (images/build.sh)"
+images/build.sh >/dev/null
