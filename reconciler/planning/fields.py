@@ -43,10 +43,13 @@ REQUIRED = _Required()
 @dataclass(frozen=True)
 class DriverField:
     """How one driver handles one field. `read` is None when refresh does not read it back
-    (a change made outside reconciler goes unnoticed there)."""
+    (a change made outside reconciler goes unnoticed there). `update_cannot_unset`: the
+    updater can set or change the value but not take it away (`docker update` has no way to
+    lift a memory limit), so a change to None replaces."""
     create: str
     update: str | None
     read: str | None = None
+    update_cannot_unset: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
                     DriverField("task template command", ROLL), "container.command"),
     FieldDescriptor("args", DriverField("container command", None),
                     DriverField("task template args", ROLL), "container.args"),
-    FieldDescriptor("memory", DriverField("container mem_limit", ENGINE),
+    FieldDescriptor("memory", DriverField("container mem_limit", ENGINE, update_cannot_unset=True),
                     DriverField("task resources mem_limit", ROLL), "container.resources.limits.memory"),
     FieldDescriptor("restart_policy", DriverField("container restart policy", ENGINE),
                     DriverField("task restart condition", ROLL), None),
@@ -112,6 +115,13 @@ DEPLOYMENT = {d.name: d for d in DEPLOYMENT_FIELDS}
 def updates_in_place(driver: str, field: str) -> bool:
     descriptor = DEPLOYMENT.get(field)
     return descriptor is not None and descriptor.for_driver(driver).update is not None
+
+
+def replaces_despite_updater(driver: str, field: str, before: Any, after: Any) -> bool:
+    """Whether this particular change is one the driver's updater for `field` cannot make."""
+    descriptor = DEPLOYMENT.get(field)
+    return (descriptor is not None and descriptor.for_driver(driver).update_cannot_unset
+            and before is not None and after is None)
 
 
 def fields_updated_by(driver: str, updater: str) -> frozenset[str]:
@@ -126,20 +136,23 @@ def kubernetes_container_fields() -> tuple[tuple[str, str], ...]:
 
 def with_defaults(kind: str, record_spec: dict, desired_spec: dict | None) -> dict:
     """A record's spec as the current code would have written it: every field the desired spec
-    has and the record lacks takes its default, and settings objects gain keys added since.
-    Fields the desired spec does not have are left alone (nothing to compare them with)."""
+    has and the record lacks takes its default, and so does every key of a settings object.
+    What the desired spec does not have is left alone (there is nothing to compare it with)."""
     if kind != "deployment" or desired_spec is None:
         return record_spec
     upgraded = None
-    for name in desired_spec:
+    for name, wanted in desired_spec.items():
         descriptor = DEPLOYMENT.get(name)
         if descriptor is None or descriptor.default is REQUIRED:
             continue
         if name not in record_spec:
             value = descriptor.default
-        elif descriptor.merge_default and isinstance(record_spec[name], dict) \
-                and not descriptor.default.keys() <= record_spec[name].keys():
-            value = {**descriptor.default, **record_spec[name]}
+        elif descriptor.merge_default and isinstance(record_spec[name], dict) and isinstance(wanted, dict):
+            missing = {k: descriptor.default[k] for k in wanted.keys() - record_spec[name].keys()
+                       if k in descriptor.default}
+            if not missing:
+                continue
+            value = {**record_spec[name], **missing}
         else:
             continue
         upgraded = upgraded if upgraded is not None else dict(record_spec)
