@@ -21,6 +21,7 @@ replacement of deployments that were applied before it.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,8 @@ class FieldDescriptor:
     docker: DriverField
     swarm: DriverField
     # Where `reconciler render kubernetes` puts it; None: nothing in Kubernetes holds it.
+    # "container.KEY" alone: copied as it is; "annotation KEY": the value as that annotation;
+    # anything after a space says how it is converted.
     kubernetes: str | None
     # Settings objects whose keys may be added later: a record's value is merged over the default.
     merge_default: bool = False
@@ -83,7 +86,7 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
                     DriverField("docker configs at mount_path", ROLL, "service labels"),
                     "volume from the model's PersistentVolumeClaim"),
     FieldDescriptor("environment_variables", DriverField("container environment", None, "container Config.Env"),
-                    DriverField("task template env", ROLL, "service ContainerSpec.Env"), "container.env"),
+                    DriverField("task template env", ROLL, "service ContainerSpec.Env"), "container.env (sensitive names as secretKeyRefs)"),
     FieldDescriptor("routes", DriverField("published loopback ports", None, "container ports"),
                     # Swarm could roll onto a new port, but the gateway view then changes
                     # with the service name it resolves; a replacement keeps that simple.
@@ -94,18 +97,19 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
                     DriverField("service replicas", SCALE, "service tasks"), "Deployment.spec.replicas"),
     FieldDescriptor("request_settings", DriverField("gateway proxy_read_timeout", GATEWAY),
                     DriverField("gateway proxy_read_timeout", GATEWAY),
-                    "HTTPRoute rule timeouts.request", merge_default=True),
+                    "HTTPRoute rule timeouts.request (request_timeout_ms)", merge_default=True),
     FieldDescriptor("liveness_probe", DriverField("state", STATE), DriverField("state", STATE),
-                    "container.livenessProbe", merge_default=True),
+                    "container.livenessProbe (on the liveness route)", merge_default=True),
     FieldDescriptor("readiness_probe", DriverField("readiness wait after start", STATE),
-                    DriverField("task healthcheck", ROLL), "container.readinessProbe", merge_default=True),
+                    DriverField("task healthcheck", ROLL), "container.readinessProbe (on the readiness route)",
+                    merge_default=True),
     FieldDescriptor("app_insights_enabled", DriverField("state", STATE), DriverField("state", STATE), None),
     FieldDescriptor("command", DriverField("container entrypoint", None),
                     DriverField("task template command", ROLL), "container.command"),
     FieldDescriptor("args", DriverField("container command", None),
                     DriverField("task template args", ROLL), "container.args"),
     FieldDescriptor("memory", DriverField("container mem_limit", ENGINE, update_cannot_unset=True),
-                    DriverField("task resources mem_limit", ROLL), "container.resources.limits.memory"),
+                    DriverField("task resources mem_limit", ROLL), "container.resources.limits.memory (as a quantity: 512m -> 512Mi)"),
     FieldDescriptor("restart_policy", DriverField("container restart policy", ENGINE),
                     DriverField("task restart condition", ROLL), None),
 )
@@ -131,7 +135,13 @@ def fields_updated_by(driver: str, updater: str) -> frozenset[str]:
 def kubernetes_container_fields() -> tuple[tuple[str, str], ...]:
     """(container key, field) for the fields Kubernetes takes as they are, in descriptor order."""
     return tuple((d.kubernetes.removeprefix("container."), d.name) for d in DEPLOYMENT_FIELDS
-                 if d.kubernetes in ("container.image", "container.command", "container.args"))
+                 if d.kubernetes and re.fullmatch(r"container\.[A-Za-z]+", d.kubernetes))
+
+
+def kubernetes_annotations() -> tuple[tuple[str, str], ...]:
+    """(annotation key, field) for the fields that become an annotation, in descriptor order."""
+    return tuple((d.kubernetes.removeprefix("annotation "), d.name) for d in DEPLOYMENT_FIELDS
+                 if d.kubernetes and re.fullmatch(r"annotation \S+", d.kubernetes))
 
 
 def with_defaults(kind: str, record_spec: dict, desired_spec: dict | None) -> dict:

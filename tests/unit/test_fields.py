@@ -85,9 +85,13 @@ def test_docker_update_options_for_what_changed():
 
 
 def test_kubernetes_mapping_is_described_and_the_copied_container_fields_are_listed():
+    from reconciler.render import kubernetes
     assert fields.kubernetes_container_fields() == (("image", "image"), ("command", "command"), ("args", "args"))
+    assert fields.kubernetes_annotations() == ((kubernetes.DESCRIPTION_ANNOTATION, "description"),
+                                               (kubernetes.INSTANCE_TYPE_ANNOTATION, "instance_type"))
     assert fields.DEPLOYMENT["instance_count"].kubernetes == "Deployment.spec.replicas"
-    assert fields.DEPLOYMENT["restart_policy"].kubernetes is None
+    assert [d.name for d in fields.DEPLOYMENT_FIELDS if d.kubernetes is None] == [
+        "tags", "app_insights_enabled", "restart_policy"]
 
 
 def test_with_defaults_fills_only_what_the_desired_spec_has():
