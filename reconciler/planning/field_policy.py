@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reconciler.planning.fields import DEPLOYMENT_FIELDS
+from reconciler.planning.fields import DEPLOYMENT_FIELDS, updates_in_place
 
 IN_PLACE = "update"
 REPLACE = "replace"
@@ -21,7 +21,7 @@ FieldTable = dict[str, tuple[tuple[str, str], ...]]
 
 
 def deployment_rows(driver: str) -> tuple[tuple[str, str], ...]:
-    return tuple((d.name, IN_PLACE if d.for_driver(driver).update else REPLACE) for d in DEPLOYMENT_FIELDS)
+    return tuple((d.name, IN_PLACE if updates_in_place(driver, d.name) else REPLACE) for d in DEPLOYMENT_FIELDS)
 
 
 FIELD_POLICY: FieldTable = {

@@ -28,7 +28,7 @@ from typing import Any
 from reconciler.config.graph import DEPLOYMENT_DEFAULTS
 
 STATE, GATEWAY, SCALE, ENGINE, ROLL = "state", "gateway", "scale", "engine", "roll"
-UPDATERS = (STATE, GATEWAY, SCALE, ENGINE, ROLL)
+UPDATER_KINDS = (STATE, GATEWAY, SCALE, ENGINE, ROLL)
 
 
 class _Required:
@@ -86,11 +86,12 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
                     DriverField("docker configs at mount_path", ROLL, "service labels"),
                     "volume from the model's PersistentVolumeClaim"),
     FieldDescriptor("environment_variables", DriverField("container environment", None, "container Config.Env"),
-                    DriverField("task template env", ROLL, "service ContainerSpec.Env"), "container.env (sensitive names as secretKeyRefs)"),
+                    DriverField("task template env", ROLL, "service ContainerSpec.Env"),
+                    "container.env (sensitive names as secretKeyRefs)"),
     FieldDescriptor("routes", DriverField("published loopback ports", None, "container ports"),
-                    # Swarm could roll onto a new port, but the gateway view then changes
-                    # with the service name it resolves; a replacement keeps that simple.
-                    DriverField("service ports, gateway upstreams", None), "container.ports and the Service"),
+                    # A rolling update would run old and new tasks on different ports behind
+                    # one upstream; a new service beside the old one lets the gateway move at once.
+                    DriverField("gateway upstream port and path", None), "container.ports and the Service"),
     FieldDescriptor("instance_type", DriverField("state", STATE), DriverField("state", STATE),
                     "annotation reconciler.local/azureml-instance-type"),
     FieldDescriptor("instance_count", DriverField("one container per instance", SCALE, "containers listed"),
@@ -109,7 +110,8 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
     FieldDescriptor("args", DriverField("container command", None),
                     DriverField("task template args", ROLL), "container.args"),
     FieldDescriptor("memory", DriverField("container mem_limit", ENGINE, update_cannot_unset=True),
-                    DriverField("task resources mem_limit", ROLL), "container.resources.limits.memory (as a quantity: 512m -> 512Mi)"),
+                    DriverField("task resources mem_limit", ROLL),
+                    "container.resources.limits.memory (as a quantity: 512m -> 512Mi)"),
     FieldDescriptor("restart_policy", DriverField("container restart policy", ENGINE),
                     DriverField("task restart condition", ROLL), None),
 )

@@ -38,7 +38,8 @@ def test_a_lower_request_timeout_is_planned_applied_and_cuts_slow_requests(stack
     assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0, 4.5]})
     gateway_before = stack.endpoint(ENDPOINT)["gateway"]["id"]
 
-    stack.edit("deployment.yml", "instance_count: 1", "instance_count: 1\nrequest_settings:\n  request_timeout_ms: 1000")
+    stack.edit("deployment.yml", "instance_count: 1",
+               "instance_count: 1\nrequest_settings:\n  request_timeout_ms: 1000")
     plan = stack.plan()
     assert plan.exit_code == 0, plan.output
     assert "# endpoint.half-plus-two will be updated in-place: the gateway's view of its deployments changed" \

@@ -46,7 +46,7 @@ def test_every_driver_entry_names_a_known_updater_and_says_how_it_creates():
     for descriptor in fields.DEPLOYMENT_FIELDS:
         for driver in DRIVERS:
             entry = descriptor.for_driver(driver)
-            assert entry.update in (*fields.UPDATERS, None), (descriptor.name, driver)
+            assert entry.update in (*fields.UPDATER_KINDS, None), (descriptor.name, driver)
             assert entry.create, (descriptor.name, driver)
     # Rolling is what a swarm service does; a container cannot roll.
     assert not fields.fields_updated_by("docker", fields.ROLL)
