@@ -155,3 +155,49 @@ def test_compact_form_of_a_view_change():
 def fields_change(path, before, after):
     from reconciler.planning.diff import FieldChange
     return FieldChange(path, before, after, False)
+
+
+class RecordingContainers:
+    def __init__(self, missing=()):
+        self.calls: list[tuple[str, dict]] = []
+        self.missing = set(missing)
+
+    def get(self, container_id):
+        import docker
+        if container_id in self.missing:
+            raise docker.errors.NotFound("gone")
+        containers = self
+
+        class Container:
+            def update(self, **options):
+                containers.calls.append((container_id, options))
+        return Container()
+
+
+def deployment_record(spec: dict, ids=("c0", "c1")) -> StateRecord:
+    instances = [{"id": i, "name": f"rc-{i}", "instance": n} for n, i in enumerate(ids)]
+    return StateRecord("deployment.ep/blue", "docker", spec, "sha256:x", outputs={"instances": instances})
+
+
+def test_apply_in_place_updates_every_instance_with_what_changed_only():
+    from types import SimpleNamespace
+
+    from reconciler.drivers.docker.updaters import apply_in_place
+    client = SimpleNamespace(containers=RecordingContainers())
+    before = {"memory": None, "restart_policy": "unless-stopped", "tags": {}}
+    apply_in_place(client, deployment_record(before), {**before, "tags": {"a": "1"}})
+    assert client.containers.calls == []
+    apply_in_place(client, deployment_record(before), {**before, "restart_policy": "always"})
+    assert client.containers.calls == [("c0", {"restart_policy": {"Name": "always", "MaximumRetryCount": 0}}),
+                                       ("c1", {"restart_policy": {"Name": "always", "MaximumRetryCount": 0}})]
+
+
+def test_apply_in_place_on_a_vanished_container_says_what_to_do():
+    from types import SimpleNamespace
+
+    from reconciler.drivers.docker.updaters import apply_in_place
+    from reconciler.errors import DriverError
+    client = SimpleNamespace(containers=RecordingContainers(missing={"c1"}))
+    with pytest.raises(DriverError, match="rc-c1 of deployment.ep/blue is gone") as error:
+        apply_in_place(client, deployment_record({"memory": "1g"}), {"memory": "2g"})
+    assert "reconciler plan" in error.value.hint
