@@ -15,7 +15,10 @@ default a=0.5, b=2.0.
 Environment: MODEL_BASE_PATH (/models), MODEL_NAME (model), REST_API_PORT
 (8501), READY_AFTER_SECONDS (0: status answers 503 until then, to exercise slow
 readiness), DEPLOYMENT_NAME (echoed in ``x-demo-deployment`` so tests can tell
-which container answered, together with ``x-demo-hostname``).
+which container answered, together with ``x-demo-hostname``),
+SCORING_DELAY_SECONDS (0: every prediction waits this long before answering, to
+exercise the gateway's request timeout; a request's ``x-demo-scoring-delay``
+header, in seconds, overrides it for that request).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ MODEL_NAME = os.environ.get("MODEL_NAME", "model")
 REST_API_PORT = int(os.environ.get("REST_API_PORT", "8501"))
 READY_AFTER_SECONDS = float(os.environ.get("READY_AFTER_SECONDS", "0") or 0)
 DEPLOYMENT_NAME = os.environ.get("DEPLOYMENT_NAME", "")
+SCORING_DELAY_SECONDS = float(os.environ.get("SCORING_DELAY_SECONDS", "0") or 0)
+SCORING_DELAY_HEADER = "x-demo-scoring-delay"
+# A typo in a test must not hang a handler thread for hours.
+MAX_SCORING_DELAY_SECONDS = 60.0
 HOSTNAME = socket.gethostname()
 
 DEFAULT_A, DEFAULT_B = 0.5, 2.0
@@ -165,7 +172,26 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not isinstance(predictions, list):
             predictions = [predictions]
+        delay = self.scoring_delay()
+        if delay is None:
+            return
+        time.sleep(delay)
         self.send_json(200, {"predictions": predictions})
+
+    def scoring_delay(self) -> float | None:
+        """Seconds to wait before answering a prediction; None after answering 400 for a bad header."""
+        raw = self.headers.get(SCORING_DELAY_HEADER)
+        if raw is None:
+            return min(SCORING_DELAY_SECONDS, MAX_SCORING_DELAY_SECONDS)
+        try:
+            delay = float(raw)
+        except ValueError:
+            delay = -1.0
+        if not 0 <= delay <= MAX_SCORING_DELAY_SECONDS:
+            self.send_json(400, {"error": f"{SCORING_DELAY_HEADER} must be seconds between 0 and "
+                                          f"{MAX_SCORING_DELAY_SECONDS:g}, got {raw!r}"})
+            return None
+        return delay
 
 
 def main() -> None:

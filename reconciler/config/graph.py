@@ -24,6 +24,26 @@ REQUEST_DEFAULTS = {"request_timeout_ms": 5000, "max_concurrent_requests_per_ins
 DEFAULT_ROUTE = {"port": 5001, "path": "/score"}
 DEFAULT_HEALTH_ROUTE = {"port": 5001, "path": "/"}
 MAX_MIRROR_PERCENT = 50
+# The default of each optional field of a deployment spec (planning/fields.py describes every
+# field with these): what the spec holds when the YAML does not say, and what a record written
+# before the field existed is taken to hold.
+DEPLOYMENT_DEFAULTS: dict[str, Any] = {
+    "description": "",
+    "tags": {},
+    "model": None,
+    "environment_variables": {},
+    "routes": {"liveness": DEFAULT_HEALTH_ROUTE, "readiness": DEFAULT_HEALTH_ROUTE, "scoring": DEFAULT_ROUTE},
+    "instance_type": "",
+    "instance_count": 1,
+    "request_settings": REQUEST_DEFAULTS,
+    "liveness_probe": PROBE_DEFAULTS,
+    "readiness_probe": PROBE_DEFAULTS,
+    "app_insights_enabled": False,
+    "command": None,
+    "args": None,
+    "memory": None,
+    "restart_policy": "unless-stopped",
+}
 
 
 @dataclass(frozen=True)
@@ -226,26 +246,27 @@ class _GraphBuilder:
                           "mount_path": mount}
             variables.setdefault("AZUREML_MODEL_DIR", mount)
         local = data.get("local", {})
+        default = DEPLOYMENT_DEFAULTS
         return {
             "endpoint": data["endpoint_name"],
             "name": data["name"],
-            "description": data.get("description", ""),
-            "tags": _plain_tags(data.get("tags", {})),
+            "description": data.get("description", default["description"]),
+            "tags": _plain_tags(data.get("tags", default["tags"])),
             "image": environment["image"],
             "model": model_spec,
             "environment_variables": dict(sorted(variables.items())),
             "routes": {kind.removesuffix("_route"): {"port": r["port"], "path": r["path"]}
                        for kind, r in sorted(routes.items())},
-            "instance_type": data.get("instance_type", ""),
-            "instance_count": data.get("instance_count", 1),
-            "request_settings": {**REQUEST_DEFAULTS, **data.get("request_settings", {})},
-            "liveness_probe": {**PROBE_DEFAULTS, **data.get("liveness_probe", {})},
-            "readiness_probe": {**PROBE_DEFAULTS, **data.get("readiness_probe", {})},
-            "app_insights_enabled": data.get("app_insights_enabled", False),
-            "command": local.get("command"),
-            "args": local.get("args"),
-            "memory": local.get("memory"),
-            "restart_policy": local.get("restart_policy", "unless-stopped"),
+            "instance_type": data.get("instance_type", default["instance_type"]),
+            "instance_count": data.get("instance_count", default["instance_count"]),
+            "request_settings": {**default["request_settings"], **data.get("request_settings", {})},
+            "liveness_probe": {**default["liveness_probe"], **data.get("liveness_probe", {})},
+            "readiness_probe": {**default["readiness_probe"], **data.get("readiness_probe", {})},
+            "app_insights_enabled": data.get("app_insights_enabled", default["app_insights_enabled"]),
+            "command": local.get("command", default["command"]),
+            "args": local.get("args", default["args"]),
+            "memory": local.get("memory", default["memory"]),
+            "restart_policy": local.get("restart_policy", default["restart_policy"]),
         }
 
     # -- endpoints -----------------------------------------------------------------------

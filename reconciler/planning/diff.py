@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.planning.field_policy import POLICIES, ChangePolicy
+from reconciler.planning.fields import replaces_despite_updater
 
 ABSENT = None
 
@@ -63,8 +64,16 @@ def deep_field_changes(kind: str, before: dict, after: dict,
             path = tuple(level.path(output_format="list"))
             before_value = None if _absent(level.t1) else level.t1
             after_value = None if _absent(level.t2) else level.t2
-            changes.append(FieldChange(_dotted(path), before_value, after_value, policy.forces_replacement(kind, path)))
+            changes.append(FieldChange(_dotted(path), before_value, after_value,
+                                       _forces_replacement(kind, path, before, after, policy)))
     return tuple(sorted(changes, key=lambda c: c.path))
+
+
+def _forces_replacement(kind: str, path: tuple, before: dict, after: dict, policy: ChangePolicy) -> bool:
+    if policy.forces_replacement(kind, path):
+        return True
+    top = str(path[0]) if path else ""
+    return kind == "deployment" and replaces_despite_updater(policy.driver, top, before.get(top), after.get(top))
 
 
 def _absent(value: Any) -> bool:

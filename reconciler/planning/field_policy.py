@@ -5,15 +5,24 @@ A table, not if-chains: the first matching prefix wins; a field not listed force
 because replacing is always correct and updating in place is an optimisation we must earn.
 What a driver can change in place differs (a container cannot change its image; a swarm
 service rolls onto a new one), so each driver has its table; the planner is told which.
+The deployment rows are derived from the field descriptors (planning/fields.py): a field
+updates in place exactly when the driver has an updater for it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.planning.fields import DEPLOYMENT_FIELDS, updates_in_place
+
 IN_PLACE = "update"
 REPLACE = "replace"
 
 FieldTable = dict[str, tuple[tuple[str, str], ...]]
+
+
+def deployment_rows(driver: str) -> tuple[tuple[str, str], ...]:
+    return tuple((d.name, IN_PLACE if updates_in_place(driver, d.name) else REPLACE) for d in DEPLOYMENT_FIELDS)
+
 
 FIELD_POLICY: FieldTable = {
     "model": (
@@ -21,24 +30,7 @@ FIELD_POLICY: FieldTable = {
         ("tags", IN_PLACE),
         ("type", IN_PLACE),
     ),
-    "deployment": (
-        ("description", IN_PLACE),
-        ("tags", IN_PLACE),
-        ("instance_count", IN_PLACE),
-        ("instance_type", IN_PLACE),
-        ("request_settings", IN_PLACE),
-        ("liveness_probe", IN_PLACE),
-        ("readiness_probe", IN_PLACE),
-        ("app_insights_enabled", IN_PLACE),
-        ("image", REPLACE),
-        ("model", REPLACE),
-        ("environment_variables", REPLACE),
-        ("routes", REPLACE),
-        ("command", REPLACE),
-        ("args", REPLACE),
-        ("memory", REPLACE),
-        ("restart_policy", REPLACE),
-    ),
+    "deployment": deployment_rows("docker"),
     "endpoint": (
         ("description", IN_PLACE),
         ("tags", IN_PLACE),
@@ -55,7 +47,8 @@ REPLACE_MODE = {"model": "create-then-delete", "deployment": "create-then-delete
 
 # On swarm a service update is a start-first rolling update, so most of what replaces
 # containers on the docker driver updates in place, model content included: new content is a
-# new set of Docker configs beside the old ones, and the deployments roll onto them.
+# new set of Docker configs beside the old ones, and the deployments roll onto them. Routes
+# still replace (see their descriptor).
 SWARM_FIELD_POLICY: FieldTable = {
     "model": (
         *FIELD_POLICY["model"],
@@ -64,13 +57,7 @@ SWARM_FIELD_POLICY: FieldTable = {
         ("files", IN_PLACE),
         ("bytes", IN_PLACE),
     ),
-    "deployment": (
-        *((name, IN_PLACE) for name, _ in FIELD_POLICY["deployment"] if name != "routes"),
-        # The gateway must learn a new scoring port or path, and the planner re-points an
-        # endpoint only when a deployment is created or replaced: so a replacement (a new
-        # service beside the old one; the gateway moves; the old one goes).
-        ("routes", REPLACE),
-    ),
+    "deployment": deployment_rows("swarm"),
     "endpoint": FIELD_POLICY["endpoint"],
 }
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from reconciler.config.graph import DEPLOYMENT_DEFAULTS
+
 
 def gateway_view(deployment_spec: dict) -> dict[str, Any]:
-    """What the endpoint's gateway uses of one deployment's spec."""
-    scoring = deployment_spec["routes"]["scoring"]
+    """What the endpoint's gateway uses of one deployment's spec. A field the spec lacks (a
+    record written before it existed) is its default, as everywhere in planning."""
+    routes = deployment_spec.get("routes", DEPLOYMENT_DEFAULTS["routes"])
+    scoring = routes.get("scoring", DEPLOYMENT_DEFAULTS["routes"]["scoring"])
+    settings = {**DEPLOYMENT_DEFAULTS["request_settings"], **deployment_spec.get("request_settings", {})}
     return {
         "scoring_port": scoring["port"],
         "scoring_path": scoring["path"],
-        "request_timeout_ms": deployment_spec["request_settings"]["request_timeout_ms"],
+        "request_timeout_ms": settings["request_timeout_ms"],
     }
 
 

@@ -1,7 +1,10 @@
 """The planner: desired graph vs prior state -> Plan. Pure.
 
-Decides one action per address (actions.decide_action), then orders changes so that
-dependencies are created first and deleted last (ordering.py).
+Decides one action per address (decide_change), follows dependencies (a replaced model
+replaces its deployments; an endpoint is updated when its deployments get new containers or
+when the gateway's view of them changes), then orders changes so that dependencies are
+created first and deleted last (ordering.py). A record is compared as the current code would
+have written it (fields.with_defaults), so a field added later never forces a replacement.
 """
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from reconciler.config.graph import DesiredGraph
-from reconciler.planning.diff import field_changes
+from reconciler.planning.diff import FieldChange, field_changes
 from reconciler.planning.field_policy import DEFAULT_DRIVER, ChangePolicy, policy_for
+from reconciler.planning.fields import with_defaults
+from reconciler.planning.gateway_view import view_changes
 from reconciler.planning.ordering import execution_order
 from reconciler.planning.plan import CREATE, DELETE, NO_OP, REPLACE, UPDATE, Change, Drift, Plan
 from reconciler.state.model import StateFile, StateRecord
@@ -42,9 +47,10 @@ def decide_change(address: str, desired, record: StateRecord | None, forced: boo
     prior_depends = tuple(record.depends_on)
     if desired is None:
         return Change(address, DELETE, "not-in-config", record.spec, None, prior_depends_on=prior_depends)
-    fields = field_changes(kind, record.spec, desired.spec, policy)
+    before = with_defaults(kind, record.spec, desired.spec)
+    fields = field_changes(kind, before, desired.spec, policy)
     depends = tuple(map(str, desired.depends_on))
-    common = dict(before=record.spec, after=desired.spec, fields=fields, depends_on=depends,
+    common = dict(before=before, after=desired.spec, fields=fields, depends_on=depends,
                   prior_depends_on=prior_depends, source=desired.source)
     if record.status == "tainted":
         return Change(address, REPLACE, "tainted", replace_mode=replace_mode, **common)
@@ -78,9 +84,23 @@ def _moves_containers(change: Change, policy: ChangePolicy) -> bool:
         and any(f.path == "instance_count" for f in change.fields))
 
 
+def _view_fields(deployments: list[Change], policy: ChangePolicy) -> tuple[FieldChange, ...]:
+    """`gateway.NAME.FIELD` lines for the deployments whose gateway view changes in place
+    (those that get new containers re-point the endpoint anyway, and show why)."""
+    fields = []
+    for change in deployments:
+        if change.action != UPDATE or _moves_containers(change, policy):
+            continue
+        name = change.address.split("/", 1)[-1]
+        fields += [FieldChange(f"gateway.{name}.{key}", before, after, False)
+                   for key, before, after in view_changes(change.before, change.after)]
+    return tuple(fields)
+
+
 def _with_dependency_updates(changes: dict[str, Change], policy: ChangePolicy) -> dict[str, Change]:
     """Follow replaced dependencies: a deployment mounting a replaced model is replaced too
-    (its bind mount holds the old files); an endpoint is re-pointed at replaced deployments."""
+    (its bind mount holds the old files); an endpoint is re-pointed at deployments that get new
+    containers, and re-rendered when the gateway's view of a deployment changes."""
     result = dict(changes)
     for address in (a for a in changes if a.startswith("deployment.")):
         change = result[address]
@@ -90,9 +110,16 @@ def _with_dependency_updates(changes: dict[str, Change], policy: ChangePolicy) -
                                                   replace_mode=policy.replace_mode["deployment"])
     for address in (a for a in changes if a.startswith("endpoint.")):
         change = result[address]
-        if change.action == NO_OP and any(_moves_containers(result[d], policy) for d in change.depends_on
-                                         if d in result):
-            result[address] = dataclasses.replace(change, action=UPDATE, reason="dependency-replaced")
+        deployments = [result[d] for d in change.depends_on if d in result]
+        view_fields = _view_fields(deployments, policy)
+        fields = tuple(sorted(change.fields + view_fields, key=lambda f: f.path))
+        if change.action == NO_OP and any(_moves_containers(d, policy) for d in deployments):
+            result[address] = dataclasses.replace(change, action=UPDATE, reason="dependency-replaced", fields=fields)
+        elif change.action == NO_OP and view_fields:
+            result[address] = dataclasses.replace(change, action=UPDATE, reason="gateway-view-changed",
+                                                  fields=fields)
+        elif view_fields and change.action in (UPDATE, REPLACE):
+            result[address] = dataclasses.replace(change, fields=fields)
     return result
 
 

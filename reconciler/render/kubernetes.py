@@ -24,6 +24,7 @@ import yaml
 
 from reconciler.config.graph import DesiredGraph, DesiredResource
 from reconciler.errors import ReconcilerError
+from reconciler.planning.fields import kubernetes_annotations, kubernetes_container_fields
 from reconciler.render.masking import is_sensitive
 
 DEFAULT_GATEWAY = "reconciler-gateway"
@@ -246,14 +247,12 @@ def _deployment(stack: str, resource: DesiredResource, name: str, claims: dict[s
     selector = {STACK_LABEL: label_value(stack), ENDPOINT_LABEL: label_value(spec["endpoint"]),
                 DEPLOYMENT_LABEL: label_value(spec["name"])}
     labels = {MANAGED_BY_LABEL: MANAGED_BY, **selector}
-    container: dict = {
-        "name": CONTAINER_NAME,
-        "image": spec["image"],
-    }
-    if spec.get("command"):
-        container["command"] = list(spec["command"])
-    if spec.get("args"):
-        container["args"] = list(spec["args"])
+    container: dict = {"name": CONTAINER_NAME}
+    # The fields whose descriptor says Kubernetes takes them as they are (planning/fields.py).
+    for key, field in kubernetes_container_fields():
+        value = spec.get(field)
+        if value:
+            container[key] = value if isinstance(value, str) else list(value)
     container["ports"] = _container_ports(spec)
     env = _environment(spec, secret)
     if env:
@@ -279,9 +278,10 @@ def _deployment(stack: str, resource: DesiredResource, name: str, claims: dict[s
             "claimName": claims[model["address"]], "readOnly": True}}]
         # New model files under the same name:version roll the pods, as a replace does on docker.
         template_metadata["annotations"] = {MODEL_DIGEST_ANNOTATION: model["content_digest"]}
-    annotations = _annotations(resource, spec.get("description", ""))
-    if spec.get("instance_type"):
-        annotations[INSTANCE_TYPE_ANNOTATION] = spec["instance_type"]
+    annotations = _annotations(resource)
+    for key, field in kubernetes_annotations():
+        if spec.get(field):
+            annotations[key] = spec[field]
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -20,6 +20,7 @@ REASONS = {
     (REPLACE, "requested"): "will be replaced, as requested",
     (REPLACE, "dependency-replaced"): "must be replaced, because what it mounts is replaced",
     (UPDATE, "dependency-replaced"): "will be updated in-place to route to its deployments' new containers",
+    (UPDATE, "gateway-view-changed"): "will be updated in-place: the gateway's view of its deployments changed",
     (REPLACE, "drifted"): "changed outside reconciler, so will be repaired by replacing it",
     (UPDATE, "drifted"): "changed outside reconciler, so will be repaired",
 }
@@ -57,7 +58,9 @@ def render_change(change: Change, color: bool = False) -> list[str]:
                 text = (f"      ~ {field.path} = {show_value(field.path, field.before)} -> "
                         f"{show_value(field.path, field.after)}")
             lines.append(_paint(text + marker, UPDATE, color))
-        hidden = len(change.after or {}) - len({f.path.split(".")[0].split("[")[0] for f in change.fields})
+        # Only the spec's own attributes: `gateway.NAME.FIELD` lines come from its deployments.
+        changed = {f.path.split(".")[0].split("[")[0] for f in change.fields if not f.path.startswith("gateway.")}
+        hidden = len(change.after or {}) - len(changed)
         if hidden > 0:
             lines.append(f"        # ({hidden} unchanged attributes hidden)")
     lines.append("    }")

@@ -38,7 +38,7 @@ def state_file(records: dict) -> StateFile:
 def options(entry: dict) -> PlanOptions:
     raw = entry.get("options", {})
     return PlanOptions(mode=raw.get("mode", "apply"), targets=frozenset(raw.get("targets", ())),
-                       replace=frozenset(raw.get("replace", ())))
+                       replace=frozenset(raw.get("replace", ())), driver=raw.get("driver", "docker"))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 
 from reconciler.drivers.base import LABEL_GENERATION, Observed, StepContext, required_images
-from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe
+from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe, updaters
 from reconciler.drivers.docker.engine import connect, ensure_image, label_filter, remove_container
 from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
@@ -65,6 +65,8 @@ class DockerDriver:
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
+        if record.address.startswith("deployment."):
+            updaters.apply_in_place(self.client, record, spec)
         if record.address.startswith("deployment.") and spec["instance_count"] != len(record.outputs["instances"]):
             return self._scale_deployment(updated, ctx)
         if record.address.startswith("endpoint."):
