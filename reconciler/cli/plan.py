@@ -126,19 +126,21 @@ def show(target, state_path, as_json, as_markdown):
 
 
 def mask_state(data: dict) -> dict:
-    from reconciler.render.masking import mask_value
+    from reconciler.render.masking import mask_value, plain_names
     for record in data["records"]:
         record["outputs"] = mask_value("outputs", record["outputs"])
-        record["spec"] = mask_value("spec", record["spec"])
+        record["spec"] = mask_value("spec", record["spec"], plain=plain_names(record["spec"]))
     return data
 
 
 def describe_record(record) -> str:
+    from reconciler.render.masking import plain_names
     from reconciler.render.text import show_value
     kind, name = record.address.split(".", 1)
     lines = [f"# {record.address}" + (" (tainted)" if record.status == "tainted" else ""),
              f"{kind} \"{name}\" {{"]
-    lines += [f"    {k} = {show_value(k, v)}" for k, v in record.spec.items() if v is not None]
+    plain = plain_names(record.spec)
+    lines += [f"    {k} = {show_value(k, v, plain)}" for k, v in record.spec.items() if v is not None]
     lines += [f"    {k} = {show_value(k, v)}" for k, v in record.outputs.items()]
     lines.append("}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from typing import Any
 from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
+from reconciler.config.settings import StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
@@ -43,6 +44,7 @@ DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "args": None,
     "memory": None,
     "restart_policy": "unless-stopped",
+    "plain_environment_variables": [],
 }
 
 
@@ -92,7 +94,9 @@ def _version_key(version: str):
 
 
 class _GraphBuilder:
-    def __init__(self, stack: str, stack_root: Path, invalid_names: frozenset) -> None:
+    def __init__(self, stack: str, stack_root: Path, invalid_names: frozenset,
+                 settings: StackSettings = StackSettings()) -> None:
+        self.settings = settings
         # Names declared by documents that failed schema checks: already reported, so
         # references to them must not be reported a second time as "not defined".
         self.invalid_names = set(invalid_names)
@@ -267,6 +271,8 @@ class _GraphBuilder:
             "args": local.get("args", default["args"]),
             "memory": local.get("memory", default["memory"]),
             "restart_policy": local.get("restart_policy", default["restart_policy"]),
+            "plain_environment_variables": [name for name in self.settings.plain_environment_variables
+                                            if name in variables],
         }
 
     # -- endpoints -----------------------------------------------------------------------
@@ -349,7 +355,8 @@ def declared_name(document: Document) -> tuple[str, str] | None:
 def build_graph(stack: str, stack_root: Path, documents: list[Document],
                 invalid: list[Document] = ()) -> tuple[DesiredGraph, list[Problem]]:
     """Schema-valid documents -> DesiredGraph plus every cross-document problem."""
-    builder = _GraphBuilder(stack, stack_root, frozenset(filter(None, map(declared_name, invalid))))
+    settings, settings_problems = read_settings([d for d in documents if d.kind == "stack"])
+    builder = _GraphBuilder(stack, stack_root, frozenset(filter(None, map(declared_name, invalid))), settings)
     endpoints: dict[str, Document] = {}
     for document in documents:
         if document.kind == "model":
@@ -376,18 +383,6 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
             builder.add_deployment(document, endpoints)
     for document in endpoints.values():
         builder.add_endpoint(document)
-    driver, settings_problems = stack_driver([d for d in documents if d.kind == "stack"])
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()), driver)
+                         str(stack_root.resolve()), settings.driver)
     return graph, builder.problems + settings_problems
-
-
-def stack_driver(settings: list[Document]) -> tuple[str, list[Problem]]:
-    """The driver the stack settings document names; a second settings document is an error."""
-    if not settings:
-        return "", []
-    first = settings[0]
-    problems = [document.problem(("driver",), "stack settings are given twice",
-                                 f"the first ones are at {first.file}:{first.line_of(('driver',))}; keep one")
-                for document in settings[1:]]
-    return first.data["driver"], problems

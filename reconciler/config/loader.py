@@ -37,7 +37,7 @@ SHAPE_KEYS = (
     ({"endpoint_name", "environment", "instance_type", "instance_count", "model_mount_path"}, "deployment"),
     ({"auth_mode", "traffic", "mirror_traffic"}, "endpoint"),
     ({"path", "version", "type"}, "model"),
-    ({"driver"}, "stack"),
+    ({"driver", "plain_environment_variables"}, "stack"),
 )
 
 Path_ = tuple[Any, ...]

@@ -114,6 +114,8 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
                     "container.resources.limits.memory (as a quantity: 512m -> 512Mi)"),
     FieldDescriptor("restart_policy", DriverField("container restart policy", ENGINE),
                     DriverField("task restart condition", ROLL), None),
+    # Which variables' values output may show (render/masking.py); nothing in the engine has it.
+    FieldDescriptor("plain_environment_variables", DriverField("state", STATE), DriverField("state", STATE), None),
 )
 DEPLOYMENT = {d.name: d for d in DEPLOYMENT_FIELDS}
 

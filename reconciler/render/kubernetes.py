@@ -25,7 +25,7 @@ import yaml
 from reconciler.config.graph import DesiredGraph, DesiredResource
 from reconciler.errors import ReconcilerError
 from reconciler.planning.fields import kubernetes_annotations, kubernetes_container_fields
-from reconciler.render.masking import is_sensitive
+from reconciler.render.masking import is_sensitive_name
 
 DEFAULT_GATEWAY = "reconciler-gateway"
 # Azure ML clients POST to <endpoint URI>/score; the docker driver's gateway answers there too.
@@ -228,7 +228,7 @@ def _probe(route: dict, settings: dict) -> dict:
 def _environment(spec: dict, secret: str) -> list[dict]:
     env = []
     for name, value in spec["environment_variables"].items():
-        if is_sensitive(name):
+        if is_sensitive_name(name):
             # The value stays out of the manifest (which tends to end up in git); the user creates
             # the Secret: `reconciler render` prints the command.
             env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}})

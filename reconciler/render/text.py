@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from reconciler.planning.plan import CREATE, DELETE, REPLACE, SYMBOLS, UPDATE, Change, Plan
-from reconciler.render.masking import mask_value
+from reconciler.render.masking import mask_value, plain_names
 
 COLORS = {CREATE: "\033[32m", UPDATE: "\033[33m", REPLACE: "\033[35m", DELETE: "\033[31m"}
 RESET, BOLD = "\033[0m", "\033[1m"
@@ -26,8 +26,8 @@ REASONS = {
 }
 
 
-def show_value(path: str, value: Any) -> str:
-    return json.dumps(mask_value(path, value), sort_keys=True)
+def show_value(path: str, value: Any, plain: frozenset[str] = frozenset()) -> str:
+    return json.dumps(mask_value(path, value, plain=plain), sort_keys=True)
 
 
 def _paint(text: str, action: str, color: bool) -> str:
@@ -40,23 +40,27 @@ def render_change(change: Change, color: bool = False) -> list[str]:
     if change.action == REPLACE and change.replace_mode == "create-then-delete":
         heading += " (new one created before the old one is destroyed)"
     symbol = SYMBOLS[change.action]
+    # What this deployment lets output show; the newer spec says (a name just taken off the
+    # list is hidden in its old value too).
+    plain = plain_names(change.after if change.after is not None else change.before)
     lines = [f"  {BOLD if color else ''}# {change.address}{RESET if color else ''} {heading}",
              _paint(f"{symbol:>3} {kind} \"{name}\" {{", change.action, color)]
     if change.action == CREATE:
-        lines += [_paint(f"      + {k} = {show_value(k, v)}", CREATE, color)
+        lines += [_paint(f"      + {k} = {show_value(k, v, plain)}", CREATE, color)
                   for k, v in change.after.items() if v is not None]
     elif change.action == DELETE:
-        lines += [_paint(f"      - {k} = {show_value(k, v)}", DELETE, color) for k, v in change.before.items()]
+        lines += [_paint(f"      - {k} = {show_value(k, v, plain)}", DELETE, color)
+                  for k, v in change.before.items()]
     else:
         for field in change.fields:
             marker = "  # forces replacement" if field.forces_replacement and change.action == REPLACE else ""
             if field.before is None:
-                text = f"      + {field.path} = {show_value(field.path, field.after)}"
+                text = f"      + {field.path} = {show_value(field.path, field.after, plain)}"
             elif field.after is None:
-                text = f"      - {field.path} = {show_value(field.path, field.before)}"
+                text = f"      - {field.path} = {show_value(field.path, field.before, plain)}"
             else:
-                text = (f"      ~ {field.path} = {show_value(field.path, field.before)} -> "
-                        f"{show_value(field.path, field.after)}")
+                text = (f"      ~ {field.path} = {show_value(field.path, field.before, plain)} -> "
+                        f"{show_value(field.path, field.after, plain)}")
             lines.append(_paint(text + marker, UPDATE, color))
         # Only the spec's own attributes: `gateway.NAME.FIELD` lines come from its deployments.
         changed = {f.path.split(".")[0].split("[")[0] for f in change.fields if not f.path.startswith("gateway.")}

@@ -62,8 +62,8 @@ def test_what_updates_in_place_per_driver():
     in_place = {driver: sorted(n for n, p in POLICIES[driver].fields["deployment"] if p == IN_PLACE)
                 for driver in DRIVERS}
     assert in_place["docker"] == ["app_insights_enabled", "description", "instance_count", "instance_type",
-                                  "liveness_probe", "memory", "readiness_probe", "request_settings",
-                                  "restart_policy", "tags"]
+                                  "liveness_probe", "memory", "plain_environment_variables", "readiness_probe",
+                                  "request_settings", "restart_policy", "tags"]
     assert sorted(set(in_place["swarm"]) - set(in_place["docker"])) == [
         "args", "command", "environment_variables", "image", "model"]
     assert "routes" not in in_place["swarm"]
@@ -91,7 +91,7 @@ def test_kubernetes_mapping_is_described_and_the_copied_container_fields_are_lis
                                                (kubernetes.INSTANCE_TYPE_ANNOTATION, "instance_type"))
     assert fields.DEPLOYMENT["instance_count"].kubernetes == "Deployment.spec.replicas"
     assert [d.name for d in fields.DEPLOYMENT_FIELDS if d.kubernetes is None] == [
-        "tags", "app_insights_enabled", "restart_policy"]
+        "tags", "app_insights_enabled", "restart_policy", "plain_environment_variables"]
 
 
 def test_with_defaults_fills_only_what_the_desired_spec_has():
