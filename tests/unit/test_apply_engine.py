@@ -416,3 +416,51 @@ def test_plan_saved_before_state_path_was_recorded_uses_the_given_state(demo_sta
     write_plan(old, tmp_path / "tfplan")
     apply(ApplyRequest(tmp_path / "tfplan", state_path=state_path), drivers=by_name(fake))
     assert len(StateStore(state_path, "half-plus-two").read().records) == 3
+
+
+# -- the CLI front end over the operations -----------------------------------------------------
+@pytest.fixture
+def cli_run(monkeypatch):
+    from click.testing import CliRunner
+
+    from reconciler.cli.main import cli
+    monkeypatch.setenv("NO_COLOR", "1")
+
+    def invoke(driver, *args, input=None):
+        monkeypatch.setattr("reconciler.cli.drivers.driver_named", lambda name: driver)
+        return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+    return invoke
+
+
+def test_cli_asks_and_a_no_cancels(cli_run, demo_stack, tmp_path, fake):
+    state_path = tmp_path / "state.json"
+    result = cli_run(fake, "apply", demo_stack, "--state", state_path, "--no-refresh", input="no\n")
+    assert result.exit_code == 1
+    assert result.output.endswith("\nDo you want to perform these actions?\n  Only 'yes' will be accepted to "
+                                  "approve.\n\n  Enter a value: no\n\nApply cancelled.\n")
+    assert fake.calls == [] and not state_path.exists()
+
+
+def test_cli_reports_a_failed_step_and_what_it_blocked(cli_run, demo_stack, tmp_path):
+    deployment = "deployment.half-plus-two/tfserving"
+    driver = RecordingDriver(fail={f"create {deployment}": "image not found"})
+    result = cli_run(driver, "apply", demo_stack, "--state", tmp_path / "state.json", "--no-refresh",
+                     input="yes\n")
+    assert result.exit_code == 1
+    assert result.stdout.endswith(f"{deployment}: Creating...\n{deployment}: Creation failed after 0s\n")
+    assert result.stderr == (
+        f"\nError: {deployment}: image not found\n  fix the fake\n"
+        "\nNot attempted because a dependency failed: endpoint.half-plus-two:create\n"
+        "\nApply failed. Resources: 1 added, 0 changed, 0 destroyed. What already ran keeps serving; failed "
+        "resources are marked tainted and will be replaced by the next apply.\n")
+
+
+def test_cli_destroy(cli_run, demo_stack, tmp_path, fake):
+    state_path = tmp_path / "state.json"
+    assert cli_run(fake, "apply", demo_stack, "--state", state_path, "--no-refresh", "--auto-approve").exit_code == 0
+    result = cli_run(fake, "destroy", demo_stack, "--state", state_path, "--no-refresh", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith("\nDestroy complete! Resources: 0 added, 0 changed, 3 destroyed.\n")
+    assert [line for line in fake.calls if line.startswith("delete")] == [
+        "delete endpoint.half-plus-two", "delete deployment.half-plus-two/tfserving",
+        "delete model.tfserving-mounted:1"]
