@@ -44,7 +44,7 @@ class RecordingDriver:
         self._serial = 0
 
     # -- recording -------------------------------------------------------------------------
-    def _record(self, label: str) -> None:
+    def _record(self, label: str) -> int:
         line = label
         if self.store is not None:
             records = self.store.read().records

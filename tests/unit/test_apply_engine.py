@@ -153,6 +153,8 @@ def test_create_then_delete_keeps_the_old_record_deposed_until_the_endpoint_move
         "finish | deployment.ep/blue, endpoint.ep, model.m:1")
     records = store.read().records
     assert records["deployment.ep/blue"].spec["image"] == "i2"
+    # The gateway was re-pointed while the old deployment still existed beside the new one.
+    assert records["endpoint.ep"].outputs["routes"] == ["deployment.ep/blue", "deployment.ep/blue~deposed-3"]
     assert result.counts == {"added": 1, "changed": 1, "destroyed": 1}
 
 
