@@ -1,9 +1,14 @@
 """The apply engine: runs a Plan's changes through a Driver in dependency order.
 
-Side effects through the driver and the state store only. Independent steps run in parallel
-(bounded); state is saved after every step, so an interrupted apply loses at most the step in
-flight. A replaced resource that is created before its old self is destroyed keeps the old
-record in state as `<address>~deposed-<n>` until it is gone, so a crash never forgets it.
+Side effects through the driver and the state store only; no decisions (the planner made them)
+and no text (it emits typed step events, reconciler/events.py, to hooks; render/progress.py
+turns them into lines). Independent steps run in parallel (bounded); state is saved after
+every step, so an interrupted apply loses at most the step in flight. A replaced resource that
+is created before its old self is destroyed keeps the old record in state as
+`<address>~deposed-<n>` until it is gone, so a crash never forgets it.
+
+`step_graph(plan)` (pure) is the schedule: which steps a plan needs and what each waits for;
+`str()` of it is the compact form the engine's tests assert on.
 """
 from __future__ import annotations
 
@@ -13,28 +18,22 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
-from typing import Callable
+from typing import Callable, Sequence
 
 from reconciler.config.graph import spec_hash
 from reconciler.drivers.base import StepContext
 from reconciler.errors import ReconcilerError
+from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, UPDATE_STEP, ApplyStarted,
+                               DriverMessage, Hook, Step, StepCompleted, StepEvent, StepFailedEvent, StepSkipped,
+                               StepStarted, StepStillRunning)
 from reconciler.planning.ordering import change_predecessors
-from reconciler.planning.plan import CREATE, DELETE, REPLACE, UPDATE, Change, Plan
+from reconciler.planning.plan import CREATE, DELETE, REPLACE, UPDATE, Plan
 from reconciler.state.model import StateFile, StateRecord
 from reconciler.state.store import StateStore
 
 STILL_EVERY_SECONDS = 10
-VERBS = {"create": ("Creating", "Creation", "creating"), "update": ("Modifying", "Modifications", "modifying"),
-         "delete": ("Destroying", "Destruction", "destroying"),
-         "destroy-deposed": ("Destroying old", "Destruction of old", "destroying")}
 
-
-@dataclass(frozen=True)
-class Step:
-    id: str
-    address: str
-    operation: str  # create | update | delete | destroy-deposed
-    change: Change
+__all__ = ["Applier", "ApplyResult", "Step", "StepGraph", "describe_steps", "step_graph", "Hook"]
 
 
 @dataclass
@@ -49,7 +48,24 @@ class ApplyResult:
         return not self.failed
 
 
-def plan_steps(plan: Plan) -> tuple[list[Step], dict[str, set[str]]]:
+@dataclass(frozen=True)
+class StepGraph:
+    """A plan's steps in plan order and, for each step id, the step ids that must finish first."""
+
+    steps: tuple[Step, ...]
+    needs: dict[str, frozenset[str]]
+
+    def __str__(self) -> str:
+        """One line per step, `create deployment.ep/blue <- create model.m:1`."""
+        label = {s.id: s.label for s in self.steps}
+        lines = []
+        for step in self.steps:
+            waits = sorted(label[n] for n in self.needs[step.id])
+            lines.append(step.label + (f" <- {', '.join(waits)}" if waits else ""))
+        return "\n".join(lines)
+
+
+def step_graph(plan: Plan) -> StepGraph:
     """The steps of a plan and, for each, the steps that must finish first. Pure."""
     changes = {c.address: c for c in plan.actionable}
     steps: list[Step] = []
@@ -58,39 +74,58 @@ def plan_steps(plan: Plan) -> tuple[list[Step], dict[str, set[str]]]:
     needs: dict[str, set[str]] = {}
     for address, change in changes.items():
         if change.action == REPLACE and change.replace_mode == "create-then-delete":
-            ops = ["create", "destroy-deposed"]
+            ops = [CREATE_STEP, DESTROY_DEPOSED_STEP]
         elif change.action == REPLACE:
-            ops = ["delete", "create"]
+            ops = [DELETE_STEP, CREATE_STEP]
         else:
-            ops = [{CREATE: "create", UPDATE: "update", DELETE: "delete"}[change.action]]
+            ops = [{CREATE: CREATE_STEP, UPDATE: UPDATE_STEP, DELETE: DELETE_STEP}[change.action]]
         ids = [f"{address}:{op}" for op in ops]
         for index, (step_id, op) in enumerate(zip(ids, ops)):
             steps.append(Step(step_id, address, op, change))
             needs[step_id] = {ids[index - 1]} if index else set()
         first[address] = ids[0]
-        ready[address] = ids[0] if ops[-1] == "destroy-deposed" else ids[-1]
+        ready[address] = ids[0] if ops[-1] == DESTROY_DEPOSED_STEP else ids[-1]
     for address, predecessors in change_predecessors(changes).items():
         needs[first[address]] |= {ready[p] for p in predecessors}
     for address, change in changes.items():
-        if f"{address}:destroy-deposed" in needs:
+        if f"{address}:{DESTROY_DEPOSED_STEP}" in needs:
             # The old one goes only after everything that pointed at it has moved to the new one.
             users = {a for a, c in changes.items() if address in c.depends_on or address in c.prior_depends_on}
-            needs[f"{address}:destroy-deposed"] |= {ready[u] for u in users if u != address}
-    return steps, needs
+            needs[f"{address}:{DESTROY_DEPOSED_STEP}"] |= {ready[u] for u in users if u != address}
+    return StepGraph(tuple(steps), {step_id: frozenset(ids) for step_id, ids in needs.items()})
+
+
+def describe_steps(plan: Plan) -> str:
+    return str(step_graph(plan))
 
 
 class Applier:
+    """Carries out one plan. `hooks` receive every step event; `echo`, if given, receives the
+    rendered progress lines (shorthand for a render.progress.ProgressPrinter hook)."""
+
     def __init__(self, driver, store: StateStore, state: StateFile, plan: Plan, ctx: dict,
-                 parallelism: int = 10, echo: Callable[[str], None] = print) -> None:
+                 parallelism: int = 10, echo: Callable[[str], None] | None = None,
+                 hooks: Sequence[Hook] = (), still_every: float = STILL_EVERY_SECONDS) -> None:
         self.driver = driver
         self.store = store
         self.state = state
         self.plan = plan
         self.parallelism = max(1, parallelism)
-        self.echo = echo
+        self.hooks = list(hooks)
+        if echo is not None:
+            from reconciler.render.progress import ProgressPrinter
+            self.hooks.append(ProgressPrinter(echo))
+        self.still_every = still_every
         self._state_lock = threading.Lock()
+        self._hook_lock = threading.Lock()
         self._deleted_for_replace: dict[str, StateRecord] = {}
-        self.ctx = StepContext(records=lambda: dict(self.state.records), progress=echo, **ctx)
+        self.ctx = StepContext(records=lambda: dict(self.state.records),
+                               progress=lambda text: self._emit(DriverMessage(text)), **ctx)
+
+    def _emit(self, event: StepEvent) -> None:
+        with self._hook_lock:
+            for hook in self.hooks:
+                hook.on_event(event)
 
     # -- state -----------------------------------------------------------------------------
     def _commit(self, mutate: Callable[[StateFile], StateFile]) -> None:
@@ -98,37 +133,34 @@ class Applier:
             self.state = self.store.write(mutate(self.state))
 
     # -- one step --------------------------------------------------------------------------
-    def _run_step(self, step: Step) -> str:
+    def _run_step(self, step: Step) -> None:
         change, address = step.change, step.address
-        if step.operation == "create":
+        if step.operation == CREATE_STEP:
             prior = self.state.records.get(address) or self._deleted_for_replace.get(address)
-            if prior is not None and step.change.action == REPLACE and change.replace_mode == "create-then-delete":
+            if prior is not None and change.action == REPLACE and change.replace_mode == "create-then-delete":
                 deposed = f"{address}~deposed-{self.state.serial}"
                 self._commit(lambda s: s.without(address).with_record(dataclasses.replace(prior, address=deposed)))
             record = self._call_driver(lambda: self.driver.create(address, change.after, spec_hash(change.after),
                                                                   self.ctx, prior))
             record = dataclasses.replace(record, depends_on=change.depends_on)
             self._commit(lambda s: s.with_record(record))
-            return getattr(record, "driver_ids", {}).get("generation", "") or address
-        if step.operation == "update":
+        elif step.operation == UPDATE_STEP:
             current = self.state.records[address]
             record = self._call_driver(lambda: self.driver.update(current, change.after, spec_hash(change.after),
                                                                   self.ctx))
             record = dataclasses.replace(record, depends_on=change.depends_on)
             self._commit(lambda s: s.with_record(record))
-            return address
-        if step.operation == "delete":
+        elif step.operation == DELETE_STEP:
             current = self.state.records[address]
             if change.action == REPLACE:
                 # What the new one keeps from the old (an endpoint's port and keys).
                 self._deleted_for_replace[address] = current
             self.driver.delete(current, self.ctx)
             self._commit(lambda s: s.without(address))
-            return address
-        for deposed in [a for a in self.state.records if a.startswith(f"{address}~deposed-")]:
-            self.driver.delete(self.state.records[deposed], self.ctx)
-            self._commit(lambda s, d=deposed: s.without(d))
-        return address
+        else:
+            for deposed in [a for a in self.state.records if a.startswith(f"{address}~deposed-")]:
+                self.driver.delete(self.state.records[deposed], self.ctx)
+                self._commit(lambda s, d=deposed: s.without(d))
 
     def _call_driver(self, call):
         try:
@@ -141,64 +173,63 @@ class Applier:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> ApplyResult:
-        steps, needs = plan_steps(self.plan)
-        by_id = {s.id: s for s in steps}
+        graph = step_graph(self.plan)
+        by_id = {s.id: s for s in graph.steps}
         result = ApplyResult()
-        sorter = TopologicalSorter(needs)
+        sorter = TopologicalSorter(graph.needs)
         sorter.prepare()
         blocked: set[str] = set()
         running: dict[Future, tuple[Step, float]] = {}
         last_still: dict[str, float] = {}
+        poll = min(1.0, self.still_every)
+        self._emit(ApplyStarted(len(graph.steps)))
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             while sorter.is_active():
                 for step_id in sorter.get_ready():
                     step = by_id[step_id]
-                    if needs[step_id] & blocked:
+                    if graph.needs[step_id] & blocked:
                         blocked.add(step_id)
                         result.skipped.append(step_id)
+                        self._emit(StepSkipped(step, tuple(sorted(graph.needs[step_id] & blocked))))
                         sorter.done(step_id)
                         continue
-                    self.echo(f"{step.address}: {VERBS[step.operation][0]}...")
+                    self._emit(StepStarted(step))
                     started = time.monotonic()
                     running[pool.submit(self._run_step, step)] = (step, started)
                     last_still[step_id] = started
                 if not running:
                     continue
-                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=poll, return_when=FIRST_COMPLETED)
                 now = time.monotonic()
                 for future, (step, started) in list(running.items()):
-                    if future in done:
-                        continue
-                    if now - last_still[step.id] >= STILL_EVERY_SECONDS:
+                    if future not in done and now - last_still[step.id] >= self.still_every:
                         last_still[step.id] = now
-                        self.echo(f"{step.address}: Still {VERBS[step.operation][2]}... "
-                                  f"[{int(now - started)}s elapsed]")
+                        self._emit(StepStillRunning(step, now - started))
                 for future in done:
                     step, started = running.pop(future)
-                    elapsed = int(time.monotonic() - started)
+                    elapsed = time.monotonic() - started
                     error = future.exception()
                     if error is None:
-                        self.echo(f"{step.address}: {VERBS[step.operation][1]} complete after {elapsed}s")
                         result.completed.append(step.id)
                         _count(result, step)
+                        self._emit(StepCompleted(step, elapsed))
                     else:
                         if not isinstance(error, ReconcilerError):
                             error = ReconcilerError(f"{type(error).__name__}: {error}",
                                                     "this is a bug in reconciler; please report it")
-                        self.echo(f"{step.address}: {VERBS[step.operation][1]} failed after {elapsed}s")
                         result.failed.append((step.address, error))
                         blocked.add(step.id)
+                        self._emit(StepFailedEvent(step, error, elapsed))
                     sorter.done(step.id)
-        finish = getattr(self.driver, "finish", None)
-        if finish is not None and result.ok:
-            finish(self.ctx)
+        if result.ok:
+            self.driver.finish(self.ctx)
         return result
 
 
 def _count(result: ApplyResult, step: Step) -> None:
-    if step.operation == "create":
+    if step.operation == CREATE_STEP:
         result.counts["added"] += 1
-    elif step.operation == "update":
+    elif step.operation == UPDATE_STEP:
         result.counts["changed"] += 1
     else:
         result.counts["destroyed"] += 1

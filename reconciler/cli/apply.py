@@ -1,4 +1,6 @@
-"""`reconciler apply [STACK_DIR | PLANFILE]` and `reconciler destroy STACK_DIR`."""
+"""`reconciler apply [STACK_DIR | PLANFILE]` and `reconciler destroy STACK_DIR`: options in,
+reconciler.operations.apply does the work; this module renders the plan, asks for confirmation,
+echoes progress (render/progress.py) and turns the outcome into messages and exit codes."""
 from __future__ import annotations
 
 import sys
@@ -6,13 +8,13 @@ from pathlib import Path
 
 import click
 
-from reconciler.apply import Applier
 from reconciler.cli import exits
-from reconciler.cli.common import format_error, handle_errors, open_store, stack_options, state_options
-from reconciler.cli.drivers import choose_driver, driver_named, driver_option
-from reconciler.cli.plan import build_plan, emit_plan
-from reconciler.errors import StalePlan
-from reconciler.planfile import check_not_stale, read_plan
+from reconciler.cli.common import format_error, handle_errors, stack_options, stack_variables, state_options
+from reconciler.cli.drivers import driver_option
+from reconciler.cli.plan import emit_plan
+from reconciler.operations import apply as operations
+from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY
+from reconciler.render.progress import ProgressPrinter
 
 
 def confirm(plan, auto_approve: bool) -> bool:
@@ -27,47 +29,32 @@ def confirm(plan, auto_approve: bool) -> bool:
 
 def run_apply(source: Path, var_assignments, vars_file, state_path, lock_timeout, targets, replace, destroy,
               refresh_only, auto_approve, parallelism, refresh=True, driver_name=None) -> None:
-    saved = source.is_file()
-    plan = read_plan(source) if saved else None
-    stack = plan.stack if saved else source.resolve().name
-    store = open_store(stack, state_path)
-    store.lock("destroy" if destroy else "apply", lock_timeout)
-    with store:
-        if saved:
-            state = store.read()
-            check_not_stale(plan, state)
-            driver = driver_named(choose_driver(plan.driver, "", state))
-            if plan.drift or plan.mode == "refresh-only":
-                state = refreshed_as_planned(plan, state, driver, store)
-        else:
-            plan, state, driver = build_plan(source, var_assignments, vars_file, store, targets, replace, destroy,
-                                             refresh_only, refresh, driver_name)
-            driver = driver or driver_named(plan.driver)
-        emit_plan(plan, as_json=False, as_markdown=False)
-        if not plan.has_changes():
-            if plan.drift and plan.mode == "refresh-only":
-                if not saved and not confirm(plan, auto_approve):
-                    click.echo("\nApply cancelled.")
-                    sys.exit(exits.ERROR)
-                store.write(state)
-                click.echo(f"\nApply complete! The state now records {len(plan.drift)} change(s) made outside "
-                           "reconciler; nothing in Docker was changed.")
-            return
-        if not saved and not confirm(plan, auto_approve):
-            click.echo("\nApply cancelled.")
-            sys.exit(exits.ERROR)
-        driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
-        click.echo("")
-        applier = Applier(driver, store, state, plan,
-                          {"stack": stack, "stack_dir": Path(plan.stack_dir), "state_dir": store.path.parent},
-                          parallelism=parallelism, echo=lambda line: click.echo(line))
-        result = applier.run()
-    counts = result.counts
-    if result.ok:
+    # A saved plan carries its configuration: --var and --vars-file are not read for it.
+    variables = {} if source.is_file() else stack_variables(var_assignments, vars_file)
+    request = operations.ApplyRequest(
+        source=source, variables=variables, state_path=state_path,
+        mode=DESTROY if destroy else REFRESH_ONLY if refresh_only else APPLY, targets=tuple(targets),
+        replace=tuple(replace), refresh=refresh, driver=driver_name, parallelism=parallelism,
+        lock_timeout=lock_timeout)
+    outcome = operations.apply(request, show=lambda plan: emit_plan(plan, as_json=False, as_markdown=False),
+                               confirm=lambda plan: confirm(plan, auto_approve),
+                               hooks=[ProgressPrinter(click.echo)])
+    plan, counts = outcome.plan, outcome.counts
+    if outcome.status == operations.CANCELLED:
+        click.echo("\nApply cancelled.")
+        sys.exit(exits.ERROR)
+    if outcome.status == operations.STATE_REFRESHED:
+        click.echo(f"\nApply complete! The state now records {len(plan.drift)} change(s) made outside "
+                   "reconciler; nothing in Docker was changed.")
+        return
+    if outcome.status == operations.NO_CHANGES:
+        return
+    if outcome.status == operations.APPLIED:
         noun = "Destroy" if plan.mode == "destroy" else "Apply"
         click.echo(f"\n{noun} complete! Resources: {counts['added']} added, {counts['changed']} changed, "
                    f"{counts['destroyed']} destroyed.")
         return
+    result = outcome.result
     for address, error in result.failed:
         click.echo(f"\nError: {address}: {format_error(error).removeprefix('Error: ')}", err=True)
     if result.skipped:
@@ -76,17 +63,6 @@ def run_apply(source: Path, var_assignments, vars_file, state_path, lock_timeout
                f"{counts['destroyed']} destroyed. What already ran keeps serving; failed resources are "
                f"marked tainted and will be replaced by the next apply.", err=True)
     sys.exit(exits.ERROR)
-
-
-def refreshed_as_planned(plan, state, driver, store):
-    """The refreshed state a saved plan was made from: its changes (a scale-up after a missing
-    container, an orphan's removal) refer to it. Refused when the engine has moved on since."""
-    from reconciler.refresh import refresh_state
-    refreshed, drift = refresh_state(driver, state, store.path.parent)
-    if [d.to_dict() for d in drift] != [d.to_dict() for d in plan.drift]:
-        raise StalePlan("saved plan is stale: the objects in Docker changed since it was made",
-                        "run `reconciler plan` again and apply the new plan")
-    return refreshed
 
 
 def apply_options(command):

@@ -84,8 +84,8 @@ def state_options(command):
 
 
 def open_store(stack: str, state_path: Path | None):
-    from reconciler.state.store import StateStore, default_state_path
-    return StateStore(state_path or default_state_path(stack), stack)
+    from reconciler.operations.plan import open_store as store
+    return store(stack, state_path)
 
 
 def store_for(stack_ref: str | None, state_path: Path | None):

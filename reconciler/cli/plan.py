@@ -1,20 +1,20 @@
-"""`reconciler plan STACK` and `reconciler show [PLANFILE|STACK]`."""
+"""`reconciler plan STACK` and `reconciler show [PLANFILE|STACK]`: options in, reconciler.operations.plan
+does the work, render/ the output."""
 from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
 
 from reconciler.cli import exits
-from reconciler.cli.common import (handle_errors, load_desired, open_store, stack_options, state_options,
-                                   use_color)
-from reconciler.cli.drivers import choose_driver, driver_named, driver_option
-from reconciler.errors import ReconcilerError
+from reconciler.cli.common import handle_errors, open_store, stack_options, stack_variables, state_options, use_color
+from reconciler.cli.drivers import driver_option
+from reconciler.operations.plan import PlanRequest
+from reconciler.operations.plan import plan as plan_operation
 from reconciler.planfile import read_plan, write_plan
-from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
+from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY
 from reconciler.render.markdown import render_plan_markdown
 from reconciler.render.masking import masked_plan_dict
 from reconciler.render.text import render_plan
@@ -35,32 +35,8 @@ def plan_options(command):
     return command
 
 
-def build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy, refresh_only,
-               refresh, driver_name=None):
-    """Load config and state, choose the driver, refresh through it if asked, and plan.
-    Returns the plan, the (refreshed) state and the driver (None when nothing needed it)."""
-    desired = load_desired(stack_dir, var_assignments, vars_file)
-    if desired.unsupported and not destroy:
-        from reconciler.errors import StackInvalid
-        raise StackInvalid(list(desired.unsupported))
-    state = store.read()
-    chosen = choose_driver(driver_name, desired.driver, state)
-    driver = driver_named(chosen) if refresh else None
-    drift = ()
-    if driver is not None:
-        # Also with no records: an apply killed before its first state write leaves labelled
-        # containers that only a refresh finds.
-        from reconciler.refresh import refresh_state
-        state, drift = refresh_state(driver, state, store.path.parent)
-    mode = DESTROY if destroy else REFRESH_ONLY if refresh_only else APPLY
-    known = {str(a) for a in desired.resources} | set(state.records)
-    for address in (*targets, *replace):
-        if address not in known:
-            raise ReconcilerError(f"no resource at address {address!r}",
-                                  "known addresses: " + ", ".join(sorted(known)))
-    options = PlanOptions(mode=mode, targets=frozenset(targets), replace=frozenset(replace),
-                          created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), driver=chosen)
-    return make_plan(desired, state, options, drift), state, driver
+def plan_mode(destroy: bool, refresh_only: bool) -> str:
+    return DESTROY if destroy else REFRESH_ONLY if refresh_only else APPLY
 
 
 def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
@@ -87,9 +63,10 @@ def emit_plan(plan, as_json: bool, as_markdown: bool) -> None:
 def plan(stack_dir, var_assignments, vars_file, state_path, lock_timeout, targets, replace, destroy,
          refresh_only, refresh, driver_name, out_file, detailed_exitcode, as_json, as_markdown):
     """Show what apply would change to make the engine match STACK_DIR."""
-    store = open_store(Path(stack_dir).resolve().name, state_path)
-    result, _, _ = build_plan(stack_dir, var_assignments, vars_file, store, targets, replace, destroy,
-                              refresh_only, refresh, driver_name)
+    request = PlanRequest(stack_dir=Path(stack_dir), variables=stack_variables(var_assignments, vars_file),
+                          state_path=state_path, mode=plan_mode(destroy, refresh_only), targets=tuple(targets),
+                          replace=tuple(replace), refresh=refresh, driver=driver_name)
+    result = plan_operation(request).plan
     emit_plan(result, as_json, as_markdown)
     if out_file:
         write_plan(result, out_file)

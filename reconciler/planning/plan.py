@@ -92,6 +92,9 @@ class Plan:
     stack_dir: str = ""
     format_version: int = PLAN_FORMAT_VERSION
     driver: str = "docker"
+    # The absolute path of the state file the plan was made against ("" in plans saved before
+    # it was recorded): `apply PLANFILE` writes there, wherever it is run from.
+    state_path: str = ""
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -126,8 +129,11 @@ class Plan:
         return "\n".join([*lines, self.summary_line()])
 
     def to_dict(self) -> dict[str, Any]:
+        # state_path only when known, so that plans made without a state file (tests, goldens)
+        # serialise as before.
+        where = {"state_path": self.state_path} if self.state_path else {}
         return {"format_version": self.format_version, "stack": self.stack, "stack_dir": self.stack_dir,
-                "mode": self.mode, "driver": self.driver,
+                **where, "mode": self.mode, "driver": self.driver,
                 "created_at": self.created_at, "state_lineage": self.state_lineage,
                 "state_serial": self.state_serial, "desired_digest": self.desired_digest,
                 "summary": self.summary(), "drift": [d.to_dict() for d in self.drift],
@@ -143,4 +149,4 @@ class Plan:
                    desired_digest=data["desired_digest"], created_at=data.get("created_at", ""),
                    drift=tuple(Drift.from_dict(d) for d in data.get("drift", ())),
                    desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""),
-                   driver=data.get("driver", "docker"))
+                   driver=data.get("driver", "docker"), state_path=data.get("state_path", ""))

@@ -139,6 +139,39 @@ def test_saved_json_plan_equals_printed_json(run, demo_stack, state_path, tmp_pa
     assert printed == json.loads(run("show", plan_file, "--json").stdout)
 
 
+def test_saved_plan_is_applied_to_the_state_it_was_made_against(run, demo_stack, state_path, tmp_path,
+                                                                 monkeypatch):
+    """Bug 2: `plan --state X -out P` then `apply P` (no --state) applied to ./state/<stack>.json."""
+    from fakes import RecordingDriver
+    monkeypatch.setattr("reconciler.cli.drivers.driver_named", lambda name: RecordingDriver())
+    plan_file = tmp_path / "tfplan"
+    assert run(*plan_args(demo_stack, state_path, "-out", plan_file)).exit_code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = run("apply", plan_file)
+    assert result.exit_code == 0, result.output
+    model = "model.tfserving-mounted:1"
+    assert result.output.endswith(
+        f"\n\n{model}: Creating...\n{model}: Creation complete after 0s\n"
+        f"{DEPLOYMENT}: Creating...\n{DEPLOYMENT}: Creation complete after 0s\n"
+        f"{ENDPOINT}: Creating...\n{ENDPOINT}: Creation complete after 0s\n"
+        "\nApply complete! Resources: 3 added, 0 changed, 0 destroyed.\n")
+    assert sorted(StateStore(state_path, STACK).read().records) == [DEPLOYMENT, ENDPOINT, model]
+    assert not (elsewhere / "state").exists()
+
+
+def test_saved_plan_refuses_a_state_option_naming_another_file(run, demo_stack, state_path, tmp_path):
+    plan_file = tmp_path / "tfplan"
+    assert run(*plan_args(demo_stack, state_path, "-out", plan_file)).exit_code == 0
+    other = tmp_path / "other.json"
+    result = run("apply", plan_file, "--state", other)
+    assert result.exit_code == 1
+    assert (f"Error: saved plan {plan_file} was made against state {state_path}, not {other}\n"
+            f"  apply it without --state (it applies to {state_path})") in result.stderr
+    assert not other.exists() and not state_path.exists()
+
+
 @pytest.mark.parametrize("option", ["--target", "--replace"])
 def test_unknown_address_is_a_clear_error(run, demo_stack, state_path, option):
     result = run(*plan_args(demo_stack, state_path, option, "endpoint.nope"))
