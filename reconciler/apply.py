@@ -129,8 +129,10 @@ class Applier:
 
     # -- state -----------------------------------------------------------------------------
     def _commit(self, mutate: Callable[[StateFile], StateFile]) -> None:
+        # One journal line per step (the store folds the journal into the file when the lock
+        # is released): durable after every step without rewriting the whole state each time.
         with self._state_lock:
-            self.state = self.store.write(mutate(self.state))
+            self.state = self.store.write_step(mutate(self.state))
 
     # -- one step --------------------------------------------------------------------------
     def _run_step(self, step: Step) -> None:
