@@ -1,4 +1,5 @@
-"""The refresh fold, as tables: what Docker shows -> drift, refreshed state, and the plan that follows.
+"""The docker driver's refresh fold, as tables: what Docker shows -> drift, refreshed state, and
+the plan that follows (through the shared core, reconciler/refresh.py, as refresh_state does).
 
 No Docker here: `Observed` items and inspect results are built by hand in the shapes the
 driver produces (reconciler/drivers/docker/observe.py).
@@ -11,9 +12,11 @@ import pytest
 
 from reconciler.addresses import Address
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
-from reconciler.drivers.base import Observed
+from reconciler.drivers.common.fold import normalise_image
+from reconciler.drivers.docker import fold as docker_fold
+from reconciler.drivers.docker.fold import DockerObservation, Observed, model_view, needed_inspections
 from reconciler.planning.planner import PlanOptions, make_plan
-from reconciler.refresh import fold_observed, model_view, needed_inspections, normalise_image
+from reconciler.refresh import settle
 from reconciler.render.drift import drift_report, render_drift_markdown, render_drift_report
 from reconciler.state.model import StateFile, StateRecord
 
@@ -85,8 +88,10 @@ def inspected(env: dict | None = None, image: str = IMAGE) -> dict:
 
 
 def fold(observed, inspections=None, digests=None, configs=None, state=None):
-    return fold_observed(state or base_state(), observed, digests or {MODEL: "sha256:aaa"}, inspections or {},
-                         configs if configs is not None else {ENDPOINT: GATEWAY_CONFIG})
+    state = state or base_state()
+    observation = DockerObservation(observed, digests or {MODEL: "sha256:aaa"}, inspections or {},
+                                    configs if configs is not None else {ENDPOINT: GATEWAY_CONFIG})
+    return settle("docker", state, docker_fold.fold(state, observation))
 
 
 def desired(state: StateFile) -> DesiredGraph:
