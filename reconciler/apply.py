@@ -189,9 +189,8 @@ class Applier:
                         result.failed.append((step.address, error))
                         blocked.add(step.id)
                     sorter.done(step.id)
-        finish = getattr(self.driver, "finish", None)
-        if finish is not None and result.ok:
-            finish(self.ctx)
+        if result.ok:
+            self.driver.finish(self.ctx)
         return result
 
 
