@@ -64,6 +64,10 @@ class Driver(ABC):
     def finish(self, ctx: StepContext) -> None:
         """After a successful apply: shared objects (the stack's network) once nothing uses them."""
 
+    def new_record(self, address: str, spec: dict, spec_hash: str) -> StateRecord:
+        """The record a create step fills in: this driver's, ready unless the step fails."""
+        return StateRecord(address, self.name, spec, spec_hash, status="ready")
+
     # -- refresh -----------------------------------------------------------------------------
     @abstractmethod
     def read(self, state: StateFile, state_dir: Path | None) -> Any:

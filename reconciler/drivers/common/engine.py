@@ -54,6 +54,25 @@ def free_host_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+class EngineClient:
+    """A driver's Docker client, connected on first use (so that making a driver never needs the engine)."""
+
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            self._client = connect()
+        return self._client
+
+
+def ensure_images(client: docker.DockerClient, specs: list[tuple[str, dict]], gateway_image: str) -> None:
+    """Every image the plan's changes need is here (or pulled) before any change is made."""
+    for image in required_images(specs, gateway_image):
+        ensure_image(client, image)
+
+
 def required_images(specs: list[tuple[str, dict]], gateway_image: str) -> list[str]:
     """Every image a plan's changes need: each deployment's, and the gateway's for endpoints."""
     images = {spec["image"] for address, spec in specs if address.startswith("deployment.")}

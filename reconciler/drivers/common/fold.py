@@ -40,6 +40,50 @@ class FoldResult:
     seen: frozenset[str] = frozenset()  # every object id the observation holds
 
 
+class FoldPass:
+    """One pass of a driver's fold over state: deployments and endpoints in address order, then
+    models (the order drift is listed in), deposed and orphan records handed to `derived`.
+    A driver's fold fills in the kinds; `updated`, `drift` and `owned` (object ids some record
+    took) collect what it found."""
+
+    def __init__(self, records: dict[str, StateRecord], model_digests: dict[str, str | None]) -> None:
+        self.records = records
+        self.model_digests = model_digests
+        # Every object id some record names: never a claimant, never an orphan of another.
+        self.recorded = {oid for r in records.values() for oid in record_ids(r)}
+        self.owned: set[str] = set()
+        self.updated: dict[str, StateRecord | None] = {}
+        self.drift: list[Drift] = []
+
+    def run(self) -> FoldResult:
+        for address, record in sorted(self.records.items()):
+            if "~" in address:
+                self.derived(record)
+            elif address.startswith("deployment."):
+                self.deployment(record)
+            elif address.startswith("endpoint."):
+                self.endpoint(record)
+        for record, drift in model_drifts(self.records, self.model_digests):
+            self.updated[record.address] = record
+            self.drift.append(drift)
+        return FoldResult(dict(self.updated), tuple(self.drift), tuple(self.strays()), frozenset(self.seen()))
+
+    def derived(self, record: StateRecord) -> None:
+        """A deposed or orphan record (they own what they name; see reconciler/refresh.py)."""
+
+    def deployment(self, record: StateRecord) -> None:
+        raise NotImplementedError
+
+    def endpoint(self, record: StateRecord) -> None:
+        raise NotImplementedError
+
+    def strays(self) -> list[Stray]:
+        raise NotImplementedError
+
+    def seen(self) -> set[str]:
+        raise NotImplementedError
+
+
 def record_ids(record: StateRecord) -> list[str]:
     """The engine objects a record names: its instances, containers and gateway."""
     ids = [i["id"] for i in record.outputs.get("instances", []) if i.get("id")]
@@ -59,6 +103,16 @@ def normalise_image(reference: str | None) -> str:
         name = name.removeprefix(prefix)
     name = name.removeprefix("library/")
     return name + (f"@{digest}" if digest else "")
+
+
+def model_drifts(records: dict[str, StateRecord], digests: dict[str, str | None]) -> list[tuple[StateRecord, Drift]]:
+    """(refreshed record, drift) of each model whose stored copy is not what state says."""
+    found = []
+    for address in sorted(set(records) & set(digests)):
+        drifted = model_drift(records[address], digests[address])
+        if drifted:
+            found.append(drifted)
+    return found
 
 
 def model_drift(record: StateRecord, digest: str | None) -> tuple[StateRecord, Drift] | None:
@@ -83,6 +137,32 @@ def with_lowered_count(spec: dict, found: list[Drift], alive: int, recorded: int
     found[last] = dataclasses.replace(found[last], fields=found[last].fields + (
         FieldChange("instance_count", spec.get("instance_count"), alive, False),))
     return {**spec, "instance_count": alive}, found
+
+
+def gateway_keep(port) -> str:
+    return f"apply recreates it on 127.0.0.1:{port} with the same keys"
+
+
+def gateway_missing(address: str, name: str | None, port) -> Drift:
+    return Drift(address, "missing", f"gateway container {name} no longer exists; {gateway_keep(port)}", (),
+                 REPAIR_REPLACE)
+
+
+def gateway_recreated(address: str, name: str | None, by_name: str, by_id: str, port,
+                      fields: tuple[FieldChange, ...]) -> Drift:
+    """The gateway of this endpoint was made again outside reconciler (labels copied)."""
+    return Drift(address, "recreated", f"gateway container {name} was replaced outside reconciler by {by_name} "
+                                       f"({by_id[:12]}); {gateway_keep(port)}", fields, REPAIR_REPLACE)
+
+
+def gateway_stopped(address: str, name: str, status: str, port) -> Drift:
+    return Drift(address, "stopped", f"gateway container {name} is {status}; {gateway_keep(port)}", (), REPAIR_REPLACE)
+
+
+def gateway_changed(address: str, name: str, port, fields: tuple[FieldChange, ...]) -> Drift:
+    return Drift(address, "changed", f"gateway container {name} no longer matches state "
+                                     f"({', '.join(f.path for f in fields)}); {gateway_keep(port)}", fields,
+                 REPAIR_REPLACE)
 
 
 def missing_instance(address: str, name: str) -> Drift:

@@ -28,6 +28,19 @@ def new_keys() -> dict[str, str]:
     return {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)}
 
 
+def kept_keys_and_port(prior) -> tuple[dict[str, str], int | None]:
+    """A replaced endpoint keeps the keys and port of the record it replaces; a new one gets
+    new keys (and a free port, chosen by the driver)."""
+    keys = (prior.outputs.get("keys") if prior else None) or new_keys()
+    return keys, (prior.outputs.get("port") if prior else None)
+
+
+def rotated_keys(keys: dict[str, str], which: str) -> dict[str, str]:
+    """`which` ("primary", "secondary" or "both") replaced by fresh keys, the other kept."""
+    fresh = new_keys()
+    return {name: fresh[name] if which in (name, "both") else key for name, key in keys.items()}
+
+
 def text_digest(text: str | bytes) -> str:
     """The digest kept in state for a rendered config, to notice changes."""
     data = text.encode() if isinstance(text, str) else text

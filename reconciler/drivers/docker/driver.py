@@ -11,10 +11,10 @@ from pathlib import Path
 import docker
 
 from reconciler.drivers.base import Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover
-from reconciler.drivers.common.engine import connect, ensure_image, required_images
+from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
-from reconciler.drivers.common.gateway import GATEWAY_IMAGE, new_keys
+from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
 from reconciler.drivers.common.labels import LABEL_GENERATION, base_address, label_filter, new_generation
 from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe
 from reconciler.drivers.docker import fold as docker_fold
@@ -27,38 +27,29 @@ DRIVER_NAME = "docker"
 ORPHAN_STOP_TIMEOUT = 2
 
 
-class DockerDriver(Driver, SupportsImport, SupportsRecover, SupportsKeyRotation):
+class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, SupportsKeyRotation):
     name = DRIVER_NAME
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self._client = client
+        super().__init__(client)
         self._inspector_instance: observe.Inspector | None = None  # per driver: caches image ENV
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = connect()
-        return self._client
 
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when an image is missing and cannot be pulled."""
-        for image in required_images(specs, GATEWAY_IMAGE):
-            ensure_image(self.client, image)
+        ensure_images(self.client, specs, GATEWAY_IMAGE)
 
     # -- steps ---------------------------------------------------------------------------
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
-        kind = address.split(".", 1)[0]
-        record = StateRecord(address, self.name, spec, spec_hash, status="ready")
-        if kind == "model":
+        record = self.new_record(address, spec, spec_hash)
+        if address.startswith("model."):
             stored = model_store.materialise(ctx.state_dir, ctx.stack_dir / spec["path"], ctx.stack_dir,
                                              spec["content_digest"])
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
-        if kind == "deployment":
+        if address.startswith("deployment."):
             return self._create_deployment(record, ctx)
-        keys = (prior.outputs.get("keys") if prior else None) or new_keys()
-        port = prior.outputs.get("port") if prior else None
+        keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
                                                                  keys, port))
 
@@ -79,9 +70,8 @@ class DockerDriver(Driver, SupportsImport, SupportsRecover, SupportsKeyRotation)
             containers.remove_network(self.client, ctx.stack)
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
-        fresh = new_keys()
-        keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
-        updated = dataclasses.replace(record, outputs={**record.outputs, "keys": keys})
+        updated = dataclasses.replace(record, outputs={**record.outputs,
+                                                       "keys": rotated_keys(record.outputs["keys"], which)})
         digest = gateway.reload(self.client, ctx, record.spec, updated.outputs)
         return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
 

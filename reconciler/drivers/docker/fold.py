@@ -26,8 +26,9 @@ import dataclasses
 import posixpath
 from dataclasses import dataclass, field
 
-from reconciler.drivers.common.fold import (REPAIR_REPLACE, REPAIR_UPDATE, FoldResult, Stray, missing_instance,
-                                            model_drift, normalise_image, record_ids, with_lowered_count)
+from reconciler.drivers.common.fold import (REPAIR_REPLACE, REPAIR_UPDATE, FoldPass, FoldResult, Stray, gateway_changed,
+                                            gateway_keep, gateway_missing, gateway_recreated, gateway_stopped,
+                                            missing_instance, normalise_image, record_ids, with_lowered_count)
 from reconciler.drivers.common.labels import LABEL_ROLE
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
@@ -146,41 +147,24 @@ def env_view(spec_env: dict, info: dict) -> dict[str, str]:
     return dict(sorted((k, v) for k, v in info.get("env", {}).items() if k in spec_env or image_env.get(k) != v))
 
 
-class _Fold:
+class _Fold(FoldPass):
     """One pass over state and observations. Every inspection it lacks is noted in `needs`
     (and the fold goes on from list data alone), so a pass without any tells what to inspect."""
 
     def __init__(self, state: StateFile, observation: DockerObservation) -> None:
-        self.state = state
-        self.records = state.records
-        self.observation = observation
+        super().__init__(state.records, observation.model_digests)
         self.observed = sorted(observation.listed, key=lambda o: o.driver_id)
         self.by_id = {o.driver_id: o for o in self.observed}
         self.inspected = observation.inspected
         self.gateway_configs = observation.gateway_configs
         self.needs: set[str] = set()
-        self.drift: list[Drift] = []
-        self.owned: set[str] = set()
-        self.updated: dict[str, StateRecord | None] = {}  # address -> new record, None = forget it
-        # Every container id some record names: never a claimant, never an orphan of another.
-        self.recorded = {cid for r in self.records.values() for cid in record_ids(r)}
         self.store_dir = store_dir_of(self.records)
         self._adopted_by = {i["id"]: a.split("~", 1)[0] for a, r in self.records.items()
                             for i in r.outputs.get("instances", []) if i.get("adopted")}
         self.adopted = set(self._adopted_by)
 
-    # -- the pass -----------------------------------------------------------------------------
-    def run(self) -> FoldResult:
-        for address, record in sorted(self.records.items()):
-            if "~" in address:
-                self._derived(record)
-            elif address.startswith("model."):
-                self._model(record)
-            elif address.startswith("deployment."):
-                self._deployment(record)
-            elif address.startswith("endpoint."):
-                self._endpoint(record)
-        return FoldResult(dict(self.updated), tuple(self.drift), tuple(self._strays()), frozenset(self.by_id))
+    def seen(self) -> set[str]:
+        return set(self.by_id)
 
     def _inspect(self, container_id: str) -> dict | None:
         if container_id not in self.inspected:
@@ -203,22 +187,13 @@ class _Fold:
         return None
 
     # -- deposed and orphan records -----------------------------------------------------------
-    def _derived(self, record: StateRecord) -> None:
+    def derived(self, record: StateRecord) -> None:
         """Deposed and orphan records own their containers (the shared core forgets an orphan
         record whose containers are all gone)."""
         self.owned.update(cid for cid in record_ids(record) if cid in self.by_id)
 
-    # -- models -------------------------------------------------------------------------------
-    def _model(self, record: StateRecord) -> None:
-        if record.address not in self.observation.model_digests:
-            return
-        found = model_drift(record, self.observation.model_digests[record.address])
-        if found:
-            self.updated[record.address], drift = found
-            self.drift.append(drift)
-
     # -- deployments --------------------------------------------------------------------------
-    def _deployment(self, record: StateRecord) -> None:
+    def deployment(self, record: StateRecord) -> None:
         spec, address = record.spec, record.address
         instances = sorted(record.outputs.get("instances", []), key=lambda i: i.get("instance", 0))
         generation = record.driver_ids.get("generation")
@@ -324,34 +299,28 @@ class _Fold:
         return tuple(fields), view
 
     # -- endpoints (gateways) -----------------------------------------------------------------
-    def _endpoint(self, record: StateRecord) -> None:
+    def endpoint(self, record: StateRecord) -> None:
         address, outputs = record.address, record.outputs
         gateway = outputs.get("gateway") or {}
         item = self.by_id.get(gateway.get("id", ""))
         port, found = outputs.get("port"), []
-        keep = f"apply recreates it on 127.0.0.1:{port} with the same keys"
+        keep = gateway_keep(port)
         config = self.gateway_configs.get(address)
         if item is None:
             claimant = self._claimant(address, "gateway")
             if claimant is None:
-                found.append(Drift(address, "missing", f"gateway container {gateway.get('name')} no longer exists; "
-                                                       f"{keep}", (), REPAIR_REPLACE))
+                found.append(gateway_missing(address, gateway.get("name"), port))
             else:
                 self.owned.add(claimant.driver_id)
-                found.append(Drift(address, "recreated", f"gateway container {gateway.get('name')} was replaced "
-                                   f"outside reconciler by {claimant.name} ({claimant.driver_id[:12]}); {keep}",
-                                   self._gateway_fields(record, claimant, config), REPAIR_REPLACE))
+                found.append(gateway_recreated(address, gateway.get("name"), claimant.name, claimant.driver_id, port,
+                                               self._gateway_fields(record, claimant, config)))
                 outputs = {**outputs, "gateway": {**gateway, "id": claimant.driver_id, "name": claimant.name}}
         else:
             self.owned.add(item.driver_id)
             if not item.running:
-                found.append(Drift(address, "stopped", f"gateway container {item.name} is {item.status}; {keep}",
-                                   (), REPAIR_REPLACE))
-            else:
-                fields = self._gateway_fields(record, item, config)
-                if fields:
-                    found.append(Drift(address, "changed", f"gateway container {item.name} no longer matches state "
-                                       f"({', '.join(f.path for f in fields)}); {keep}", fields, REPAIR_REPLACE))
+                found.append(gateway_stopped(address, item.name, item.status, port))
+            elif fields := self._gateway_fields(record, item, config):
+                found.append(gateway_changed(address, item.name, port, fields))
         recorded = outputs.get("config_digest")
         # A replaced gateway gets a freshly written config anyway.
         if not found and config is not None and recorded and config.get("digest") != recorded:
@@ -385,7 +354,7 @@ class _Fold:
         return tuple(fields)
 
     # -- strays ------------------------------------------------------------------------------
-    def _strays(self) -> list[Stray]:
+    def strays(self) -> list[Stray]:
         # Named by no record once this pass is done: that includes stopped instances, which
         # their deployment let go of above.
         named = {cid for address, record in self.records.items()

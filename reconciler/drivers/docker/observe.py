@@ -1,9 +1,9 @@
 """What refresh reads from Docker, normalised to plain data for the fold (fold.py). Reads only,
 never a change.
 
-`read` makes one refresh's reads: `list_managed` is the one label-filtered list call a refresh always makes (sparse: the list
-endpoint's data, no per-container inspect). `inspect` and `observe` are the targeted reads the
-fold asks for when list data is not enough: a container that was recreated or whose list data
+`read` makes one refresh's reads. `list_managed` is the one label-filtered list call a refresh
+always makes (sparse: the list endpoint's data, no per-container inspect). `inspect` and
+`observe` are the targeted reads the fold asks for when list data is not enough: a container that was recreated or whose list data
 disagrees with state (environment variables are not in list data), and containers adopted by
 `reconciler import`, which carry no labels and so never show up in the labelled list.
 """

@@ -19,10 +19,10 @@ from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig
 from docker.utils import parse_bytes
 
 from reconciler.drivers.base import Driver, StepContext, SupportsKeyRotation
-from reconciler.drivers.common.engine import connect, ensure_image, required_images
+from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
-from reconciler.drivers.common.gateway import GATEWAY_IMAGE, new_keys
+from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, base_address, managed_labels, new_generation
 from reconciler.drivers.swarm import engine, gateway, models, observe
 from reconciler.drivers.swarm import fold as swarm_fold
@@ -38,41 +38,29 @@ RESTART_CONDITIONS = {"no": "none", "on-failure": "on-failure", "always": "any",
 # reconciler/planning/field_policy.py.
 
 
-class SwarmDriver(Driver, SupportsKeyRotation):
+class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
     """Import and recover are not offered: they adopt containers and read the local model store."""
 
     name = DRIVER_NAME
-
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = connect()
-        return self._client
 
     # -- whole-plan checks ---------------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when this engine is no swarm manager or an image is missing.
         Images are checked on this node only: on several nodes they must come from a registry."""
         engine.require_manager(self.client)
-        for image in required_images(specs, GATEWAY_IMAGE):
-            ensure_image(self.client, image)
+        ensure_images(self.client, specs, GATEWAY_IMAGE)
 
     # -- steps ---------------------------------------------------------------------------------
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
-        kind = address.split(".", 1)[0]
-        record = StateRecord(address, self.name, spec, spec_hash, status="ready")
-        if kind == "model":
+        record = self.new_record(address, spec, spec_hash)
+        if address.startswith("model."):
             outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, address, spec, spec_hash)
             return dataclasses.replace(record, outputs=outputs, driver_ids=_config_ids(outputs))
-        if kind == "deployment":
+        if address.startswith("deployment."):
             return self._create_deployment(record, ctx)
         # A replaced endpoint keeps its port and keys, as on the docker driver.
-        keys = (prior.outputs.get("keys") if prior else None) or new_keys()
-        port = prior.outputs.get("port") if prior else None
+        keys, port = kept_keys_and_port(prior)
         outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port)
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
@@ -95,10 +83,8 @@ class SwarmDriver(Driver, SupportsKeyRotation):
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         """New keys roll the gateway start-first; the other key works throughout."""
-        fresh = new_keys()
-        keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
         outputs = gateway.reload(self.client, ctx, record.address, record.spec, record.spec_hash,
-                                 {**record.outputs, "keys": keys})
+                                 {**record.outputs, "keys": rotated_keys(record.outputs["keys"], which)})
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:

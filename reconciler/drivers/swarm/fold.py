@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from reconciler.drivers.common.fold import (REPAIR_REPLACE, FoldResult, Stray, missing_instance, model_drift,
-                                            normalise_image, record_ids, with_lowered_count)
+from reconciler.drivers.common.fold import (REPAIR_REPLACE, FoldPass, FoldResult, Stray, gateway_changed,
+                                            gateway_missing, gateway_recreated, gateway_stopped, missing_instance,
+                                            normalise_image, with_lowered_count)
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateFile, StateRecord
@@ -89,44 +90,19 @@ def service_fields(spec: dict, service: ServiceView) -> tuple[tuple[FieldChange,
     return tuple(fields), view
 
 
-class _Fold:
+class _Fold(FoldPass):
     def __init__(self, state: StateFile, observation: SwarmObservation) -> None:
-        self.records = state.records
-        self.observation = observation
+        super().__init__(state.records, observation.model_digests)
         self.services = {s.service_id: s for s in observation.services}
         self.edges_live = {s.address: s.live_tasks > 0 for s in observation.services if s.role == "edge"}
-        self.recorded = {oid for r in self.records.values() for oid in record_ids(r)}
-        self.owned: set[str] = set()
-        self.updated: dict[str, StateRecord | None] = {}
-        self.drift: list[Drift] = []
 
-    def run(self) -> FoldResult:
-        for address, record in sorted(self.records.items()):
-            if "~" in address:
-                continue  # deposed and orphan records own what they name (see reconciler/refresh.py)
-            if address.startswith("model."):
-                self._model(record)
-            elif address.startswith("deployment."):
-                self._deployment(record)
-            elif address.startswith("endpoint."):
-                self._endpoint(record)
-        return FoldResult(dict(self.updated), tuple(self.drift), tuple(self._strays()), frozenset(self._seen()))
-
-    def _seen(self) -> set[str]:
+    def seen(self) -> set[str]:
         seen = set(self.services)
         for service in self.services.values():
             seen |= {slot_id(service.service_id, slot) for slot in service.live_slots}
         return seen
 
-    def _model(self, record: StateRecord) -> None:
-        if record.address not in self.observation.model_digests:
-            return
-        found = model_drift(record, self.observation.model_digests[record.address])
-        if found:
-            self.updated[record.address], drift = found
-            self.drift.append(drift)
-
-    def _deployment(self, record: StateRecord) -> None:
+    def deployment(self, record: StateRecord) -> None:
         address, spec = record.address, record.spec
         service = self.services.get((record.outputs.get("service") or {}).get("id"))
         instances = sorted(record.outputs.get("instances", []), key=lambda i: i.get("instance", 0))
@@ -161,32 +137,27 @@ class _Fold:
                      and s.service_id not in self.recorded and s.service_id not in self.owned
                      and self._gateway_state(s)[0]), None)
 
-    def _endpoint(self, record: StateRecord) -> None:
+    def endpoint(self, record: StateRecord) -> None:
         address, outputs = record.address, record.outputs
         gateway = outputs.get("gateway") or {}
         service = self.services.get(gateway.get("id", ""))
-        keep = f"apply recreates it on 127.0.0.1:{outputs.get('port')} with the same keys"
-        found = []
+        port, found = outputs.get("port"), []
         if service is None:
             claimant = self._claimant(address)
             if claimant is None:
-                found.append(Drift(address, "missing", f"gateway container {gateway.get('name')} no longer exists; "
-                                                       f"{keep}", (), REPAIR_REPLACE))
+                found.append(gateway_missing(address, gateway.get("name"), port))
             else:
                 self.owned.add(claimant.service_id)
-                found.append(Drift(address, "recreated", f"gateway container {gateway.get('name')} was replaced "
-                                   f"outside reconciler by {claimant.name} ({claimant.service_id[:12]}); {keep}",
-                                   self._gateway_fields(record, claimant), REPAIR_REPLACE))
+                found.append(gateway_recreated(address, gateway.get("name"), claimant.name, claimant.service_id,
+                                               port, self._gateway_fields(record, claimant)))
                 outputs = {**outputs, "gateway": {**gateway, "id": claimant.service_id, "name": claimant.name}}
         else:
             self.owned.add(service.service_id)
             running, status = self._gateway_state(service)
             if not running:
-                found.append(Drift(address, "stopped", f"gateway container {service.name} is {status}; {keep}",
-                                   (), REPAIR_REPLACE))
+                found.append(gateway_stopped(address, service.name, status, port))
             elif fields := self._gateway_fields(record, service):
-                found.append(Drift(address, "changed", f"gateway container {service.name} no longer matches state "
-                                   f"({', '.join(f.path for f in fields)}); {keep}", fields, REPAIR_REPLACE))
+                found.append(gateway_changed(address, service.name, port, fields))
         self.drift += found
         if outputs is not record.outputs:
             self.updated[address] = dataclasses.replace(record, outputs=outputs)
@@ -198,7 +169,7 @@ class _Fold:
             return (FieldChange("image", image, service.image, True),)
         return ()
 
-    def _strays(self) -> list[Stray]:
+    def strays(self) -> list[Stray]:
         named = self.recorded | self.owned
         strays = []
         for _, service in sorted(self.services.items()):
