@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 from docker.types import Mount
 
 from reconciler.drivers.base import StepContext
@@ -158,9 +158,3 @@ def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoin
             path.unlink()
         directory.rmdir()
 
-
-def still_exists(client: docker.DockerClient, container_id: str) -> bool:
-    try:
-        return client.containers.get(container_id).status == "running"
-    except NotFound:
-        return False

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import docker
 from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 from docker.utils import parse_bytes
 
