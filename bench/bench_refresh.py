@@ -38,7 +38,9 @@ from pathlib import Path
 import docker
 
 from reconciler.drivers.docker.driver import DockerDriver
-from reconciler.refresh import fold_observed, needed_inspections, refresh_state
+from reconciler.drivers.docker import fold as docker_fold, model_store
+from reconciler.drivers.docker.fold import DockerObservation, needed_inspections
+from reconciler.refresh import refresh_state, settle
 from reconciler.state.store import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,10 +143,11 @@ def measure_refresh(counter: CountingClient, store: StateStore, repeat: int) -> 
         started = time.perf_counter()
         observed = driver.list_managed(state.stack)
         list_times.append(time.perf_counter() - started)
-        digests = {a: driver.model_digest(r) for a, r in state.records.items() if a.startswith("model.")}
+        digests = {a: model_store.stored_digest(Path(r.outputs.get("store_path", "/nonexistent")))
+                   for a, r in state.records.items() if a.startswith("model.")}
         started = time.perf_counter()
         needed_inspections(state, observed)
-        fold_observed(state, observed, digests, {}, {})
+        settle("docker", state, docker_fold.fold(state, DockerObservation(observed, digests)))
         fold_times.append(time.perf_counter() - started)
     return {"ms": min(runs) * 1000, "calls": calls[0], "drift": drift, "list_ms": min(list_times) * 1000,
             "fold_ms": min(fold_times) * 1000, "containers": len(observed)}

@@ -1,6 +1,7 @@
 """Records for containers reconciler did not create from this state: `reconciler import` (one
 container, named by the user) and `reconciler state recover` (a lost state file, rebuilt from
-labels). Pure: the commands in reconciler/cli/adopt_cmd.py read Docker and write state.
+labels). Pure: reconciler/operations/adopt.py reads the engine through the driver and writes state.
+The shapes are the docker driver's (the one driver that supports import and recover).
 
 Both record what the container really runs (image, environment, model mount) rather than what
 the configuration asks for, so the next plan shows an honest diff and replaces what differs.
@@ -11,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
-from reconciler.drivers.base import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH,
-                                     LABEL_STACK, MANAGED_BY, Observed)
+from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE,
+                                              LABEL_SPEC_HASH, LABEL_STACK, MANAGED_BY)
 from reconciler.errors import ReconcilerError
 from reconciler.planning.diff import field_changes
-from reconciler.refresh import LOOPBACK, env_view, model_view, public_ports, store_dir_of
+from reconciler.drivers.docker.fold import LOOPBACK, Observed, env_view, model_view, public_ports, store_dir_of
 from reconciler.state.model import StateFile, StateRecord
 
 GATEWAY_CONTAINER_PORT = "8080"

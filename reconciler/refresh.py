@@ -1,446 +1,49 @@
 """Refresh: what the engine really runs, folded into state, plus a list of drift.
 
-`refresh_state` does the reading through the driver: one label-filtered container list, then
-only what that list cannot answer (an inspect of a container that was recreated or whose list
-data disagrees with state; containers adopted by `reconciler import`, which carry no labels;
-the model store and gateway config files, which are not Docker at all). `fold_observed` is pure.
+The driver reads its engine (`Driver.read`, the only side effect) and folds that observation
+into records of the spec's own shape (`Driver.fold`, pure: reconciler/drivers/docker/fold.py,
+reconciler/drivers/swarm/fold.py). What is left here is shared by every driver and pure:
+objects of ours that no record owns become `<address>~orphan-<id>` records stamped with the
+driver's name (apply deletes them), and an orphan record whose objects are all gone is
+forgotten. Deposed records keep their objects (the folds never count those as strays).
 
-Drift is expressed as state the planner already understands:
-  * a missing or stopped (exited, restarting, paused, ...) instance lowers the observed
-    instance_count, so apply scales back up; a stopped container becomes an orphan;
-  * a container of ours that no record owns becomes an `<address>~orphan-<id>` record, which
-    apply deletes (deployment and gateway containers alike);
-  * changed model files change the observed content_digest: the model and what mounts it are
-    replaced;
-  * a container recreated outside reconciler (its labels claim an instance, its id is new), or
-    whose image/ports/mounts/environment differ from state, puts the observed values into the
-    record (image, environment_variables, model mount; the new container id and host ports)
-    and carries `repair="replace"`, so the planner replaces the deployment even when what
-    differs has no place in the spec (a port bound to 0.0.0.0, a writable model mount);
-  * a missing, stopped or recreated gateway container replaces its endpoint (the apply engine
-    hands the old record to create, so port and keys stay); a hand-edited gateway config file
-    (digest in the endpoint's outputs) asks for an in-place update, which rewrites and reloads it.
-
-`apply --refresh-only` writes the folded state as it is: observed values are accepted, and
-the next plan compares them with the configuration like any other state.
+Drift is expressed as state the planner already understands (docs/drift.md); `apply
+--refresh-only` writes the folded state as it is.
 """
 from __future__ import annotations
 
-import dataclasses
-import posixpath
 from pathlib import Path
 
-from reconciler.drivers.base import LABEL_ROLE, Observed
-from reconciler.planning.diff import FieldChange
+from reconciler.drivers.common.fold import FoldResult, record_ids
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateFile, StateRecord
 
-REPAIR_REPLACE, REPAIR_UPDATE = "replace", "update"
-LOOPBACK = "127.0.0.1"
-_UNKNOWN: dict = {}  # an inspection not made yet (the first fold pass only collects what to inspect)
-
 
 def refresh_state(driver, state: StateFile, state_dir: Path | None = None) -> tuple[StateFile, tuple[Drift, ...]]:
-    """Read the engine for `state` and fold it in. Docker API calls: one list, plus one inspect
-    per adopted container (import) and per container whose list data shows a difference."""
-    observed = list(driver.list_managed(state.stack))
-    listed = {o.driver_id for o in observed}
-    adopted = sorted({i["id"] for r in state.records.values() for i in r.outputs.get("instances", [])
-                      if i.get("adopted") and i["id"] not in listed})
-    if adopted:
-        observed += driver.observe(adopted)
-    model_digests = {a: driver.model_digest(r) for a, r in state.records.items()
-                     if a.startswith("model.") and "~" not in a}
-    gateway_configs = {a: driver.gateway_config(state_dir, state.stack, r) for a, r in state.records.items()
-                       if a.startswith("endpoint.") and "~" not in a} if state_dir is not None else {}
-    wanted = needed_inspections(state, observed)
-    inspected = {container_id: driver.inspect(container_id) for container_id in sorted(wanted)}
-    return fold_observed(state, observed, model_digests, inspected, gateway_configs)
+    """Read the engine for `state` and fold it in (the engine calls are the driver's: see its read)."""
+    return settle(driver.name, state, driver.fold(state, driver.read(state, state_dir)))
 
 
-def needed_inspections(state: StateFile, observed: list[Observed]) -> set[str]:
-    """The containers whose inspect data the fold needs (pure): runs the fold without any."""
-    fold = _Fold(state, observed, {}, {}, {})
-    fold.run()
-    return fold.needs
-
-
-def fold_observed(state: StateFile, observed: list[Observed], model_digests: dict[str, str | None],
-                  inspected: dict[str, dict | None] | None = None,
-                  gateway_configs: dict[str, dict] | None = None) -> tuple[StateFile, tuple[Drift, ...]]:
-    """State as the engine shows it, and what differs. Pure.
-
-    inspected: container id -> driver.inspect() result (None: gone by the time it was inspected);
-    gateway_configs: endpoint address -> driver.gateway_config() result. Both optional: without
-    them the fold works from list data alone.
-    """
-    fold = _Fold(state, observed, model_digests, inspected or {}, gateway_configs or {})
-    return fold.run()
-
-
-# -- comparisons (pure helpers) ----------------------------------------------------------------
-def normalise_image(reference: str | None) -> str:
-    """`x` and `docker.io/library/x:latest` name the same image; image ids stay as they are."""
-    if not reference or reference.startswith("sha256:"):
-        return reference or ""
-    name, _, digest = reference.partition("@")
-    if ":" not in name.rsplit("/", 1)[-1] and not digest:
-        name += ":latest"
-    for prefix in ("docker.io/", "index.docker.io/"):
-        name = name.removeprefix(prefix)
-    name = name.removeprefix("library/")
-    return name + (f"@{digest}" if digest else "")
-
-
-def expected_ports(instance: dict) -> dict[str, list[str]]:
-    # Published on loopback only (containers.run_instance); a wider binding is drift. A container
-    # adopted by `reconciler import` keeps the bindings it had, recorded as they were.
-    if "bindings" in instance:
-        return instance["bindings"]
-    return {str(p): [f"{LOOPBACK}:{host}"] for p, host in sorted(instance.get("ports", {}).items())}
-
-
-def store_dir_of(records: dict) -> str | None:
-    """The model store directory, as the model records in state name it."""
-    return next((posixpath.dirname(r.outputs["store_path"]) for a, r in sorted(records.items())
-                 if a.startswith("model.") and r.outputs.get("store_path")), None)
-
-
-def model_view(spec_model: dict | None, mounts: list[dict], store_dir: str | None) -> dict | None:
-    """The observed mounts in the shape of a spec's `model`: the mount at the spec's mount path
-    (or the only one), its content digest read from the store directory's name, or
-    `external:<host path>` for anything else."""
-    target = spec_model["mount_path"] if spec_model else None
-    chosen = next((m for m in mounts if m["destination"] == target), None) or (mounts[0] if len(mounts) == 1 else None)
-    if chosen is None:
-        return None
-    source = chosen["source"]
-    digest = ("sha256:" + posixpath.basename(source) if store_dir and posixpath.dirname(source) == store_dir
-              else "external:" + source)
-    return {"address": spec_model.get("address") if spec_model else None, "content_digest": digest,
-            "mount_path": chosen["destination"]}
-
-
-def public_ports(observed_ports: dict[str, list[str]]) -> dict[str, int]:
-    """{"8501": ["127.0.0.1:32768"]} -> {"8501": 32768}, the shape kept in an instance's outputs."""
-    result = {}
-    for port, bindings in observed_ports.items():
-        if "/" not in port and bindings:
-            result[port] = int(sorted(bindings)[0].rsplit(":", 1)[1])
-    return result
-
-
-def _mounts_match(expected: list[dict], observed: list[dict]) -> bool:
-    if len(expected) != len(observed):
-        return False
-    for want, got in zip(sorted(expected, key=lambda m: m["destination"]), observed):
-        if want["destination"] != got["destination"] or want["read_only"] != got["read_only"]:
-            return False
-        if want["source"] is not None and want["source"] != got["source"]:
-            return False
-    return True
-
-
-def env_view(spec_env: dict, info: dict) -> dict[str, str]:
-    """The container's environment as a spec would say it: the spec's keys, plus whatever
-    differs from what the image sets by itself (PATH and the like are not drift)."""
-    image_env = info.get("image_env", {})
-    return dict(sorted((k, v) for k, v in info.get("env", {}).items() if k in spec_env or image_env.get(k) != v))
-
-
-class _Fold:
-    """One pass over state and observations. Every inspection it lacks is noted in `needs`
-    (and the fold goes on from list data alone), so a pass without any tells what to inspect."""
-
-    def __init__(self, state: StateFile, observed: list[Observed], model_digests: dict, inspected: dict,
-                 gateway_configs: dict) -> None:
-        self.state = state
-        self.records = state.records
-        self.observed = sorted(observed, key=lambda o: o.driver_id)
-        self.by_id = {o.driver_id: o for o in self.observed}
-        self.model_digests = model_digests
-        self.inspected = inspected
-        self.gateway_configs = gateway_configs
-        self.needs: set[str] = set()
-        self.drift: list[Drift] = []
-        self.owned: set[str] = set()
-        self.updated: dict[str, StateRecord | None] = {}  # address -> new record, None = forget it
-        # Every container id some record names: never a claimant, never an orphan of another.
-        self.recorded = {cid for r in self.records.values() for cid in _record_ids(r)}
-        self.store_dir = store_dir_of(self.records)
-        self._adopted_by = {i["id"]: a.split("~", 1)[0] for a, r in self.records.items()
-                            for i in r.outputs.get("instances", []) if i.get("adopted")}
-        self.adopted = set(self._adopted_by)
-
-    # -- the pass -----------------------------------------------------------------------------
-    def run(self) -> tuple[StateFile, tuple[Drift, ...]]:
-        for address, record in sorted(self.records.items()):
-            if "~" in address:
-                self._derived(record)
-            elif address.startswith("model."):
-                self._model(record)
-            elif address.startswith("deployment."):
-                self._deployment(record)
-            elif address.startswith("endpoint."):
-                self._endpoint(record)
-        self._orphans()
-        refreshed = self.state
-        for address, record in sorted(self.updated.items()):
-            refreshed = refreshed.without(address) if record is None else refreshed.with_record(record)
-        return refreshed, tuple(self.drift)
-
-    def _inspect(self, container_id: str) -> dict | None:
-        if container_id not in self.inspected:
-            self.needs.add(container_id)
-            return _UNKNOWN
-        return self.inspected[container_id]
-
-    def _claimant(self, address: str, role: str, generation: str | None = None,
-                  instance: str | None = None) -> Observed | None:
-        """A running container whose labels claim this slot but which no record names."""
-        for item in self.observed:
-            if item.driver_id in self.recorded or item.driver_id in self.owned or not item.running:
-                continue
-            attrs = item.attributes
-            if item.address != address or item.labels.get(LABEL_ROLE) != role:
-                continue
-            if role == "deployment" and (attrs.get("generation") != generation or attrs.get("instance") != instance):
-                continue
-            return item
-        return None
-
-    # -- deposed and orphan records -----------------------------------------------------------
-    def _derived(self, record: StateRecord) -> None:
-        """Deposed and orphan records own their containers; an orphan whose containers are all
-        gone has nothing left to delete, so it is forgotten."""
-        present = [cid for cid in _record_ids(record) if cid in self.by_id]
-        self.owned.update(present)
-        if "~orphan-" in record.address and not present:
-            self.updated[record.address] = None
-
-    # -- models -------------------------------------------------------------------------------
-    def _model(self, record: StateRecord) -> None:
-        if record.address not in self.model_digests:
-            return
-        digest, expected = self.model_digests[record.address], record.spec.get("content_digest")
-        if digest == expected:
-            return
-        detail = "model copy is missing from the store" if digest is None else "model files in the store were changed"
-        spec = {**record.spec, "content_digest": digest or "missing"}
-        self.updated[record.address] = dataclasses.replace(record, spec=spec)
-        self.drift.append(Drift(record.address, "model-content", detail + "; apply replaces the model and "
-                                "the deployments that mount it",
-                                (FieldChange("content_digest", expected, spec["content_digest"], True),)))
-
-    # -- deployments --------------------------------------------------------------------------
-    def _deployment(self, record: StateRecord) -> None:
-        spec, address = record.spec, record.address
-        instances = sorted(record.outputs.get("instances", []), key=lambda i: i.get("instance", 0))
-        generation = record.driver_ids.get("generation")
-        alive, found, view = [], [], {}
-        for instance in instances:
-            item = self.by_id.get(instance["id"])
-            if item is None:
-                claimant = self._claimant(address, "deployment", generation, str(instance.get("instance")))
-                info = self._inspect(claimant.driver_id) if claimant else None
-                if claimant is None or info is None:
-                    found.append(Drift(address, "missing", f"container {instance['name']} no longer exists; "
-                                                           "apply starts a new one"))
-                    continue
-                self.owned.add(claimant.driver_id)
-                fields, seen = self._compare(spec, instance, claimant, info)
-                view = view or seen
-                found.append(Drift(address, "recreated",
-                                   f"container {instance['name']} was replaced outside reconciler by "
-                                   f"{claimant.name} ({claimant.driver_id[:12]}); apply replaces the deployment",
-                                   fields, REPAIR_REPLACE))
-                alive.append({**instance, "id": claimant.driver_id, "name": claimant.name,
-                              "ports": public_ports(claimant.attributes.get("ports") or {}) or instance["ports"]})
-                continue
-            self.owned.add(item.driver_id)
-            if not item.running:
-                # An orphan now: apply removes it and starts a fresh one (scale back up).
-                self.owned.discard(item.driver_id)
-                found.append(Drift(address, "stopped", f"container {instance['name']} is {item.status}; "
-                                                       "apply replaces it"))
-                continue
-            if self._list_data_differs(spec, instance, item):
-                info = self._inspect(item.driver_id)
-                if info is None:  # removed between the list and the inspect
-                    self.owned.discard(item.driver_id)
-                    found.append(Drift(address, "missing", f"container {instance['name']} no longer exists; "
-                                                           "apply starts a new one"))
-                    continue
-                fields, seen = self._compare(spec, instance, item, info)
-                view = view or seen
-                if fields:
-                    found.append(Drift(address, "changed",
-                                       f"container {instance['name']} no longer matches state "
-                                       f"({', '.join(f.path for f in fields)}); apply replaces the deployment",
-                                       fields, REPAIR_REPLACE))
-                instance = {**instance, "ports": public_ports(item.attributes.get("ports") or {}) or instance["ports"]}
-            alive.append(instance)
-        if not found:
-            return
-        new_spec = {**spec, **view}
-        if len(alive) != len(instances):
-            new_spec["instance_count"] = len(alive)
-            last = max(i for i, d in enumerate(found) if d.kind in ("missing", "stopped"))
-            found[last] = dataclasses.replace(found[last], fields=found[last].fields + (
-                FieldChange("instance_count", spec.get("instance_count"), len(alive), False),))
-        self.drift += found
-        outputs = {**record.outputs, "instances": alive}
-        route = (spec.get("routes") or {}).get("scoring")
-        if alive and route and str(route["port"]) in alive[0]["ports"]:
-            outputs["scoring_uri"] = f"http://{LOOPBACK}:{alive[0]['ports'][str(route['port'])]}{route['path']}"
-        driver_ids = {**record.driver_ids, "containers": [i["id"] for i in alive]}
-        self.updated[address] = dataclasses.replace(record, spec=new_spec, outputs=outputs, driver_ids=driver_ids)
-
-    def _expected_mounts(self, spec: dict) -> list[dict]:
-        model = spec.get("model")
-        if not model:
-            return []
-        return [{"source": self._model_source(model), "destination": model["mount_path"], "read_only": True}]
-
-    def _model_source(self, model: dict) -> str | None:
-        """Where the model's store copy is on the host; None when state cannot say."""
-        digest = model.get("content_digest") or ""
-        if digest.startswith("external:"):
-            return digest.removeprefix("external:")
-        record = self.records.get(model.get("address", ""))
-        store = record.outputs.get("store_path") if record else None
-        return posixpath.join(posixpath.dirname(store), digest.removeprefix("sha256:")) if store else None
-
-    def _list_data_differs(self, spec: dict, instance: dict, item: Observed) -> bool:
-        attrs = item.attributes
-        return (normalise_image(attrs.get("image")) != normalise_image(spec.get("image"))
-                or (attrs.get("ports") or {}) != expected_ports(instance)
-                or not _mounts_match(self._expected_mounts(spec), attrs.get("mounts") or []))
-
-    def _compare(self, spec: dict, instance: dict, item: Observed, info: dict) -> tuple[tuple[FieldChange, ...], dict]:
-        """Field-level drift of one container against its record, and the spec values observed."""
-        attrs, fields, view = item.attributes, [], {}
-        listed_image = attrs.get("image") or info.get("image")
-        if normalise_image(listed_image) != normalise_image(spec.get("image")):
-            # The list shows an image id when the name the container was made from now names
-            # another image (a re-tag); otherwise the name it was made from.
-            fields.append(FieldChange("image", spec.get("image"), listed_image, True))
-            view["image"] = listed_image
-        if "env" in info:
-            spec_env = spec.get("environment_variables") or {}
-            seen = env_view(spec_env, info)
-            for key in sorted(set(spec_env) | set(seen)):
-                if spec_env.get(key) != seen.get(key):
-                    fields.append(FieldChange(f"environment_variables.{key}", spec_env.get(key), seen.get(key), True))
-            if seen != spec_env:
-                view["environment_variables"] = seen
-        ports = attrs.get("ports") or {}
-        if ports != expected_ports(instance):
-            fields.append(FieldChange("ports", expected_ports(instance), ports, True))
-        mounts, expected = attrs.get("mounts") or [], self._expected_mounts(spec)
-        if not _mounts_match(expected, mounts):
-            fields.append(FieldChange("mounts", expected, mounts, True))
-            model = model_view(spec.get("model"), mounts, self.store_dir)
-            if model != spec.get("model"):
-                view["model"] = model
-        return tuple(fields), view
-
-    # -- endpoints (gateways) -----------------------------------------------------------------
-    def _endpoint(self, record: StateRecord) -> None:
-        address, outputs = record.address, record.outputs
-        gateway = outputs.get("gateway") or {}
-        item = self.by_id.get(gateway.get("id", ""))
-        port, found = outputs.get("port"), []
-        keep = f"apply recreates it on 127.0.0.1:{port} with the same keys"
-        config = self.gateway_configs.get(address)
-        if item is None:
-            claimant = self._claimant(address, "gateway")
-            if claimant is None:
-                found.append(Drift(address, "missing", f"gateway container {gateway.get('name')} no longer exists; "
-                                                       f"{keep}", (), REPAIR_REPLACE))
-            else:
-                self.owned.add(claimant.driver_id)
-                found.append(Drift(address, "recreated", f"gateway container {gateway.get('name')} was replaced "
-                                   f"outside reconciler by {claimant.name} ({claimant.driver_id[:12]}); {keep}",
-                                   self._gateway_fields(record, claimant, config), REPAIR_REPLACE))
-                outputs = {**outputs, "gateway": {**gateway, "id": claimant.driver_id, "name": claimant.name}}
-        else:
-            self.owned.add(item.driver_id)
-            if not item.running:
-                found.append(Drift(address, "stopped", f"gateway container {item.name} is {item.status}; {keep}",
-                                   (), REPAIR_REPLACE))
-            else:
-                fields = self._gateway_fields(record, item, config)
-                if fields:
-                    found.append(Drift(address, "changed", f"gateway container {item.name} no longer matches state "
-                                       f"({', '.join(f.path for f in fields)}); {keep}", fields, REPAIR_REPLACE))
-        recorded = outputs.get("config_digest")
-        # A replaced gateway gets a freshly written config anyway.
-        if not found and config is not None and recorded and config.get("digest") != recorded:
-            if not config.get("dir_exists"):
-                # The running gateway bind-mounts that directory: a new one is never seen by it.
-                found.append(Drift(address, "gateway-config", f"gateway config directory {config['dir']} is gone; "
-                                   f"{keep}", (FieldChange("config_digest", recorded, None, True),), REPAIR_REPLACE))
-            else:
-                what = "was changed by hand" if config.get("digest") else "is missing"
-                found.append(Drift(address, "gateway-config", f"gateway config {config['dir']}/nginx.conf {what}; "
-                                   "apply rewrites it and reloads the gateway",
-                                   (FieldChange("config_digest", recorded, config.get("digest"), False),),
-                                   REPAIR_UPDATE))
-            outputs = {**outputs, "config_digest": config.get("digest")}
-        self.drift += found
-        if outputs is not record.outputs:
-            self.updated[address] = dataclasses.replace(record, outputs=outputs)
-
-    def _gateway_fields(self, record: StateRecord, item: Observed, config: dict | None) -> tuple[FieldChange, ...]:
-        attrs, fields = item.attributes, []
-        image = (record.outputs.get("gateway") or {}).get("image")
-        if image and normalise_image(attrs.get("image")) != normalise_image(image):
-            fields.append(FieldChange("image", image, attrs.get("image"), True))
-        if config is not None:
-            want = {config["container_port"]: [f"{LOOPBACK}:{record.outputs.get('port')}"]}
-            if (attrs.get("ports") or {}) != want:
-                fields.append(FieldChange("ports", want, attrs.get("ports") or {}, True))
-            mounts = [{"source": config["dir"], "destination": config["mount_destination"], "read_only": True}]
-            if not _mounts_match(mounts, attrs.get("mounts") or []):
-                fields.append(FieldChange("mounts", mounts, attrs.get("mounts") or [], True))
-        return tuple(fields)
-
-    # -- orphans ------------------------------------------------------------------------------
-    def _orphans(self) -> None:
-        # Named by no record once this pass is done: that includes stopped instances, which
-        # their deployment let go of above.
-        named = {cid for address, record in self.records.items()
-                 for cid in _record_ids(self.updated.get(address, record) or _EMPTY)}
-        named |= {cid for record in self.updated.values() if record is not None for cid in _record_ids(record)}
-        for item in self.observed:
-            if item.driver_id in named:
-                continue
-            # An adopted container has no labels; its record let go of it (it stopped).
-            role = "deployment" if item.driver_id in self.adopted else item.labels.get(LABEL_ROLE)
-            kind = {"deployment": "deployment", "gateway": "endpoint"}.get(role)
-            if kind is None:
-                continue
-            base = item.address.split("~", 1)[0] if item.address.startswith(kind + ".") else \
-                self._adopted_by.get(item.driver_id, f"{kind}.unlabelled")
-            orphan = f"{base}~orphan-{item.driver_id[:12]}"
-            what = "deployment" if kind == "deployment" else "gateway"
-            self.drift.append(Drift(orphan, "orphan", f"{what} container {item.name} ({item.status}) carries this "
-                                                      "stack's labels but no record owns it; apply removes it"))
-            if kind == "deployment":
-                outputs = {"instances": [{"id": item.driver_id, "name": item.name, "instance": -1, "ports": {},
-                                          **({"adopted": True} if item.driver_id in self.adopted else {})}]}
-            else:
-                outputs = {"gateway": {"id": item.driver_id, "name": item.name}}
-            self.updated[orphan] = StateRecord(orphan, "docker", {}, "", status="ready",
-                                               driver_ids={"containers": [item.driver_id]}, outputs=outputs)
-
-
-_EMPTY = StateRecord("", "", {}, "")
-
-
-def _record_ids(record: StateRecord) -> list[str]:
-    ids = [i["id"] for i in record.outputs.get("instances", []) if i.get("id")]
-    ids += [cid for cid in record.driver_ids.get("containers", []) if cid not in ids]
-    gateway = (record.outputs.get("gateway") or {}).get("id")
-    return ids + ([gateway] if gateway else [])
+def settle(driver_name: str, state: StateFile, result: FoldResult) -> tuple[StateFile, tuple[Drift, ...]]:
+    """State after a driver's fold, with the orphan bookkeeping done. Pure."""
+    updated = dict(result.updated)
+    for address, record in state.records.items():
+        if "~orphan-" in address and address not in updated and not set(record_ids(record)) & result.seen:
+            updated[address] = None  # nothing left to delete
+    named = {cid for address, record in state.records.items() if updated.get(address, record) is not None
+             for cid in record_ids(updated.get(address, record))}
+    named |= {cid for record in updated.values() if record is not None for cid in record_ids(record)}
+    drift = list(result.drift)
+    for stray in sorted(result.strays, key=lambda s: s.object_id):
+        if stray.object_id in named:
+            continue
+        named.add(stray.object_id)
+        orphan = f"{stray.base}~orphan-{stray.object_id[:12]}"
+        drift.append(Drift(orphan, "orphan", f"{stray.what} carries this stack's labels but no record owns it; "
+                                             "apply removes it"))
+        updated[orphan] = StateRecord(orphan, driver_name, {}, "", status="ready", driver_ids=stray.driver_ids,
+                                      outputs=stray.outputs)
+    refreshed = state
+    for address, record in sorted(updated.items()):
+        refreshed = refreshed.without(address) if record is None else refreshed.with_record(record)
+    return refreshed, tuple(drift)

@@ -26,7 +26,7 @@ from reconciler.errors import ReconcilerError
 @handle_errors()
 def drift(stack_dir, state_path, as_json, as_markdown):
     """Report changes made outside reconciler (exit 0 none, 2 drift, 1 error)."""
-    from reconciler.cli.drivers import driver_named, recorded_driver
+    from reconciler.drivers.registry import choose_driver, driver_named
     from reconciler.refresh import refresh_state
     from reconciler.render.drift import drift_report, render_drift_markdown, render_drift_report
     stack = Path(stack_dir).resolve().name
@@ -38,7 +38,7 @@ def drift(stack_dir, state_path, as_json, as_markdown):
     # Read without the lock, as `plan` does: nothing is written, and a running apply must not
     # make the scheduled check fail (it then reports what is half-way, which is drift).
     state = store.read()
-    _, found = refresh_state(driver_named(recorded_driver(state)), state, store.path.parent)
+    _, found = refresh_state(driver_named(choose_driver(None, "", state)), state, store.path.parent)
     report = drift_report(stack, str(stack_dir), str(store.path), state.serial, found,
                           len([a for a in state.records if "~" not in a]),
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))

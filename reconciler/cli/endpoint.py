@@ -8,7 +8,7 @@ import click
 from reconciler.cli.common import handle_errors
 from reconciler.cli.drivers import driver_named
 from reconciler.cli.runtime import find_record, which_stack
-from reconciler.drivers.base import StepContext
+from reconciler.drivers.base import StepContext, SupportsKeyRotation, require
 
 
 @click.group()
@@ -33,7 +33,9 @@ def keys(name, regenerate_keys, lock_timeout, stack_ref, state_path):
             record = state.records[record.address]
             ctx = StepContext(stack=store.stack, stack_dir=store.path.parent, state_dir=store.path.parent,
                               records=lambda: dict(state.records))
-            record = driver_named(record.driver).regenerate_keys(record, regenerate_keys, ctx)
+            rotator = require(driver_named(record.driver), SupportsKeyRotation,
+                              "reconciler endpoint keys --regenerate-keys")
+            record = rotator.regenerate_keys(record, regenerate_keys, ctx)
             store.write(state.with_record(record))
     click.echo(json.dumps({"primaryKey": record.outputs["keys"]["primary"],
                            "secondaryKey": record.outputs["keys"]["secondary"]}, indent=2))

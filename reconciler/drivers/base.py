@@ -1,29 +1,29 @@
-"""The Driver protocol and what apply hands to it. Pure definitions, no engine access."""
+"""The driver contract: what every driver does, what some can also do, and what apply hands to
+them. Pure definitions, no engine access.
+
+`Driver` declares every method the rest of the code calls on a driver. Optional capabilities
+are separate small interfaces (`SupportsImport`, `SupportsRecover`, `SupportsKeyRotation`):
+callers check `isinstance` through `require`, which says clearly which driver lacks what, so no
+driver carries methods that only raise.
+
+Refresh is split in two: `read` is the driver's one side-effecting read of its engine (into an
+observation of its own shape); `fold` is pure and turns state plus that observation into
+refreshed records, drift, and the objects of ours no record owns (`FoldResult`, see
+reconciler/drivers/common/fold.py). The orphan and deposed bookkeeping is shared
+(reconciler/refresh.py).
+"""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable
 
-from reconciler.state.model import StateRecord
+from reconciler.errors import ReconcilerError
+from reconciler.state.model import StateFile, StateRecord
 
-LABEL_PREFIX = "org.reconciler."
-LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
-LABEL_STACK = LABEL_PREFIX + "stack"
-LABEL_ADDRESS = LABEL_PREFIX + "address"
-LABEL_SPEC_HASH = LABEL_PREFIX + "spec-hash"
-LABEL_GENERATION = LABEL_PREFIX + "generation"
-LABEL_INSTANCE = LABEL_PREFIX + "instance"
-LABEL_ROLE = LABEL_PREFIX + "role"
-MANAGED_BY = "reconciler"
-
-
-def required_images(specs: list[tuple[str, dict]], gateway_image: str) -> list[str]:
-    """Every image a plan's changes need: each deployment's, and the gateway's for endpoints."""
-    images = {spec["image"] for address, spec in specs if address.startswith("deployment.")}
-    if any(address.startswith("endpoint.") for address, _ in specs):
-        images.add(gateway_image)
-    return sorted(images)
+if TYPE_CHECKING:
+    from reconciler.drivers.common.fold import FoldResult
 
 
 @dataclass(frozen=True)
@@ -37,45 +37,101 @@ class StepContext:
     progress: Callable[[str], None] = field(default=lambda message: None)
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What the engine shows for one managed object, keyed back to a state address.
+class Driver(ABC):
+    """One container engine. Steps are side effects only: the planner has decided everything."""
 
-    `attributes` is normalised by the driver so that refresh compares plain data:
-    image (the reference the engine reports: the name, or the image id once that name
-    points at another image), image_id, role, generation, instance, spec_hash,
-    ports {"8501": ["127.0.0.1:32768"]} (published bindings by container port; "/udp" suffix
-    for non-TCP), mounts [{"source", "destination", "read_only"}] sorted by destination.
-    """
+    name: str = ""
 
-    address: str
-    driver_id: str
-    name: str
-    running: bool
-    status: str
-    labels: dict
-    attributes: dict
+    # -- apply -------------------------------------------------------------------------------
+    @abstractmethod
+    def preflight(self, specs: list[tuple[str, dict]]) -> None:
+        """Fail before any change when the plan cannot work here (engine, images)."""
 
-
-class Driver(Protocol):
-    name: str
-
-    def preflight(self, specs: list[tuple[str, dict]]) -> None: ...
-
+    @abstractmethod
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
-               prior: StateRecord | None = None) -> StateRecord: ...
+               prior: StateRecord | None = None) -> StateRecord:
+        """Make the resource; `prior` is the record being replaced (an endpoint keeps port and keys)."""
 
-    def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord: ...
+    @abstractmethod
+    def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
+        """Change the resource in place to `spec`."""
 
-    def delete(self, record: StateRecord, ctx: StepContext) -> None: ...
+    @abstractmethod
+    def delete(self, record: StateRecord, ctx: StepContext) -> None:
+        """Remove what `record` names (deposed and orphan records included); gone is fine."""
 
-    def list_managed(self, stack: str) -> list[Observed]: ...
+    @abstractmethod
+    def finish(self, ctx: StepContext) -> None:
+        """After a successful apply: shared objects (the stack's network) once nothing uses them."""
 
-    # Refresh reads (see reconciler/refresh.py): each is called only when the fold needs it.
-    def observe(self, container_ids: list[str]) -> list[Observed]: ...
+    def new_record(self, address: str, spec: dict, spec_hash: str) -> StateRecord:
+        """The record a create step fills in: this driver's, ready unless the step fails."""
+        return StateRecord(address, self.name, spec, spec_hash, status="ready")
 
-    def inspect(self, container_id: str) -> dict | None: ...
+    # -- refresh -----------------------------------------------------------------------------
+    @abstractmethod
+    def read(self, state: StateFile, state_dir: Path | None) -> Any:
+        """Everything refresh needs from the engine for `state`, as this driver's observation."""
 
-    def model_digest(self, record: StateRecord) -> str | None: ...
+    @abstractmethod
+    def fold(self, state: StateFile, observation: Any) -> FoldResult:
+        """Pure: the records refresh changes, the drift, and the objects no record owns."""
 
-    def gateway_config(self, state_dir: Path, stack: str, record: StateRecord) -> dict: ...
+    # -- operations --------------------------------------------------------------------------
+    @abstractmethod
+    def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
+        """(object name, last lines) for each container or service of `record`."""
+
+
+class SupportsImport(ABC):
+    """`reconciler import`: adopt an existing container as a deployment's instance."""
+
+    @abstractmethod
+    def inspect_container(self, reference: str) -> dict | None:
+        """What the container runs (image, env, ports, mounts, labels, ...), None when there is none."""
+
+    @abstractmethod
+    def adopt(self, stack: str, info: dict) -> str | None:
+        """Make the container reachable by the stack's gateway; the network name when it had to."""
+
+
+class SupportsRecover(ABC):
+    """`reconciler state recover`: rebuild a lost state file from labels."""
+
+    @abstractmethod
+    def list_managed(self, stack: str) -> list:
+        """Every object with this stack's labels, as the driver observes them."""
+
+    @abstractmethod
+    def inspect_container(self, reference: str) -> dict | None: ...
+
+    @abstractmethod
+    def stored_models(self, state_dir: Path, digests: list[str]) -> dict[str, str | None]:
+        """For each content digest, where an intact copy of the model is stored (None: no copy)."""
+
+    @abstractmethod
+    def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
+        """A found gateway with fresh keys (keys live only in state), and a note saying what happened."""
+
+
+class SupportsKeyRotation(ABC):
+    """`reconciler endpoint keys --regenerate-keys`."""
+
+    @abstractmethod
+    def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord: ...
+
+
+_WHAT_TO_DO = {
+    SupportsImport: "remove what reconciler does not track by hand (`docker service rm`), then `reconciler apply`",
+    SupportsRecover: "destroy what is left by hand (`docker service rm`, by the org.reconciler.stack label), "
+                     "then `reconciler apply` to start the stack again",
+    SupportsKeyRotation: "replace the endpoint (`reconciler apply --replace endpoint.NAME`) to get new keys",
+}
+
+
+def require(driver: Driver, capability: type, command: str):
+    """The driver as `capability`, or a clear error naming the command, the driver and what to do."""
+    if isinstance(driver, capability):
+        return driver
+    raise ReconcilerError(f"`{command}` is not supported by the {driver.name} driver",
+                          _WHAT_TO_DO.get(capability, "use a driver that supports it"))

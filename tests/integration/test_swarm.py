@@ -25,6 +25,7 @@ from harness import DEMO_IMAGE, ROOT
 from reconciler.apply import Applier
 from reconciler.config.stack import load_stack
 from reconciler.drivers.base import StepContext
+from reconciler.drivers.registry import choose_driver
 from reconciler.drivers.swarm import engine, models
 from reconciler.drivers.swarm.driver import SwarmDriver
 from reconciler.errors import DriverError
@@ -379,8 +380,11 @@ def scale_by_hand(stack: SwarmStack, deployment: str, replicas: int) -> None:
 @pytest.mark.integration
 def test_scaled_by_hand_is_drift_and_apply_scales_back(stack):
     scale_by_hand(stack, "blue", 5)
-    plan, _ = stack.plan()
+    plan, refreshed = stack.plan()
     assert sorted(d.kind for d in plan.drift) == ["orphan", "orphan"], str(plan)  # slots 4 and 5
+    # Bug 3: orphans were stamped "docker", so the plan after --refresh-only refused or used docker.
+    assert {r.driver for r in refreshed.records.values()} == {"swarm"}
+    assert choose_driver(None, "", refreshed) == "swarm"
     assert plan.summary() == {"add": 0, "change": 0, "destroy": 2}, str(plan)
     stack.apply()
     scale_by_hand(stack, "blue", 1)

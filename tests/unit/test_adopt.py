@@ -9,11 +9,11 @@ import pytest
 from reconciler.addresses import Address
 from reconciler.adopt import check_importable, import_outcome, imported_record, rebuild
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
-from reconciler.drivers.base import Observed
+from reconciler.drivers.docker.fold import Observed
 from reconciler.errors import ReconcilerError
 from reconciler.state.model import StateFile, StateRecord
 
-from test_refresh import DEPLOYMENT, DEPLOYMENT_SPEC, ENDPOINT, ENDPOINT_SPEC, IMAGE, IMAGE_ENV, MODEL, STORE
+from test_docker_fold import DEPLOYMENT, DEPLOYMENT_SPEC, ENDPOINT, ENDPOINT_SPEC, IMAGE, IMAGE_ENV, MODEL, STORE
 
 MODEL_SPEC = {"name": "m", "version": "1", "content_digest": "sha256:aaa"}
 LABELS = {"org.reconciler.managed-by": "reconciler", "org.reconciler.stack": "s"}

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from reconciler.cli.drivers import choose_driver, recorded_driver
+from reconciler.drivers.registry import choose_driver, recorded_driver
 from reconciler.cli.main import cli
 from reconciler.config.stack import load_stack
 from reconciler.errors import ReconcilerError, StackInvalid
@@ -133,3 +133,26 @@ def test_scaling_re_points_the_gateway_only_where_it_lists_containers(demo_stack
     deployment = demo_stack / "deployment.yml"
     deployment.write_text(deployment.read_text().replace("instance_count: 1", "instance_count: 3"))
     assert str(make_plan(load_stack(demo_stack), state, PlanOptions(driver=driver))).splitlines() == expected
+
+
+def test_a_state_whose_records_name_different_drivers_is_an_error():
+    """Bug 3 left states like this behind (swarm records, "docker" orphans); min() then chose docker."""
+    state = state_made_with("swarm").with_record(StateRecord("deployment.e/b~orphan-1.abc", "docker", {}, ""))
+    for call in (lambda: recorded_driver(state), lambda: choose_driver(None, "swarm", state)):
+        with pytest.raises(ReconcilerError) as caught:
+            call()
+        assert caught.value.summary == ("state of stack s has records of different drivers "
+                                        "(docker: deployment.e/b~orphan-1.abc; swarm: model.m:1)")
+        assert "reconciler state rm ADDRESS" in caught.value.hint
+
+
+def test_an_unknown_driver_name_never_falls_back_to_docker():
+    from reconciler.drivers.registry import driver_named
+    with pytest.raises(ReconcilerError) as caught:
+        driver_named("podman")
+    assert "known drivers: docker, swarm" in caught.value.summary
+
+
+def test_the_driver_option_offers_the_registered_drivers(demo_stack):
+    result = CliRunner().invoke(cli, ["plan", str(demo_stack), "--no-refresh", "--driver", "podman"])
+    assert result.exit_code == 2 and "'docker', 'swarm'" in result.output, result.output

@@ -55,3 +55,22 @@ def test_traffic_to_a_deployment_without_containers_is_dropped_not_misrouted():
 def test_auth_off_when_not_key():
     config = render_gateway_config({**ENDPOINT, "auth_mode": "none"}, {}, KEYS)
     assert "Bearer " + "k" * 43 not in config and "default 1;" in config
+
+
+def test_one_template_static_upstreams_or_names_resolved_per_request():
+    """The docker gateway lists containers in upstream blocks; the swarm one resolves service
+    names per request. Everything else in the two configs is the same text."""
+    from reconciler.drivers.common.gateway import render_gateway_config as render_shared
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
+    static = deployment_routes("ep", records)
+    dns = {name: {**route, "server": "svc-blue:8501"} for name, route in static.items()}
+    fixed, resolved = render_shared(ENDPOINT, static, KEYS), render_shared(ENDPOINT, dns, KEYS, resolve_per_request=True)
+    assert fixed == render_gateway_config(ENDPOINT, static, KEYS)
+    assert "upstream d_" in fixed and "resolver " not in fixed and "$target_server" not in fixed
+    assert "upstream d_" not in resolved and "resolver 127.0.0.11 valid=1s ipv6=off;" in resolved
+    assert "proxy_pass http://$target_server$target_path;" in resolved
+    only_fixed = set(fixed.splitlines()) - set(resolved.splitlines())
+    assert {line.strip() for line in only_fixed} == {
+        "# Rendered by reconciler for endpoint ep; do not edit (changes show up as drift).",
+        f"upstream d_{static['blue']['id']} {{", "server blue-0:8501 max_fails=0;", "keepalive 32;",
+        "proxy_pass http://$target$target_path;", "proxy_pass http://$mirror_target$mirror_path;"}

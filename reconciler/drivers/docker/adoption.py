@@ -13,6 +13,7 @@ import docker
 from docker.errors import APIError
 
 from reconciler.drivers.base import StepContext
+from reconciler.drivers.common.gateway import new_keys
 from reconciler.drivers.docker import gateway, model_store
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.errors import DriverError
@@ -45,7 +46,7 @@ def stored_models(state_dir: Path, digests: list[str]) -> dict[str, str | None]:
 def recover_gateway(client: docker.DockerClient, ctx: StepContext, record: StateRecord) -> tuple[StateRecord, str]:
     """New keys for a gateway found by labels: reload it in place when its config directory is
     still the one it mounts, otherwise mark it tainted so that apply replaces it (same port)."""
-    record = dataclasses.replace(record, outputs={**record.outputs, "keys": gateway.new_keys()})
+    record = dataclasses.replace(record, outputs={**record.outputs, "keys": new_keys()})
     if record.status == "ready" and gateway.config_dir(ctx, record.spec["name"]).is_dir():
         try:
             digest = gateway.reload(client, ctx, record.spec, record.outputs)

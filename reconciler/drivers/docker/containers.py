@@ -5,7 +5,6 @@ A generation is fixed at creation, so a replacement can run beside the old conta
 """
 from __future__ import annotations
 
-import secrets
 import threading
 from pathlib import Path
 
@@ -13,9 +12,11 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.types import Mount
 
-from reconciler.drivers.base import LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, StepContext
-from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels, remove_container
-from reconciler.drivers.docker.probes import wait_until_ready
+from reconciler.drivers.base import StepContext
+from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, label_filter, managed_labels
+from reconciler.drivers.common.probes import wait_until_ready
+from reconciler.drivers.docker.engine import remove_container
 from reconciler.errors import DriverError
 
 LOG_LINES_ON_FAILURE = 20
@@ -56,10 +57,6 @@ def container_name(stack: str, spec: dict, generation: str, instance: int) -> st
 
 def container_ports(spec: dict) -> list[int]:
     return sorted({route["port"] for route in spec["routes"].values()})
-
-
-def new_generation() -> str:
-    return secrets.token_hex(3)
 
 
 def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,

@@ -10,56 +10,46 @@ from pathlib import Path
 
 import docker
 
-from reconciler.drivers.base import LABEL_GENERATION, Observed, StepContext, required_images
+from reconciler.drivers.base import Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover
+from reconciler.drivers.common.engine import EngineClient, ensure_images
+from reconciler.drivers.common.errors import StepFailed
+from reconciler.drivers.common.fold import FoldResult
+from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
+from reconciler.drivers.common.labels import LABEL_GENERATION, base_address, label_filter, new_generation
 from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe, updaters
-from reconciler.drivers.docker.engine import connect, ensure_image, label_filter, remove_container
+from reconciler.drivers.docker import fold as docker_fold
+from reconciler.drivers.docker.engine import remove_container
+from reconciler.drivers.docker.fold import DockerObservation, Observed
 from reconciler.errors import DriverError
-from reconciler.state.model import StateRecord
+from reconciler.state.model import StateFile, StateRecord
 
 DRIVER_NAME = "docker"
 ORPHAN_STOP_TIMEOUT = 2
 
 
-class StepFailed(DriverError):
-    """A step failed after creating something; `record` says what exists (saved as tainted)."""
-
-    def __init__(self, error: DriverError, record: StateRecord | None) -> None:
-        super().__init__(error.summary, error.hint)
-        self.record = record
-
-
-class DockerDriver:
+class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, SupportsKeyRotation):
     name = DRIVER_NAME
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self._client = client
+        super().__init__(client)
         self._inspector_instance: observe.Inspector | None = None  # per driver: caches image ENV
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = connect()
-        return self._client
 
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when an image is missing and cannot be pulled."""
-        for image in required_images(specs, gateway.GATEWAY_IMAGE):
-            ensure_image(self.client, image)
+        ensure_images(self.client, specs, GATEWAY_IMAGE)
 
     # -- steps ---------------------------------------------------------------------------
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
-        kind = address.split(".", 1)[0]
-        record = StateRecord(address, self.name, spec, spec_hash, status="ready")
-        if kind == "model":
+        record = self.new_record(address, spec, spec_hash)
+        if address.startswith("model."):
             stored = model_store.materialise(ctx.state_dir, ctx.stack_dir / spec["path"], ctx.stack_dir,
                                              spec["content_digest"])
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
-        if kind == "deployment":
+        if address.startswith("deployment."):
             return self._create_deployment(record, ctx)
-        keys = (prior.outputs.get("keys") if prior else None) or gateway.new_keys()
-        port = prior.outputs.get("port") if prior else None
+        keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
                                                                  keys, port))
 
@@ -82,9 +72,8 @@ class DockerDriver:
             containers.remove_network(self.client, ctx.stack)
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
-        fresh = gateway.new_keys()
-        keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
-        updated = dataclasses.replace(record, outputs={**record.outputs, "keys": keys})
+        updated = dataclasses.replace(record, outputs={**record.outputs,
+                                                       "keys": rotated_keys(record.outputs["keys"], which)})
         digest = gateway.reload(self.client, ctx, record.spec, updated.outputs)
         return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
 
@@ -120,7 +109,7 @@ class DockerDriver:
 
     def _create_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
         spec = record.spec
-        generation = containers.new_generation()
+        generation = new_generation()
         record = dataclasses.replace(record, driver_ids={"generation": generation}, outputs={"instances": []})
         return self._add_instances(record, ctx, range(spec["instance_count"]))
 
@@ -171,32 +160,32 @@ class DockerDriver:
         # Also whatever an interrupted apply started but never recorded.
         # sparse: a full list inspects each container, and a parallel step may be removing one.
         for container in self.client.containers.list(all=True, sparse=True,
-                                                     filters=label_filter(ctx.stack, _base(record.address))):
+                                                     filters=label_filter(ctx.stack, base_address(record.address))):
             if generation and (container.attrs.get("Labels") or {}).get(LABEL_GENERATION) == generation:
                 ids.add(container.id)
         for container_id in sorted(ids):
             remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
 
-    # -- reading (refresh; see reconciler/refresh.py and observe.py) -----------------------
-    def list_managed(self, stack: str) -> list[Observed]:
-        """One label-filtered list call (sparse: no per-container inspect)."""
-        return observe.list_managed(self.client, stack)
+    # -- reading (refresh: observe.py reads, fold.py folds) --------------------------------
+    def read(self, state: StateFile, state_dir: Path | None) -> DockerObservation:
+        return observe.read(self.client, self._inspector(), state, state_dir)
 
-    def inspect(self, container_id: str) -> dict | None:
-        return self._inspector().inspect(container_id)
-
-    def observe(self, container_ids: list[str]) -> list[Observed]:
-        return self._inspector().observe(container_ids)
+    def fold(self, state: StateFile, observation: DockerObservation) -> FoldResult:
+        return docker_fold.fold(state, observation)
 
     def _inspector(self) -> observe.Inspector:
         if self._inspector_instance is None:
             self._inspector_instance = observe.Inspector(self.client)
         return self._inspector_instance
 
-    def gateway_config(self, state_dir: Path, stack: str, record: StateRecord) -> dict:
-        return observe.gateway_config(state_dir, stack, record)
-
     # -- import and recover ------------------------------------------------------------------
+    def list_managed(self, stack: str) -> list[Observed]:
+        """One label-filtered list call (sparse: no per-container inspect)."""
+        return observe.list_managed(self.client, stack)
+
+    def inspect_container(self, reference: str) -> dict | None:
+        return self._inspector().inspect(reference)
+
     def adopt(self, stack: str, info: dict) -> str | None:
         return adoption.connect_to_stack(self.client, stack, info)
 
@@ -205,10 +194,6 @@ class DockerDriver:
 
     def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
         return adoption.recover_gateway(self.client, ctx, record)
-
-    def model_digest(self, record: StateRecord) -> str | None:
-        """The digest of the model's copy in the store, or None when it is gone."""
-        return model_store.stored_digest(Path(record.outputs.get("store_path", "/nonexistent")))
 
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
         result = []
@@ -219,11 +204,6 @@ class DockerDriver:
                 text = "(container is gone; `reconciler plan` will show the drift)\n"
             result.append((instance["name"], text))
         return result
-
-
-def _base(address: str) -> str:
-    """The resource address of a deposed record (`deployment.a/b~deposed-x` -> `deployment.a/b`)."""
-    return address.split("~", 1)[0]
 
 
 def _with_instances(record: StateRecord, instances: list[dict], status: str) -> StateRecord:

@@ -6,32 +6,28 @@ applied with a graceful `nginx -s reload`, which never drops a connection.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import tempfile
 import time
 from pathlib import Path
 
 import docker
-from docker.errors import APIError, NotFound
+from docker.errors import APIError
 from docker.types import Mount
 
-from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, StepContext
-from reconciler.drivers.docker.containers import ensure_network, new_generation
-from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels, remove_container
-from reconciler.drivers.docker.gateway_config import GATEWAY_PORT, deployment_routes, render_gateway_config
-from reconciler.drivers.docker.probes import wait_answering
+from reconciler.drivers.base import StepContext
+from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
+from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, label_filter, managed_labels, new_generation
+from reconciler.drivers.common.probes import wait_answering
+from reconciler.drivers.docker.containers import ensure_network
+from reconciler.drivers.docker.engine import remove_container
+from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config
 from reconciler.errors import DriverError
 
-GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
 CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
 DRAIN_TIMEOUT_SECONDS = 30
-
-
-def new_keys() -> dict[str, str]:
-    return {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)}
 
 
 def config_dir(ctx: StepContext, endpoint: str) -> Path:
@@ -46,11 +42,7 @@ def write_config(directory: Path, text: str) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temp, directory / "nginx.conf")
-    return text_digest(text.encode())
-
-
-def text_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return text_digest(text)
 
 
 def config_digest(directory: Path) -> str | None:
@@ -166,9 +158,3 @@ def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoin
             path.unlink()
         directory.rmdir()
 
-
-def still_exists(client: docker.DockerClient, container_id: str) -> bool:
-    try:
-        return client.containers.get(container_id).status == "running"
-    except NotFound:
-        return False

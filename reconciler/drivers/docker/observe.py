@@ -1,8 +1,9 @@
-"""What refresh reads from Docker, normalised to plain data. Reads only, never a change.
+"""What refresh reads from Docker, normalised to plain data for the fold (fold.py). Reads only,
+never a change.
 
-`list_managed` is the one label-filtered list call a refresh always makes (sparse: the list
-endpoint's data, no per-container inspect). `inspect` and `observe` are the targeted reads the
-fold asks for when list data is not enough: a container that was recreated or whose list data
+`read` makes one refresh's reads. `list_managed` is the one label-filtered list call a refresh
+always makes (sparse: the list endpoint's data, no per-container inspect). `inspect` and
+`observe` are the targeted reads the fold asks for when list data is not enough: a container that was recreated or whose list data
 disagrees with state (environment variables are not in list data), and containers adopted by
 `reconciler import`, which carry no labels and so never show up in the labelled list.
 """
@@ -13,11 +14,30 @@ from pathlib import Path
 import docker
 from docker.errors import NotFound
 
-from reconciler.drivers.base import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, LABEL_SPEC_HASH,
-                                     Observed, StepContext)
-from reconciler.drivers.docker import gateway
-from reconciler.drivers.docker.engine import label_filter
-from reconciler.drivers.docker.gateway_config import GATEWAY_PORT
+from reconciler.drivers.base import StepContext
+from reconciler.drivers.common.gateway import GATEWAY_PORT
+from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE,
+                                              LABEL_SPEC_HASH, label_filter)
+from reconciler.drivers.docker import gateway, model_store
+from reconciler.drivers.docker.fold import DockerObservation, Observed, adopted_ids, needed_inspections
+from reconciler.state.model import StateFile
+
+
+def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
+         state_dir: Path | None) -> DockerObservation:
+    """Docker API calls: one list, plus one inspect per adopted container (import) and per
+    container whose list data shows a difference; the model store and gateway config files
+    are files, not Docker."""
+    listed = list_managed(client, state.stack)
+    adopted = adopted_ids(state, listed)
+    if adopted:
+        listed += inspector.observe(adopted)
+    model_digests = {a: model_store.stored_digest(Path(r.outputs.get("store_path", "/nonexistent")))
+                     for a, r in state.records.items() if a.startswith("model.") and "~" not in a}
+    gateway_configs = {a: gateway_config(state_dir, state.stack, r) for a, r in state.records.items()
+                       if a.startswith("endpoint.") and "~" not in a} if state_dir is not None else {}
+    inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
+    return DockerObservation(listed, model_digests, inspected, gateway_configs)
 
 
 def list_managed(client: docker.DockerClient, stack: str) -> list[Observed]:

@@ -6,27 +6,29 @@ rolling updates gated by a health check made from the readiness route, endpoints
 gateway service behind an edge service (gateway.py). Everything is reached through the
 stack's overlay network by service name (DNS round-robin; see engine.py for why not VIPs).
 
-Records keep the shapes the docker driver's refresh fold reads: a deployment lists one
-instance per replica slot (`<slot>.<service id>`), an endpoint its gateway service id, port,
-keys and config digest.
+Records keep swarm's own shapes (read back by fold.py): a deployment lists one instance per
+replica slot (`<slot>.<service id>`), an endpoint its gateway and edge services, port, keys
+and config digest.
 """
 from __future__ import annotations
 
 import dataclasses
 
-import docker
 from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 from docker.utils import parse_bytes
 
-from reconciler.drivers.base import LABEL_GENERATION, LABEL_ROLE, Observed, StepContext, required_images
-from reconciler.drivers.docker.containers import new_generation
-from reconciler.drivers.docker.driver import StepFailed
-from reconciler.drivers.docker.engine import connect, ensure_image, managed_labels
-from reconciler.drivers.docker.gateway import GATEWAY_IMAGE, new_keys
+from reconciler.drivers.base import Driver, StepContext, SupportsKeyRotation
+from reconciler.drivers.common.engine import EngineClient, ensure_images
+from reconciler.drivers.common.errors import StepFailed
+from reconciler.drivers.common.fold import FoldResult
+from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
+from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, base_address, managed_labels, new_generation
 from reconciler.drivers.swarm import engine, gateway, models, observe
+from reconciler.drivers.swarm import fold as swarm_fold
 from reconciler.drivers.swarm.engine import NANOS
+from reconciler.drivers.swarm.fold import SwarmObservation, parse_slot_id, slot_id
 from reconciler.errors import DriverError
-from reconciler.state.model import StateRecord
+from reconciler.state.model import StateFile, StateRecord
 
 DRIVER_NAME = "swarm"
 STOP_GRACE_SECONDS = 10
@@ -35,39 +37,29 @@ RESTART_CONDITIONS = {"no": "none", "on-failure": "on-failure", "always": "any",
 # reconciler/planning/field_policy.py.
 
 
-class SwarmDriver:
+class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
+    """Import and recover are not offered: they adopt containers and read the local model store."""
+
     name = DRIVER_NAME
-
-    def __init__(self, client: docker.DockerClient | None = None) -> None:
-        self._client = client
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = connect()
-        return self._client
 
     # -- whole-plan checks ---------------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when this engine is no swarm manager or an image is missing.
         Images are checked on this node only: on several nodes they must come from a registry."""
         engine.require_manager(self.client)
-        for image in required_images(specs, GATEWAY_IMAGE):
-            ensure_image(self.client, image)
+        ensure_images(self.client, specs, GATEWAY_IMAGE)
 
     # -- steps ---------------------------------------------------------------------------------
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
-        kind = address.split(".", 1)[0]
-        record = StateRecord(address, self.name, spec, spec_hash, status="ready")
-        if kind == "model":
+        record = self.new_record(address, spec, spec_hash)
+        if address.startswith("model."):
             outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, address, spec, spec_hash)
             return dataclasses.replace(record, outputs=outputs, driver_ids=_config_ids(outputs))
-        if kind == "deployment":
+        if address.startswith("deployment."):
             return self._create_deployment(record, ctx)
         # A replaced endpoint keeps its port and keys, as on the docker driver.
-        keys = (prior.outputs.get("keys") if prior else None) or new_keys()
-        port = prior.outputs.get("port") if prior else None
+        keys, port = kept_keys_and_port(prior)
         outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port)
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
@@ -90,10 +82,8 @@ class SwarmDriver:
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         """New keys roll the gateway start-first; the other key works throughout."""
-        fresh = new_keys()
-        keys = {name: fresh[name] if which in (name, "both") else key for name, key in record.outputs["keys"].items()}
         outputs = gateway.reload(self.client, ctx, record.address, record.spec, record.spec_hash,
-                                 {**record.outputs, "keys": keys})
+                                 {**record.outputs, "keys": rotated_keys(record.outputs["keys"], which)})
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
@@ -106,7 +96,7 @@ class SwarmDriver:
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
         else:
-            gateway.remove(self.client, ctx, _base(record.address), record.outputs)
+            gateway.remove(self.client, ctx, base_address(record.address), record.outputs)
 
     def finish(self, ctx: StepContext) -> None:
         """After a successful apply: the stack's network goes once nothing of the stack is left
@@ -143,7 +133,7 @@ class SwarmDriver:
             container, resources=Resources(mem_limit=parse_bytes(spec["memory"])) if spec.get("memory") else None,
             restart_policy=RestartPolicy(condition=RESTART_CONDITIONS.get(spec["restart_policy"], "any"), delay=NANOS),
             networks=[{"Target": network_id}])
-        labels = managed_labels(ctx.stack, _base(address), spec_hash,
+        labels = managed_labels(ctx.stack, base_address(address), spec_hash,
                                 **{LABEL_ROLE: "deployment", LABEL_GENERATION: generation})
         if model_outputs:
             labels[observe.LABEL_MODEL_MOUNT] = spec["model"]["mount_path"]
@@ -213,7 +203,7 @@ class SwarmDriver:
         generation = record.driver_ids.get("generation")
         if generation:
             # Also a service an interrupted apply started but never recorded.
-            ids |= {s["ID"] for s in engine.owned_services(self.client, ctx.stack, _base(record.address),
+            ids |= {s["ID"] for s in engine.owned_services(self.client, ctx.stack, base_address(record.address),
                                                              **{LABEL_GENERATION: generation})}
         released: set[str] = set()
         for service_id in sorted(ids):
@@ -226,7 +216,7 @@ class SwarmDriver:
     def _delete_orphan(self, record: StateRecord, ctx: StepContext) -> None:
         """Services (or replica slots) carrying this stack's labels that no record owns. A slot
         of a service a record does own was added by hand: scale back to what the record lists."""
-        ids = {observe.parse_slot_id(i["id"])[0] for i in record.outputs.get("instances", [])}
+        ids = {parse_slot_id(i["id"])[0] for i in record.outputs.get("instances", [])}
         ids |= {(record.outputs.get("gateway") or {}).get("id")} - {None}
         live = {a: r for a, r in ctx.records().items() if "~orphan-" not in a}
         for service_id in sorted(ids):
@@ -241,36 +231,13 @@ class SwarmDriver:
                 continue
             engine.remove_service(self.client, service_id)
 
-    # -- reading (refresh; see reconciler/refresh.py and observe.py) ---------------------------
-    def list_managed(self, stack: str) -> list[Observed]:
-        """Two list calls: the stack's services by label, and the tasks meant to run."""
-        return observe.list_managed(self.client, stack)
+    # -- reading (refresh: observe.py reads, fold.py folds) ----------------------------------
+    def read(self, state: StateFile, state_dir=None) -> SwarmObservation:
+        """Two list calls (the stack's services by label, the tasks meant to run) and each model's configs."""
+        return observe.read(self.client, state)
 
-    def observe(self, container_ids: list[str]) -> list[Observed]:
-        return []  # nothing is adopted (`reconciler import`) on swarm
-
-    def inspect(self, container_id: str) -> dict | None:
-        return observe.inspect(self.client, container_id)
-
-    def gateway_config(self, state_dir, stack: str, record: StateRecord) -> dict | None:
-        # The config is a secret named after its digest: it cannot be edited by hand.
-        return None
-
-    # `reconciler import` and `reconciler state recover` are docker-driver commands: refuse
-    # clearly rather than half-work (they adopt containers and read the local model store).
-    def adopt(self, stack: str, info: dict) -> str | None:
-        raise _unsupported("reconciler import")
-
-    def stored_models(self, state_dir, digests: list[str]) -> dict[str, str | None]:
-        raise _unsupported("reconciler state recover")
-
-    def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
-        raise _unsupported("reconciler state recover")
-
-    def model_digest(self, record: StateRecord) -> str | None:
-        """The recorded digest while every config of the model exists with its labels; None
-        (the model is missing: apply makes its configs again) otherwise."""
-        return models.stored_digest(self.client, record)
+    def fold(self, state: StateFile, observation: SwarmObservation) -> FoldResult:
+        return swarm_fold.fold(state, observation)
 
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
         services = [record.outputs.get("service")] if "service" in record.outputs else \
@@ -285,11 +252,6 @@ class SwarmDriver:
         return result
 
 
-def _unsupported(command: str) -> DriverError:
-    return DriverError(f"`{command}` is not supported with the swarm driver",
-                       "remove what reconciler does not track with `docker service rm`, then `reconciler apply`")
-
-
 def service_name(stack: str, spec: dict, generation: str) -> str:
     return engine.object_name("rc", stack, spec["endpoint"], spec["name"], generation)
 
@@ -297,10 +259,6 @@ def service_name(stack: str, spec: dict, generation: str) -> str:
 def monitor_seconds(probe: dict) -> int:
     """How long swarm watches each new task after it became healthy: two probe periods."""
     return min(10, max(1, 2 * int(probe["period"])))
-
-
-def _base(address: str) -> str:
-    return address.split("~", 1)[0]
 
 
 def _config_ids(outputs: dict) -> dict:
@@ -319,7 +277,7 @@ def _with_tasks(record: StateRecord, tasks: list[dict], status: str) -> StateRec
     """The record with one instance per replica slot that runs (or, when tainted, is alive)."""
     service = record.outputs["service"]
     slots = sorted({t["Slot"] for t in tasks if t.get("Slot") is not None})
-    instances = [{"id": observe.slot_id(service["id"], slot), "name": f"{service['name']}.{slot}",
+    instances = [{"id": slot_id(service["id"], slot), "name": f"{service['name']}.{slot}",
                   "instance": slot, "ports": {}} for slot in slots]
     route = record.spec["routes"]["scoring"]
     # Reachable on the stack's network only; clients go through the endpoint.

@@ -2,7 +2,7 @@
 their roll-outs. Side effects only.
 
 Every service, config, secret and network created here carries the labels of
-`reconciler.drivers.docker.engine.managed_labels`; removals check them first, so objects
+`reconciler.drivers.common.labels.managed_labels`; removals check them first, so objects
 without them are never touched. Task containers carry no `org.reconciler.*` labels of
 their own (only `org.reconciler.rollout`): the docker driver lists containers by those
 labels and must never mistake a swarm task for one of its containers.
@@ -25,8 +25,8 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.types import Healthcheck
 
-from reconciler.drivers.base import LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, LABEL_STACK, MANAGED_BY
-from reconciler.drivers.docker.engine import label_filter, managed_labels
+from reconciler.drivers.common.labels import (LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, LABEL_STACK, MANAGED_BY,
+                                              label_filter, managed_labels)
 from reconciler.errors import DriverError
 
 LABEL_ROLLOUT = LABEL_PREFIX + "rollout"

@@ -16,19 +16,17 @@ when keys or traffic change.
 """
 from __future__ import annotations
 
-import hashlib
-from functools import lru_cache
-
 import docker
-import jinja2
 from docker.errors import APIError, NotFound
 from docker.types import ContainerSpec, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 
-from reconciler.drivers.base import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, StepContext
-from reconciler.drivers.docker.engine import free_host_port, label_filter, managed_labels
-from reconciler.drivers.docker.gateway import GATEWAY_IMAGE
-from reconciler.drivers.docker.gateway_config import GATEWAY_PORT, serving_records
-from reconciler.drivers.docker.probes import wait_answering
+from reconciler.drivers.base import StepContext
+from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.gateway import (GATEWAY_IMAGE, GATEWAY_PORT, render_gateway_config, serving_routes,
+                                               template, text_digest)
+from reconciler.drivers.common.labels import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, label_filter, \
+    managed_labels
+from reconciler.drivers.common.probes import wait_answering
 from reconciler.drivers.swarm import engine
 from reconciler.drivers.swarm.engine import NANOS, object_name
 from reconciler.errors import DriverError
@@ -58,46 +56,31 @@ def nginx_command(config: str, linger: int) -> tuple[list[str], str]:
 
 
 # -- rendering (pure) ----------------------------------------------------------------------------
-@lru_cache(maxsize=None)
-def _template(name: str) -> jinja2.Template:
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("reconciler.drivers.swarm", "templates"),
-                                     trim_blocks=True, lstrip_blocks=True, autoescape=False,
-                                     undefined=jinja2.StrictUndefined)
-    return environment.get_template(name)
+def _service_name(record, port: int) -> dict | None:
+    service = record.outputs.get("service")
+    if not service or not record.outputs.get("instances"):
+        return None
+    return {"server": f"{service['name']}:{port}"}
 
 
 def deployment_routes(endpoint: str, records: dict) -> dict[str, dict]:
-    """The serving deployments of `endpoint` (the docker driver's choice of record: the ready
-    one, or the deposed one while a replacement is tainted) as `service:port` servers."""
-    routes = {}
-    for name, record in sorted(serving_records(endpoint, records).items()):
-        service = record.outputs.get("service")
-        if not service or not record.outputs.get("instances"):
-            continue
-        scoring = record.spec["routes"]["scoring"]
-        routes[name] = {"id": hashlib.sha256(name.encode()).hexdigest()[:10],
-                        "server": f"{service['name']}:{scoring['port']}", "scoring_path": scoring["path"],
-                        "timeout_ms": record.spec["request_settings"]["request_timeout_ms"]}
-    return routes
+    """The serving deployments of `endpoint` (the ready record, or the deposed one while a
+    replacement is tainted) as one `service:port` server each, resolved per request."""
+    return serving_routes(endpoint, records, _service_name)
 
 
 def render(spec: dict, routes: dict[str, dict], keys: dict[str, str]) -> str:
-    """nginx.conf of the gateway; as the docker driver's, with names resolved per request."""
-    traffic = [(name, percent) for name, percent in sorted(spec["traffic"].items()) if name in routes]
-    mirror = [(name, percent) for name, percent in sorted(spec["mirror_traffic"].items()) if name in routes]
-    read_timeout = max([r["timeout_ms"] for r in routes.values()] or [5000])
-    return _template("gateway.conf.j2").render(
-        endpoint=spec["name"], deployments=routes, traffic=traffic, mirror=mirror,
-        keys=[keys["primary"], keys["secondary"]], auth_required=spec["auth_mode"] == "key",
-        read_timeout_ms=read_timeout)
+    """nginx.conf of the gateway: the shared one, with names resolved per request."""
+    return render_gateway_config(spec, routes, keys, resolve_per_request=True)
 
 
 def render_edge(endpoint: str, gateway: str) -> str:
-    return _template("edge.conf.j2").render(endpoint=endpoint, gateway=gateway, port=GATEWAY_PORT)
+    return template("reconciler.drivers.swarm", "edge.conf.j2").render(endpoint=endpoint, gateway=gateway,
+                                                                        port=GATEWAY_PORT)
 
 
 def digest_of(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return text_digest(text)
 
 
 def names(stack: str, endpoint: str) -> dict[str, str]:

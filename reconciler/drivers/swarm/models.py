@@ -18,8 +18,8 @@ import docker
 from docker.errors import APIError, NotFound
 
 from reconciler.config.model_content import fingerprint
-from reconciler.drivers.base import LABEL_ADDRESS, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY
-from reconciler.drivers.docker.engine import label_filter, managed_labels
+from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY,
+                                              label_filter, managed_labels)
 from reconciler.drivers.swarm.engine import object_name
 from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
