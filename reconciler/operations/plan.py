@@ -49,14 +49,13 @@ class PlanOutcome:
 def driver_lookup(drivers: DriverLookup | None) -> DriverLookup:
     if drivers is not None:
         return drivers
-    # The lookup by name lives beside the CLI's --driver option today (cli/drivers.py); it is
-    # imported late so that planning without a refresh never loads a driver.
-    from reconciler.cli.drivers import driver_named
+    # The registry imports a driver's module (and the Docker SDK) only when it is asked for.
+    from reconciler.drivers.registry import driver_named
     return driver_named
 
 
 def choose_driver(option: str | None, configured: str, state: StateFile) -> str:
-    from reconciler.cli.drivers import choose_driver as choose
+    from reconciler.drivers.registry import choose_driver as choose
     return choose(option, configured, state)
 
 

@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parents[2] / "reconciler"
 PURE = ("reconciler.config", "reconciler.state", "reconciler.planning", "reconciler.render")
 FORBIDDEN_IN_PURE = ("reconciler.drivers", "docker", "reconciler.cli")
 SHARED_DRIVER_PACKAGES = {"common"}
+# Front ends call these; they never call a front end.
+BELOW_THE_CLI = ("reconciler.operations", "reconciler.apply", "reconciler.events", "reconciler.refresh",
+                 "reconciler.drivers")
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -50,6 +53,10 @@ def violations(modules: dict[str, tuple[str, bool]]) -> list[str]:
             for name in sorted(imported):
                 if any(_within(name, bad) for bad in FORBIDDEN_IN_PURE):
                     found.append(f"{module} -> {name} (the pure core imports no driver, docker or CLI)")
+        if any(_within(module, below) for below in BELOW_THE_CLI):
+            for name in sorted(imported):
+                if _within(name, "reconciler.cli"):
+                    found.append(f"{module} -> {name} (operations, the engine and drivers import no CLI)")
         parts = module.split(".")
         if parts[:2] == ["reconciler", "drivers"] and len(parts) > 2 and parts[2] not in SHARED_DRIVER_PACKAGES:
             own = parts[2]
@@ -78,6 +85,7 @@ def test_the_checker_catches_forbidden_imports_in_synthetic_modules():
         "reconciler.state.cli": ("from ..cli import main\n", False),
         "reconciler.config.ok": ("from reconciler.planning.diff import FieldChange\n", False),
         "reconciler.drivers.swarm.bad": ("from reconciler.drivers.docker.gateway import GATEWAY_IMAGE\n", False),
+        "reconciler.operations.bad": ("def f():\n    from reconciler.cli.drivers import driver_named\n", False),
         "reconciler.drivers.swarm.relative": ("from ..docker import engine\n", False),
         "reconciler.drivers.swarm.fine": ("from reconciler.drivers.common.labels import LABEL_ROLE\n"
                                           "from reconciler.drivers.base import Driver\n", False),
@@ -88,6 +96,9 @@ def test_the_checker_catches_forbidden_imports_in_synthetic_modules():
         "(a driver imports no other driver)",
         "reconciler.drivers.swarm.relative -> reconciler.drivers.docker (a driver imports no other driver)",
         "reconciler.drivers.swarm.relative -> reconciler.drivers.docker.engine (a driver imports no other driver)",
+        "reconciler.operations.bad -> reconciler.cli.drivers (operations, the engine and drivers import no CLI)",
+        "reconciler.operations.bad -> reconciler.cli.drivers.driver_named "
+        "(operations, the engine and drivers import no CLI)",
         "reconciler.planning.bad -> reconciler.drivers.docker.fold (the pure core imports no driver, docker or CLI)",
         "reconciler.planning.bad -> reconciler.drivers.docker.fold.LOOPBACK "
         "(the pure core imports no driver, docker or CLI)",
