@@ -13,10 +13,12 @@ from reconciler import __version__
 # written here so that listing the commands imports none of them; a unit test keeps it equal to
 # each command's own.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "apply": ("reconciler.cli.apply", "apply", "Make the engine match STACK_DIR, or carry out a saved PLANFILE exactly."),
+    "apply": ("reconciler.cli.apply", "apply",
+              "Make the engine match STACK_DIR, or carry out a saved PLANFILE exactly."),
     "destroy": ("reconciler.cli.apply", "destroy",
                 "Destroy everything STACK_DIR's state manages, in reverse dependency order."),
-    "drift": ("reconciler.cli.drift", "drift", "Report changes made outside reconciler (exit 0 none, 2 drift, 1 error)."),
+    "drift": ("reconciler.cli.drift", "drift",
+              "Report changes made outside reconciler (exit 0 none, 2 drift, 1 error)."),
     "endpoint": ("reconciler.cli.endpoint", "endpoint", "Endpoint operations that are not configuration: keys."),
     "force-unlock": ("reconciler.cli.state_cmd", "force_unlock",
                      "Remove a lock whose holder is gone (refused while it runs, unless --force)."),
