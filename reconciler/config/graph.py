@@ -69,6 +69,9 @@ class DesiredGraph:
     root: str = ""
     # From the stack settings document (`driver: swarm`); "" when the stack does not say.
     driver: str = ""
+    # What is valid but probably not meant (an endpoint that sends no live traffic): validate
+    # and plan print these; nothing refuses them.
+    warnings: tuple[Problem, ...] = field(default=())
 
     @property
     def digest(self) -> str:
@@ -104,6 +107,7 @@ class _GraphBuilder:
         self.stack_root = stack_root
         self.problems: list[Problem] = []
         self.unsupported: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
         # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
@@ -287,6 +291,13 @@ class _GraphBuilder:
             # Like `az ml online-deployment create --all-traffic` for the single-deployment how-to.
             traffic = {names[0]: 100}
         mirror = self._traffic(document, "mirror_traffic", names)
+        if names and not any(traffic.values()):
+            listing = ", ".join(names)
+            self.warnings.append(document.problem(
+                ("traffic",), f"endpoint {name!r} sends no live traffic to any of its deployments ({listing}): "
+                "a scoring request without an azureml-model-deployment header reaches none of them",
+                f"give traffic in the endpoint, e.g. `traffic: {{{names[0]}: 100}}` (as `az ml online-endpoint "
+                "update --traffic` does)"))
         if data.get("auth_mode", "key") != "key":
             self.unsupported.append(document.problem(
                 ("auth_mode",), f"auth_mode {data['auth_mode']} is not supported on a local engine",
@@ -384,5 +395,5 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     for document in endpoints.values():
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()), settings.driver)
+                         str(stack_root.resolve()), settings.driver, tuple(sorted(builder.warnings)))
     return graph, builder.problems + settings_problems
