@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
+from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
 from reconciler.config.settings import StackSettings, read_settings
@@ -214,6 +215,13 @@ class _GraphBuilder:
                     ("environment",), f"registered environment {environment!r} cannot be resolved locally",
                     "give environment: {image: ..., inference_config: ...} inline"))
             environment = {"image": environment}
+        image = environment.get("image")
+        why = image_reference_problem(image) if isinstance(image, str) and not image.startswith("azureml:") else None
+        if why:
+            self.problems.append(document.problem(
+                ("environment", "image") if isinstance(data["environment"], dict) else ("environment",),
+                f"image {image!r} {why}", "write an image reference Docker accepts, e.g. "
+                "docker.io/tensorflow/serving:latest or myregistry.azurecr.io/team/model:1"))
         if "code_configuration" in data:
             self.unsupported.append(document.problem(
                 ("code_configuration",), "code_configuration (scoring scripts) is not supported on a local engine",
