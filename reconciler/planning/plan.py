@@ -98,6 +98,8 @@ class Plan:
     # Valid but probably unintended, as `file:line: message (hint)` (an endpoint that sends no
     # live traffic): shown above the plan, never acted on.
     warnings: tuple[str, ...] = ()
+    # What the image map replaced, as "ADDRESS: FROM -> TO (rule)": shown above the plan.
+    substitutions: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -136,6 +138,7 @@ class Plan:
         # serialise as before.
         where = {"state_path": self.state_path} if self.state_path else {}
         where |= {"warnings": list(self.warnings)} if self.warnings else {}
+        where |= {"image_substitutions": list(self.substitutions)} if self.substitutions else {}
         return {"format_version": self.format_version, "stack": self.stack, "stack_dir": self.stack_dir,
                 **where, "mode": self.mode, "driver": self.driver,
                 "created_at": self.created_at, "state_lineage": self.state_lineage,
@@ -154,4 +157,5 @@ class Plan:
                    drift=tuple(Drift.from_dict(d) for d in data.get("drift", ())),
                    desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""),
                    driver=data.get("driver", "docker"), state_path=data.get("state_path", ""),
-                   warnings=tuple(data.get("warnings", ())))
+                   warnings=tuple(data.get("warnings", ())),
+                   substitutions=tuple(data.get("image_substitutions", ())))
