@@ -27,7 +27,7 @@ GATEWAY_CONTAINER_PORT = "8080"
 class Rebuilt:
     """What recover found: the records, and what it left alone or could not know."""
 
-    records: dict[str, StateRecord] = field(default_factory=dict)
+    records: dict[Address, StateRecord] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inspect: dict[str, str] = field(default_factory=dict)  # deployment address -> container to inspect
 
@@ -109,7 +109,7 @@ def imported_record(resource: DesiredResource, info: dict, state: StateFile, sta
         notes.append(f"it is {info.get('status')}: the next plan starts a new instance and removes it")
     outputs = {"instances": [instance], **_scoring_uri(spec, [instance])}
     record = StateRecord(resource.address, "docker", spec, spec_hash(spec),
-                         tuple(map(str, resource.depends_on)), status="ready",
+                         resource.depends_on, status="ready",
                          driver_ids={"generation": generation, "containers": [info["id"]]}, outputs=outputs)
     return record, notes
 
@@ -188,8 +188,8 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
             status = "tainted"
             result.notes.append(f"{address}: the model copy it mounts is gone from the store; it is marked "
                                 "tainted, so the next apply replaces it once the model is copied again")
-        result.records[address] = StateRecord(
-            address, "docker", spec, spec_hash(spec), tuple(map(str, resource.depends_on)), status=status,
+        result.records[resource.address] = StateRecord(
+            resource.address, "docker", spec, spec_hash(spec), resource.depends_on, status=status,
             driver_ids={"generation": generation, "containers": [i["id"] for i in instances]},
             outputs={"instances": instances, **_scoring_uri(spec, instances)})
     for address, items in sorted(gateways.items()):
@@ -205,8 +205,8 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
         if len(items) > 1:
             result.notes.append(f"{address}: {len(items) - 1} other gateway container(s) left unrecorded; the next "
                                 "apply removes them as orphans")
-        result.records[address] = StateRecord(
-            address, "docker", resource.spec, resource.spec_hash, tuple(map(str, resource.depends_on)),
+        result.records[resource.address] = StateRecord(
+            resource.address, "docker", resource.spec, resource.spec_hash, resource.depends_on,
             status="ready" if chosen.running and port else "tainted",
             outputs={"gateway": {"id": chosen.driver_id, "name": chosen.name, "image": chosen.attributes.get("image")},
                      "port": port, "scoring_uri": f"http://{LOOPBACK}:{port}/score" if port else None,
