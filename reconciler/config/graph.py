@@ -6,12 +6,14 @@ in `DesiredResource.spec`, normalised to what a driver will report back (no fals
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
+from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
 from reconciler.config.settings import StackSettings, read_settings
@@ -69,6 +71,9 @@ class DesiredGraph:
     root: str = ""
     # From the stack settings document (`driver: swarm`); "" when the stack does not say.
     driver: str = ""
+    # What is valid but probably not meant (an endpoint that sends no live traffic): validate
+    # and plan print these; nothing refuses them.
+    warnings: tuple[Problem, ...] = field(default=())
 
     @property
     def digest(self) -> str:
@@ -104,6 +109,7 @@ class _GraphBuilder:
         self.stack_root = stack_root
         self.problems: list[Problem] = []
         self.unsupported: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
         # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
@@ -209,6 +215,13 @@ class _GraphBuilder:
                     ("environment",), f"registered environment {environment!r} cannot be resolved locally",
                     "give environment: {image: ..., inference_config: ...} inline"))
             environment = {"image": environment}
+        image = environment.get("image")
+        why = image_reference_problem(image) if isinstance(image, str) and not image.startswith("azureml:") else None
+        if why:
+            self.problems.append(document.problem(
+                ("environment", "image") if isinstance(data["environment"], dict) else ("environment",),
+                f"image {image!r} {why}", "write an image reference Docker accepts, e.g. "
+                "docker.io/tensorflow/serving:latest or myregistry.azurecr.io/team/model:1"))
         if "code_configuration" in data:
             self.unsupported.append(document.problem(
                 ("code_configuration",), "code_configuration (scoring scripts) is not supported on a local engine",
@@ -244,8 +257,12 @@ class _GraphBuilder:
         model_spec = None
         if model is not None:
             model_resource = self.resources[model]
-            base = data.get("model_mount_path", DEFAULT_MODEL_MOUNT_BASE)
-            mount = f"{base}/{model_resource.spec['name']}/{model_resource.spec['version']}"
+            # As Azure ML mounts it: the model's folder (or file) appears inside the mount
+            # directory, which is model_mount_path when given (the public Triton example sets
+            # /models and serves its repository from there) and otherwise
+            # /var/azureml-app/azureml-models/<name>/<version>.
+            mount = data.get("model_mount_path") or \
+                f"{DEFAULT_MODEL_MOUNT_BASE}/{model_resource.spec['name']}/{model_resource.spec['version']}"
             model_spec = {"address": str(model), "content_digest": model_resource.spec["content_digest"],
                           "mount_path": mount}
             variables.setdefault("AZUREML_MODEL_DIR", mount)
@@ -287,7 +304,19 @@ class _GraphBuilder:
             # Like `az ml online-deployment create --all-traffic` for the single-deployment how-to.
             traffic = {names[0]: 100}
         mirror = self._traffic(document, "mirror_traffic", names)
-        if data.get("auth_mode", "key") != "key":
+        if names and not any(traffic.values()):
+            listing = ", ".join(names)
+            self.warnings.append(document.problem(
+                ("traffic",), f"endpoint {name!r} sends no live traffic to any of its deployments ({listing}): "
+                "a scoring request without an azureml-model-deployment header reaches none of them",
+                f"give traffic in the endpoint, e.g. `traffic: {{{names[0]}: 100}}` (as `az ml online-endpoint "
+                "update --traffic` does)"))
+        auth_mode = auth_mode_of(data.get("auth_mode", "key"))
+        if auth_mode not in AUTH_MODES:
+            self.problems.append(document.problem(
+                ("auth_mode",), f"{data['auth_mode']!r} is not one of: {', '.join(AUTH_MODES)}",
+                "use key (the gateway checks `Authorization: Bearer KEY`; see `reconciler endpoint keys`)"))
+        elif auth_mode != "key":
             self.unsupported.append(document.problem(
                 ("auth_mode",), f"auth_mode {data['auth_mode']} is not supported on a local engine",
                 "use auth_mode: key; the gateway then checks `Authorization: Bearer KEY` "
@@ -295,7 +324,7 @@ class _GraphBuilder:
         self._check_split(document, traffic, mirror)
         spec = {
             "name": name,
-            "auth_mode": data.get("auth_mode", "key"),
+            "auth_mode": auth_mode,
             "description": data.get("description", ""),
             "tags": _plain_tags(data.get("tags", {})),
             "traffic": traffic,
@@ -330,6 +359,16 @@ class _GraphBuilder:
                     ("mirror_traffic", deployment),
                     f"deployment {deployment!r} gets both live and mirrored traffic",
                     "a mirrored deployment must have 0% live traffic"))
+
+
+AUTH_MODES = ("key", "aml_token", "aad_token")
+
+
+def auth_mode_of(text: str) -> str:
+    """auth_mode as the Azure ML SDK reads it: case-insensitive, camel case turned into snake
+    case ("Key" and "KEY" -> key, "AMLToken" -> aml_token), as its StringTransformedEnum does."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", str(text)))
+    return snake.lower()
 
 
 def _env_value(value: Any) -> str:
@@ -384,5 +423,5 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     for document in endpoints.values():
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()), settings.driver)
+                         str(stack_root.resolve()), settings.driver, tuple(sorted(builder.warnings)))
     return graph, builder.problems + settings_problems
