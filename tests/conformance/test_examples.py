@@ -48,7 +48,7 @@ def test_plans(example, online, tmp_path, record):
     assert result.exit_code == 0, result.output
     assert "Plan: " in result.output and '+ deployment "' in result.output
     assert "reconciler/demo-tfserving" in result.output or not example.images
-    record(example, "plans", _warning(result.output))
+    record(example, "plans", _warning(result.output).replace(f"{stack}/", ""))
 
 
 @pytest.mark.parametrize("example", by_outcome(Refused))
