@@ -400,4 +400,10 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc("managed/managed-identities/1-sai-create-endpoint.yml"),
                    Doc("managed/managed-identities/2-sai-deployment.yml", set={"endpoint_name": "my-sai-endpoint"})),
         expect=Refused("2-sai-deployment.yml", CODE_REFUSAL, count=2)),
+    Example(
+        id="managed-identities-uai", title="managed/managed-identities (user-assigned)", script="", kind=SCRIPT,
+        stack="managed/cf-managed-identities-uai", assets="managed/managed-identities",
+        documents=(Doc("managed/managed-identities/1-uai-create-endpoint.yml"),
+                   Doc("managed/managed-identities/2-uai-deployment.yml", set={"endpoint_name": "my-uai-endpoint"})),
+        expect=Refused("2-uai-deployment.yml", CODE_REFUSAL, count=2)),
 )

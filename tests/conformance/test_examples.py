@@ -101,6 +101,11 @@ def build_with_stand_in(client, stack: Path, dockerfile: str, tag: str, tmp_path
     mapped = re.sub(r"(?im)^FROM\s+docker\.io/tensorflow/serving:latest\s*$", f"FROM {DEMO_IMAGE}", text)
     assert mapped != text, f"{dockerfile} does not start FROM docker.io/tensorflow/serving:latest"
     (context / dockerfile).write_text(mapped)
+    # The Dockerfile lays its model out as TF Serving reads it: $MODEL_BASE_PATH/$MODEL_NAME/<version>,
+    # MODEL_NAME from its ENV, MODEL_BASE_PATH TF Serving's default /models, which the stand-in shares.
+    assert re.search(r"(?m)^ENV MODEL_NAME=hpt$", text) and re.search(r"(?m)^COPY models /models\s*$", text)
+    assert (context / "models" / "hpt" / "1" / "saved_model.pb").is_file()
+    assert "MODEL_BASE_PATH=/models" in client.images.get(DEMO_IMAGE).attrs["Config"]["Env"]
     client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
                         labels={"org.reconciler.test": "conformance"}, timeout=120)
     return tag
