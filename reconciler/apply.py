@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
@@ -185,9 +186,14 @@ class Applier:
         last_still: dict[str, float] = {}
         poll = min(1.0, self.still_every)
         self._emit(ApplyStarted(len(graph.steps)))
+        ready: deque[str] = deque()
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             while sorter.is_active():
-                for step_id in sorter.get_ready():
+                ready.extend(sorter.get_ready())
+                # At most `parallelism` in flight: a step starts when it runs, and waiting on
+                # every queued future per loop would make a large apply quadratic.
+                while ready and len(running) < self.parallelism:
+                    step_id = ready.popleft()
                     step = by_id[step_id]
                     if graph.needs[step_id] & blocked:
                         blocked.add(step_id)

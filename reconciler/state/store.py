@@ -133,7 +133,8 @@ class StateStore:
         """Fold the journal into the state file (with the file before it as .backup)."""
         if self._lock_fd is None or not self.journal_path.exists():
             return
-        self._write_file(self.read())
+        # What this session wrote is known; only a journal left by a crash needs replaying.
+        self._write_file(self._on_disk if self._journal_synced and self._on_disk is not None else self.read())
 
     def _write_file(self, written: StateFile) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -298,6 +299,7 @@ def replay_journal(state: StateFile, data: bytes) -> StateFile:
     file already holds (serial not above it) are skipped; replay stops at the first line that
     is torn, corrupt, of another lineage or not the next serial: what follows it was never
     acknowledged as written."""
+    records: dict | None = None  # one copy of the records for the whole replay, made at the first entry
     for raw in data.split(b"\n")[:-1]:  # the part after the last newline is a torn write
         try:
             line = json.loads(raw)
@@ -314,7 +316,9 @@ def replay_journal(state: StateFile, data: bytes) -> StateFile:
             continue
         if serial != state.serial + 1 or (state.lineage and entry["lineage"] != state.lineage):
             break
-        records = {a: r for a, r in state.records.items() if a not in removed}
+        records = dict(state.records) if records is None else records
+        for address in removed:
+            records.pop(address, None)
         records.update(put)
-        state = dataclasses.replace(state, serial=serial, lineage=entry["lineage"], records=records)
-    return state
+        state = StateFile(state.stack, entry["lineage"], serial, state.records, state.format_version)
+    return state if records is None else dataclasses.replace(state, records=records)
