@@ -18,12 +18,12 @@ variant is run only up to --whole-max (it is quadratic: 57 s at 1,000 on this ma
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks_md import replace_section
 from reconciler.addresses import Address
 from reconciler.apply import Applier
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
@@ -33,7 +33,6 @@ from reconciler.state.model import StateRecord
 from reconciler.state.store import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Apply engine, no-op driver (issue 16)"
 STACK = "bench"
 
@@ -142,10 +141,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        current = BENCHMARKS.read_text()
-        pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        updated = pattern.sub(text + "\n", current) if pattern.search(current) else current.rstrip() + "\n\n" + text
-        BENCHMARKS.write_text(updated)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -23,8 +22,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks_md import replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Start-up and the model fingerprint cache (issue 16)"
 RECONCILER = [sys.executable, "-m", "reconciler"]
 
@@ -96,10 +96,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
-        current = BENCHMARKS.read_text()
-        pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-        updated = pattern.sub(text + "\n", current) if pattern.search(current) else current.rstrip() + "\n\n" + text
-        BENCHMARKS.write_text(updated)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

@@ -105,6 +105,19 @@ def _resource(address: Address, spec: dict, depends_on, document: Document, path
                            f"{document.file}:{document.line_of(path)}")
 
 
+def asset_key(reference: str, known) -> tuple[str, tuple[str, str] | None]:
+    """The name an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference asks for, and the
+    (name, version) among `known` it resolves to (None: not there). `@latest` is the highest
+    version: numeric ones by number, after them the others by text."""
+    body = reference.removeprefix("azureml:")
+    if body.endswith("@latest"):
+        name = body.removesuffix("@latest")
+        versions = sorted((v for (n, v) in known if n == name), key=_version_key)
+        return name, ((name, versions[-1]) if versions else None)
+    name, _, version = body.partition(":")
+    return name, ((name, version) if (name, version) in known else None)
+
+
 def _version_key(version: str):
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
@@ -180,19 +193,11 @@ class _GraphBuilder:
                 "engine cannot reach", "download its files (`az ml model download`), add a model YAML "
                 "(name, version, path) to the stack and refer to it as azureml:NAME:VERSION"))
             return None
-        body = reference.removeprefix("azureml:")
-        if body.endswith("@latest"):
-            name = body.removesuffix("@latest")
-            versions = sorted((v for (n, v) in self.models if n == name), key=_version_key)
-            if not versions:
-                self._unknown_model(document, reference, name)
-                return None
-            return model_address(name, versions[-1])
-        name, _, version = body.partition(":")
-        if (name, version) not in self.models:
+        name, key = asset_key(reference, self.models)
+        if key is None:
             self._unknown_model(document, reference, name)
             return None
-        return model_address(name, version)
+        return model_address(*key)
 
     # -- environments --------------------------------------------------------------------
     def add_environment(self, document: Document) -> None:
@@ -224,14 +229,7 @@ class _GraphBuilder:
                 "referred to as azureml:NAME:VERSION; curated environments name their image and conda file in "
                 "the Azure ML docs"))
             return None
-        body = reference.removeprefix("azureml:")
-        if body.endswith("@latest"):
-            name = body.removesuffix("@latest")
-            versions = sorted((v for (n, v) in self.environments if n == name), key=_version_key)
-            key = (name, versions[-1]) if versions else None
-        else:
-            name, _, version = body.partition(":")
-            key = (name, version) if (name, version) in self.environments else None
+        name, key = asset_key(reference, self.environments)
         if key is None:
             known = sorted(f"azureml:{n}:{v}" for (n, v) in self.environments)
             curated = name.lower().startswith("azureml-")
