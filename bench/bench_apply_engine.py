@@ -61,7 +61,7 @@ class NoOpDriver:
 class WholeFileStore(StateStore):
     """Every step a whole-file write, as the engine did before the journal."""
 
-    def write_step(self, state):
+    def write_step(self, state, changed=None):
         return self.write(state)
 
 
