@@ -37,6 +37,12 @@ def load_desired(stack_dir, var_assignments, vars_file):
     return load_stack(Path(stack_dir), stack_variables(var_assignments, vars_file))
 
 
+def echo_warnings(warnings) -> None:
+    """Valid but probably unintended (file:line: ...), on stderr so that stdout stays the result."""
+    for problem in warnings:
+        click.echo(f"Warning: {problem}", err=True)
+
+
 def use_color() -> bool:
     # no-color.org: NO_COLOR disables colour when present and not empty.
     return not os.environ.get("NO_COLOR") and sys.stdout.isatty()

@@ -6,6 +6,7 @@ in `DesiredResource.spec`, normalised to what a driver will report back (no fals
 from __future__ import annotations
 
 import hashlib
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,9 @@ class DesiredGraph:
     root: str = ""
     # From the stack settings document (`driver: swarm`); "" when the stack does not say.
     driver: str = ""
+    # What is valid but probably not meant (an endpoint that sends no live traffic): validate
+    # and plan print these; nothing refuses them.
+    warnings: tuple[Problem, ...] = field(default=())
 
     @property
     def digest(self) -> str:
@@ -108,6 +112,7 @@ class _GraphBuilder:
         self.stack_root = stack_root
         self.problems: list[Problem] = []
         self.unsupported: list[Problem] = []
+        self.warnings: list[Problem] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
         # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
@@ -248,8 +253,12 @@ class _GraphBuilder:
         model_spec = None
         if model is not None:
             model_resource = self.resources[model]
-            base = data.get("model_mount_path", DEFAULT_MODEL_MOUNT_BASE)
-            mount = f"{base}/{model_resource.spec['name']}/{model_resource.spec['version']}"
+            # As Azure ML mounts it: the model's folder (or file) appears inside the mount
+            # directory, which is model_mount_path when given (the public Triton example sets
+            # /models and serves its repository from there) and otherwise
+            # /var/azureml-app/azureml-models/<name>/<version>.
+            mount = data.get("model_mount_path") or \
+                f"{DEFAULT_MODEL_MOUNT_BASE}/{model_resource.spec['name']}/{model_resource.spec['version']}"
             model_spec = {"address": str(model), "content_digest": model_resource.spec["content_digest"],
                           "mount_path": mount}
             variables.setdefault("AZUREML_MODEL_DIR", mount)
@@ -293,7 +302,19 @@ class _GraphBuilder:
             # Like `az ml online-deployment create --all-traffic` for the single-deployment how-to.
             traffic = {names[0]: 100}
         mirror = self._traffic(document, "mirror_traffic", names)
-        if data.get("auth_mode", "key") != "key":
+        if names and not any(traffic.values()):
+            listing = ", ".join(names)
+            self.warnings.append(document.problem(
+                ("traffic",), f"endpoint {name!r} sends no live traffic to any of its deployments ({listing}): "
+                "a scoring request without an azureml-model-deployment header reaches none of them",
+                f"give traffic in the endpoint, e.g. `traffic: {{{names[0]}: 100}}` (as `az ml online-endpoint "
+                "update --traffic` does)"))
+        auth_mode = auth_mode_of(data.get("auth_mode", "key"))
+        if auth_mode not in AUTH_MODES:
+            self.problems.append(document.problem(
+                ("auth_mode",), f"{data['auth_mode']!r} is not one of: {', '.join(AUTH_MODES)}",
+                "use key (the gateway checks `Authorization: Bearer KEY`; see `reconciler endpoint keys`)"))
+        elif auth_mode != "key":
             self.unsupported.append(document.problem(
                 ("auth_mode",), f"auth_mode {data['auth_mode']} is not supported on a local engine",
                 "use auth_mode: key; the gateway then checks `Authorization: Bearer KEY` "
@@ -301,7 +322,7 @@ class _GraphBuilder:
         self._check_split(document, traffic, mirror)
         spec = {
             "name": name,
-            "auth_mode": data.get("auth_mode", "key"),
+            "auth_mode": auth_mode,
             "description": data.get("description", ""),
             "tags": _plain_tags(data.get("tags", {})),
             "traffic": traffic,
@@ -336,6 +357,16 @@ class _GraphBuilder:
                     ("mirror_traffic", deployment),
                     f"deployment {deployment!r} gets both live and mirrored traffic",
                     "a mirrored deployment must have 0% live traffic"))
+
+
+AUTH_MODES = ("key", "aml_token", "aad_token")
+
+
+def auth_mode_of(text: str) -> str:
+    """auth_mode as the Azure ML SDK reads it: case-insensitive, camel case turned into snake
+    case ("Key" and "KEY" -> key, "AMLToken" -> aml_token), as its StringTransformedEnum does."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", str(text)))
+    return snake.lower()
 
 
 def _env_value(value: Any) -> str:
@@ -390,5 +421,5 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     for document in endpoints.values():
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()), settings.driver)
+                         str(stack_root.resolve()), settings.driver, tuple(sorted(builder.warnings)))
     return graph, builder.problems + settings_problems
