@@ -91,7 +91,7 @@ def test_deployment_and_gateway_run_hardened(stack, tmp_path, docker_client):
     engine_cpus = docker_client.info()["NCPU"]
     deployment = deployment_container(stack).attrs
     host = deployment["HostConfig"]
-    assert deployment["Config"]["User"] not in ("", "0", "root", "0:0")
+    assert deployment["Config"]["User"] not in ("", "0", "root", "0:0"), f"{DEMO_IMAGE} runs as root: rebuild it (images/build.sh)"
     assert host["CapDrop"] == ["ALL"] and host["CapAdd"] == ["NET_BIND_SERVICE"]
     assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
     assert "no-new-privileges:true" in host["SecurityOpt"]
