@@ -23,8 +23,12 @@ def validate(stack_dir, var_assignments, vars_file, as_json):
     counts = {kind: len(graph.by_kind(kind)) for kind in ("endpoint", "deployment", "model")}
     if as_json:
         click.echo(json.dumps({"valid": True, "stack": graph.stack, "resources": counts,
-                               "warnings": [p.to_dict() for p in graph.warnings]}, indent=2))
+                               "warnings": [p.to_dict() for p in graph.warnings],
+                               "ignored": [{"file": i.file, "line": i.line, "reason": i.reason}
+                                           for i in graph.ignored]}, indent=2))
         return
     echo_warnings(graph.warnings)
+    for item in graph.ignored:
+        click.echo(f"Ignored: {item}", err=True)
     click.echo(f"Stack {graph.stack} is valid: {counts['endpoint']} endpoint(s), "
                f"{counts['deployment']} deployment(s), {counts['model']} model(s).")

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
+from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
 from reconciler.config.settings import StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
+# Azure ML gives a model or environment created without a version the next free one; locally
+# there is no registry to count in, so the rule is fixed: version 1 (a second one of the same
+# name and no version is a duplicate, and says so).
+DEFAULT_ASSET_VERSION = "1"
 # Azure ML's documented defaults for ProbeSettings and OnlineRequestSettings.
 PROBE_DEFAULTS = {"initial_delay": 10, "period": 10, "timeout": 2, "failure_threshold": 30, "success_threshold": 1}
 REQUEST_DEFAULTS = {"request_timeout_ms": 5000, "max_concurrent_requests_per_instance": 1, "max_queue_wait_ms": 500}
@@ -77,6 +82,9 @@ class DesiredGraph:
     # What is valid but probably not meant (an endpoint that sends no live traffic): validate
     # and plan print these; nothing refuses them.
     warnings: tuple[Problem, ...] = field(default=())
+    # YAML files of the stack directory that hold no stack document (conda files, tool
+    # configs, Azure ML documents of other kinds): loader.Ignored entries, for validate to list.
+    ignored: tuple = field(default=())
 
     @property
     def digest(self) -> str:
@@ -115,6 +123,7 @@ class _GraphBuilder:
         self.warnings: list[Problem] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
+        self.environments: dict[tuple[str, str], Document] = {}
         # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
         self.deployments_of: dict[str, list[Address]] = {}
 
@@ -163,6 +172,12 @@ class _GraphBuilder:
         return address
 
     def resolve_model_reference(self, document: Document, reference: str) -> Address | None:
+        if reference.startswith("azureml://"):
+            self.problems.append(document.problem(
+                ("model",), f"model {reference!r} is in an Azure ML registry or workspace, which a local "
+                "engine cannot reach", "download its files (`az ml model download`), add a model YAML "
+                "(name, version, path) to the stack and refer to it as azureml:NAME:VERSION"))
+            return None
         body = reference.removeprefix("azureml:")
         if body.endswith("@latest"):
             name = body.removesuffix("@latest")
@@ -176,6 +191,62 @@ class _GraphBuilder:
             self._unknown_model(document, reference, name)
             return None
         return model_address(name, version)
+
+    # -- environments --------------------------------------------------------------------
+    def add_environment(self, document: Document) -> None:
+        data = document.data
+        key = (str(data["name"]), str(data.get("version", DEFAULT_ASSET_VERSION)))
+        if key in self.environments:
+            first = self.environments[key]
+            self.problems.append(document.problem(
+                ("name",), f"environment {key[0]}:{key[1]} is defined twice",
+                f"the first one is at {first.file}:{first.line_of(('name',))}; remove one or give it a new version"))
+            return
+        if not data.get("image") and not data.get("build"):
+            self.problems.append(document.problem(
+                (), f"environment {key[0]}:{key[1]} has neither image nor build",
+                "give `image:` (a base image, with `conda_file:` for packages) or `build: {path: ...}`"))
+        if data.get("image") and data.get("build"):
+            self.problems.append(document.problem(
+                ("build",), f"environment {key[0]}:{key[1]} has both image and build",
+                "keep one: `image:` for a ready image, `build:` to build one from a Docker context"))
+        self.environments[key] = document
+
+    def resolve_environment(self, document: Document, reference: str) -> dict | None:
+        """The environment an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference names,
+        as an inline environment; None (reported) when the stack has no such document."""
+        if reference.startswith("azureml://"):
+            self.problems.append(document.problem(
+                ("environment",), f"environment {reference!r} is in an Azure ML registry, which a local engine "
+                "cannot reach", "define it in the stack: an environment YAML with its image (and conda_file), "
+                "referred to as azureml:NAME:VERSION; curated environments name their image and conda file in "
+                "the Azure ML docs"))
+            return None
+        body = reference.removeprefix("azureml:")
+        if body.endswith("@latest"):
+            name = body.removesuffix("@latest")
+            versions = sorted((v for (n, v) in self.environments if n == name), key=_version_key)
+            key = (name, versions[-1]) if versions else None
+        else:
+            name, _, version = body.partition(":")
+            key = (name, version) if (name, version) in self.environments else None
+        if key is None:
+            known = sorted(f"azureml:{n}:{v}" for (n, v) in self.environments)
+            curated = name.lower().startswith("azureml-")
+            hint = ("curated environments live in Azure ML: define one in the stack instead (an environment "
+                    "YAML with the curated environment's image and conda file, e.g. image: "
+                    "mcr.microsoft.com/azureml/<image>:latest) and refer to it as azureml:NAME:VERSION") if curated \
+                else (f"environments in this stack: {', '.join(known)}" if known else
+                      f"add an environment YAML (name: {name}, version, image) to the stack")
+            what = "a curated Azure ML environment, not defined in this stack" if curated else "not defined in this stack"
+            self.problems.append(document.problem(("environment",), f"environment {reference!r} is {what}", hint))
+            return None
+        environment = self.environments[key]
+        data = environment.data
+        inline = {k: data[k] for k in ("image", "conda_file", "build", "inference_config") if k in data}
+        if "conda_file" in inline:
+            inline["conda_file"] = str((environment.directory / inline["conda_file"]))
+        return inline
 
     def _unknown_model(self, document: Document, reference: str, name: str) -> None:
         if ("model", name) in self.invalid_names:
@@ -214,10 +285,24 @@ class _GraphBuilder:
         environment = data["environment"]
         if isinstance(environment, str):
             if environment.startswith("azureml:"):
-                self.unsupported.append(document.problem(
-                    ("environment",), f"registered environment {environment!r} cannot be resolved locally",
-                    "give environment: {image: ..., inference_config: ...} inline"))
-            environment = {"image": environment}
+                environment = self.resolve_environment(document, environment)
+                if environment is None:
+                    self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+                    return
+            else:
+                environment = {"image": environment}
+        if environment.get("conda_file"):
+            self.unsupported.append(document.problem(
+                ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",),
+                "building an image from a conda file is not supported on a local engine yet",
+                "give an image that already has the packages (environment.image without conda_file)"))
+        image = environment.get("image")
+        why = image_reference_problem(image) if isinstance(image, str) and not image.startswith("azureml:") else None
+        if why:
+            self.problems.append(document.problem(
+                ("environment", "image") if isinstance(data["environment"], dict) else ("environment",),
+                f"image {image!r} {why}", "write an image reference Docker accepts, e.g. "
+                "docker.io/tensorflow/serving:latest or myregistry.azurecr.io/team/model:1"))
         if "code_configuration" in data:
             self.unsupported.append(document.problem(
                 ("code_configuration",), "code_configuration (scoring scripts) is not supported on a local engine",
@@ -398,7 +483,9 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     for document in documents:
         if document.kind == "model":
             builder.add_model(document, (), document.data, str(document.data["name"]),
-                              str(document.data["version"]))
+                              str(document.data.get("version", DEFAULT_ASSET_VERSION)))
+        elif document.kind == "environment":
+            builder.add_environment(document)
         elif document.kind == "endpoint":
             name = document.data["name"]
             same_but_case = next((other for other in endpoints if other.lower() == name.lower()), None)

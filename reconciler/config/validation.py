@@ -25,6 +25,7 @@ SCHEMA_FILES = {
     "endpoint": "managedOnlineEndpoint.schema.json",
     "deployment": "managedOnlineDeployment.schema.json",
     "model": "model.schema.json",
+    "environment": "environment.schema.json",
     "stack": "reconcilerStack.schema.json",
 }
 
