@@ -5,6 +5,7 @@ in `DesiredResource.spec`, normalised to what a driver will report back (no fals
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import json
@@ -16,7 +17,8 @@ from reconciler.addresses import Address, deployment_address, endpoint_address, 
 from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
-from reconciler.config.settings import StackSettings, read_settings
+from reconciler.config.image_map import substitute
+from reconciler.config.settings import LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
@@ -85,6 +87,8 @@ class DesiredGraph:
     # YAML files of the stack directory that hold no stack document (conda files, tool
     # configs, Azure ML documents of other kinds): loader.Ignored entries, for validate to list.
     ignored: tuple = field(default=())
+    # "ADDRESS: FROM -> TO (rule)" for every image the image map replaced; plans show them.
+    substitutions: tuple[str, ...] = field(default=())
 
     @property
     def digest(self) -> str:
@@ -121,6 +125,7 @@ class _GraphBuilder:
         self.problems: list[Problem] = []
         self.unsupported: list[Problem] = []
         self.warnings: list[Problem] = []
+        self.substitutions: list[str] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
         self.environments: dict[tuple[str, str], Document] = {}
@@ -155,7 +160,8 @@ class _GraphBuilder:
             self.problems.append(document.problem(
                 path + (path_key,), f"model path {model_path!r} {error}",
                 f"resolved to {resolved}; model paths are relative to the YAML file and must stay inside "
-                f"the stack directory {self.stack_root}"))
+                f"{self.stack_root} (to share a folder above the stack, name it as the root: `--root DIR` or "
+                "`root:` in the stack settings)"))
             return None
         spec = {
             "name": name,
@@ -297,6 +303,12 @@ class _GraphBuilder:
                 "building an image from a conda file is not supported on a local engine yet",
                 "give an image that already has the packages (environment.image without conda_file)"))
         image = environment.get("image")
+        if isinstance(image, str) and self.settings.images:
+            mapped, rule = substitute(image, self.settings.images)
+            if rule is not None and mapped != image:
+                self.substitutions.append(f"{address}: {image} -> {mapped} ({rule.describe()})")
+                environment = {**environment, "image": mapped}
+                image = mapped
         why = image_reference_problem(image) if isinstance(image, str) and not image.startswith("azureml:") else None
         if why:
             self.problems.append(document.problem(
@@ -464,6 +476,23 @@ def _plain_tags(tags: dict) -> dict[str, str]:
     return {str(k): _env_value(v) for k, v in sorted(tags.items())}
 
 
+def paths_root(stack_dir: Path, option: Path | None, settings: StackSettings) -> tuple[Path, list[Problem]]:
+    """The folder model and code paths may lead into: `--root`, else the settings' `root`,
+    else the stack directory itself. It must contain the stack directory."""
+    stack_dir = stack_dir.resolve()
+    root = option.resolve() if option is not None else settings.root or stack_dir
+    if stack_dir.is_relative_to(root):
+        return root, []
+    where = "--root" if option is not None else "root"
+    problem = Problem(str(stack_dir), 0, "", f"{where} {root} does not contain the stack directory",
+                      "name a folder above the stack directory (paths may lead out of the stack only into it)")
+    if option is None and settings.root_source:
+        document, path = settings.root_source
+        problem = document.problem(path, f"root {root} does not contain the stack directory {stack_dir}",
+                                   "name a folder above the stack directory, relative to this file (e.g. ../..)")
+    return stack_dir, [problem]
+
+
 def declared_name(document: Document) -> tuple[str, str] | None:
     """What a document, valid or not, says it defines; used to avoid knock-on errors."""
     data = document.data
@@ -475,10 +504,15 @@ def declared_name(document: Document) -> tuple[str, str] | None:
 
 
 def build_graph(stack: str, stack_root: Path, documents: list[Document],
-                invalid: list[Document] = ()) -> tuple[DesiredGraph, list[Problem]]:
-    """Schema-valid documents -> DesiredGraph plus every cross-document problem."""
+                invalid: list[Document] = (), options: LoadOptions = LoadOptions()) -> tuple[DesiredGraph, list[Problem]]:
+    """Schema-valid documents -> DesiredGraph plus every cross-document problem.
+    `stack_root` is the stack directory; paths may lead out of it only into the root the
+    command line or the stack settings name."""
     settings, settings_problems = read_settings([d for d in documents if d.kind == "stack"])
-    builder = _GraphBuilder(stack, stack_root, frozenset(filter(None, map(declared_name, invalid))), settings)
+    root, root_problems = paths_root(stack_root, options.root, settings)
+    settings_problems += root_problems
+    settings = dataclasses.replace(settings, images=options.images + settings.images)
+    builder = _GraphBuilder(stack, root, frozenset(filter(None, map(declared_name, invalid))), settings)
     endpoints: dict[str, Document] = {}
     for document in documents:
         if document.kind == "model":
@@ -508,5 +542,6 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     for document in endpoints.values():
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()), settings.driver, tuple(sorted(builder.warnings)))
+                         str(root), settings.driver, tuple(sorted(builder.warnings)),
+                         substitutions=tuple(builder.substitutions))
     return graph, builder.problems + settings_problems

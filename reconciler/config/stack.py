@@ -6,6 +6,7 @@ from pathlib import Path
 
 from reconciler.config.graph import DesiredGraph, build_graph
 from reconciler.config.loader import load_stack_documents
+from reconciler.config.settings import LoadOptions
 from reconciler.config.validation import validate_document
 from reconciler.errors import Problem, ReconcilerError, StackInvalid
 
@@ -14,7 +15,8 @@ def stack_name(stack_dir: Path) -> str:
     return stack_dir.resolve().name
 
 
-def load_stack(stack_dir: Path | str, variables: dict[str, str] | None = None) -> DesiredGraph:
+def load_stack(stack_dir: Path | str, variables: dict[str, str] | None = None,
+               options: LoadOptions = LoadOptions()) -> DesiredGraph:
     """Load and check a stack; raises StackInvalid listing every problem, file:line first."""
     stack_dir = Path(stack_dir)
     if not stack_dir.is_dir():
@@ -32,7 +34,7 @@ def load_stack(stack_dir: Path | str, variables: dict[str, str] | None = None) -
         problems.append(Problem(str(stack_dir), 0, "", "no Azure ML endpoint, deployment or model documents found"
                                 + (f" ({len(ignored)} other YAML document(s) ignored)" if ignored else ""),
                                 "put endpoint, deployment and model YAML files in the stack directory"))
-    graph, graph_problems = build_graph(stack_name(stack_dir), stack_dir, valid, invalid + unfilled)
+    graph, graph_problems = build_graph(stack_name(stack_dir), stack_dir, valid, invalid + unfilled, options)
     problems.extend(graph_problems)
     if problems:
         raise StackInvalid(problems)
