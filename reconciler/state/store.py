@@ -104,19 +104,20 @@ class StateStore:
         self._write_file(written)
         return written
 
-    def write_step(self, state: StateFile) -> StateFile:
+    def write_step(self, state: StateFile, changed=None) -> StateFile:
         """Persist `state` (serial + 1) durably by appending what changed since the last write
         to the journal: one fsync'd line instead of a whole file with backup, so an apply of N
         steps writes O(N) bytes, not O(N^2). The first write of a lock session, and any state
         of another lineage, is a whole-file write. `checkpoint` (called by unlock) folds the
-        journal into the file."""
+        journal into the file. `changed`: the addresses this step put or removed, when the
+        caller knows them (the apply engine does); otherwise every record is compared."""
         self._require_lock()
         written = dataclasses.replace(state.ensure_lineage(), serial=state.serial + 1)
         base = self._on_disk
         if base is None or base.lineage != written.lineage or base.serial != state.serial:
             self._write_file(written)
             return written
-        line = journal_line(base, written)
+        line = journal_line(base, written, changed)
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line)
@@ -284,11 +285,17 @@ def _fsync_directory(directory_path: Path) -> None:
 
 
 # -- the journal (pure) ------------------------------------------------------------------------
-def journal_line(before: StateFile, after: StateFile) -> bytes:
-    """One line: the records `after` puts or removes relative to `before`, its serial and
-    lineage, and a checksum, so that a line torn by a crash is recognised and ignored."""
-    put = {str(a): r.to_dict() for a, r in after.records.items() if before.records.get(a) is not r}
-    removed = [str(a) for a in sorted(set(before.records) - set(after.records))]
+def journal_line(before: StateFile, after: StateFile, changed=None) -> bytes:
+    """One line: the records `after` puts or removes relative to `before` (only among
+    `changed` when given: O(step) instead of O(state)), its serial and lineage, and a checksum,
+    so that a line torn by a crash is recognised and ignored."""
+    if changed is None:
+        put = {str(a): r.to_dict() for a, r in after.records.items() if before.records.get(a) is not r}
+        removed = [str(a) for a in sorted(set(before.records) - set(after.records))]
+    else:
+        put = {str(a): after.records[a].to_dict() for a in changed
+               if a in after.records and before.records.get(a) is not after.records[a]}
+        removed = [str(a) for a in sorted(changed) if a in before.records and a not in after.records]
     body = json.dumps({"serial": after.serial, "lineage": after.lineage, "put": put, "remove": removed},
                       sort_keys=True, separators=(",", ":"))
     return (json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "entry": body}) + "\n").encode()
