@@ -53,6 +53,10 @@ DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "memory": None,
     "restart_policy": "unless-stopped",
     "plain_environment_variables": [],
+    # Hardening (docker driver): no published ports unless asked for debugging, and a read-only
+    # root filesystem (a tmpfs on /tmp) unless the image needs to write elsewhere.
+    "publish_ports": False,
+    "read_only_root_filesystem": True,
 }
 
 
@@ -377,6 +381,8 @@ class _GraphBuilder:
             "restart_policy": local.get("restart_policy", default["restart_policy"]),
             "plain_environment_variables": [name for name in self.settings.plain_environment_variables
                                             if name in variables],
+            "publish_ports": local.get("publish_ports", default["publish_ports"]),
+            "read_only_root_filesystem": local.get("read_only_root_filesystem", default["read_only_root_filesystem"]),
         }
 
     # -- endpoints -----------------------------------------------------------------------
