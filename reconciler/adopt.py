@@ -17,7 +17,8 @@ from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, 
                                               LABEL_SPEC_HASH, LABEL_STACK, MANAGED_BY)
 from reconciler.errors import ReconcilerError
 from reconciler.planning.diff import field_changes
-from reconciler.drivers.docker.fold import LOOPBACK, Observed, env_view, model_view, public_ports, store_dir_of
+from reconciler.drivers.docker.fold import (LOOPBACK, Observed, env_view, model_view, public_ports, scoring_uri,
+                                            store_dir_of)
 from reconciler.state.model import StateFile, StateRecord
 
 GATEWAY_CONTAINER_PORT = "8080"
@@ -44,10 +45,9 @@ def observed_spec(resource: DesiredResource, info: dict, store_dir: str | None, 
 
 
 def _scoring_uri(spec: dict, instances: list[dict]) -> dict:
-    route = (spec.get("routes") or {}).get("scoring")
-    if instances and route and str(route["port"]) in instances[0]["ports"]:
-        return {"scoring_uri": f"http://{LOOPBACK}:{instances[0]['ports'][str(route['port'])]}{route['path']}"}
-    return {}
+    # As apply records it (docker fold.scoring_uri): loopback only when the port is published.
+    uri = scoring_uri(spec, instances[0]) if instances else None
+    return {"scoring_uri": uri} if uri else {}
 
 
 # -- import ------------------------------------------------------------------------------------

@@ -53,6 +53,10 @@ DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "memory": None,
     "restart_policy": "unless-stopped",
     "plain_environment_variables": [],
+    # Hardening (docker driver): no published ports unless asked for debugging, and a read-only
+    # root filesystem (a tmpfs on /tmp) unless the image needs to write elsewhere.
+    "publish_ports": False,
+    "read_only_root_filesystem": True,
 }
 
 
@@ -103,6 +107,19 @@ def spec_hash(spec: Any) -> str:
 def _resource(address: Address, spec: dict, depends_on, document: Document, path=()) -> DesiredResource:
     return DesiredResource(address, spec, spec_hash(spec), tuple(sorted(set(depends_on))),
                            f"{document.file}:{document.line_of(path)}")
+
+
+def asset_key(reference: str, known) -> tuple[str, tuple[str, str] | None]:
+    """The name an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference asks for, and the
+    (name, version) among `known` it resolves to (None: not there). `@latest` is the highest
+    version: numeric ones by number, after them the others by text."""
+    body = reference.removeprefix("azureml:")
+    if body.endswith("@latest"):
+        name = body.removesuffix("@latest")
+        versions = sorted((v for (n, v) in known if n == name), key=_version_key)
+        return name, ((name, versions[-1]) if versions else None)
+    name, _, version = body.partition(":")
+    return name, ((name, version) if (name, version) in known else None)
 
 
 def _version_key(version: str):
@@ -180,19 +197,11 @@ class _GraphBuilder:
                 "engine cannot reach", "download its files (`az ml model download`), add a model YAML "
                 "(name, version, path) to the stack and refer to it as azureml:NAME:VERSION"))
             return None
-        body = reference.removeprefix("azureml:")
-        if body.endswith("@latest"):
-            name = body.removesuffix("@latest")
-            versions = sorted((v for (n, v) in self.models if n == name), key=_version_key)
-            if not versions:
-                self._unknown_model(document, reference, name)
-                return None
-            return model_address(name, versions[-1])
-        name, _, version = body.partition(":")
-        if (name, version) not in self.models:
+        name, key = asset_key(reference, self.models)
+        if key is None:
             self._unknown_model(document, reference, name)
             return None
-        return model_address(name, version)
+        return model_address(*key)
 
     # -- environments --------------------------------------------------------------------
     def add_environment(self, document: Document) -> None:
@@ -224,14 +233,7 @@ class _GraphBuilder:
                 "referred to as azureml:NAME:VERSION; curated environments name their image and conda file in "
                 "the Azure ML docs"))
             return None
-        body = reference.removeprefix("azureml:")
-        if body.endswith("@latest"):
-            name = body.removesuffix("@latest")
-            versions = sorted((v for (n, v) in self.environments if n == name), key=_version_key)
-            key = (name, versions[-1]) if versions else None
-        else:
-            name, _, version = body.partition(":")
-            key = (name, version) if (name, version) in self.environments else None
+        name, key = asset_key(reference, self.environments)
         if key is None:
             known = sorted(f"azureml:{n}:{v}" for (n, v) in self.environments)
             curated = name.lower().startswith("azureml-")
@@ -379,6 +381,8 @@ class _GraphBuilder:
             "restart_policy": local.get("restart_policy", default["restart_policy"]),
             "plain_environment_variables": [name for name in self.settings.plain_environment_variables
                                             if name in variables],
+            "publish_ports": local.get("publish_ports", default["publish_ports"]),
+            "read_only_root_filesystem": local.get("read_only_root_filesystem", default["read_only_root_filesystem"]),
         }
 
     # -- endpoints -----------------------------------------------------------------------

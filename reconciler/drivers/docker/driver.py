@@ -34,6 +34,16 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         super().__init__(client)
         self._inspector_instance: observe.Inspector | None = None  # per driver: caches image ENV
+        self._engine_cpus: int | None = None
+
+    def engine_cpus(self) -> int:
+        """The engine's CPU count (Docker refuses a container more CPUs than it has); 0: unknown."""
+        if self._engine_cpus is None:
+            try:
+                self._engine_cpus = int(self.client.info().get("NCPU") or 0)
+            except (docker.errors.APIError, ValueError, TypeError):
+                self._engine_cpus = 0
+        return self._engine_cpus
 
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
@@ -123,12 +133,15 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             started = []
             for index in indexes:
                 instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
-                                                   generation, index, model_dir)
+                                                   generation, index, model_dir, engine_cpus=self.engine_cpus())
                 instances.append(instance)
                 started.append(instance)
             for instance in started:
                 containers.wait_ready(self.client, ctx, spec, instance)
         except DriverError as error:
+            # Tainted, so the next apply replaces them; stopped meanwhile, not restart-looping.
+            for instance in started:
+                containers.stop_failed(self.client, instance)
             raise StepFailed(error, _with_instances(record, instances, "tainted")) from error
         return _with_instances(record, instances, "ready")
 
@@ -211,7 +224,6 @@ def _with_instances(record: StateRecord, instances: list[dict], status: str) -> 
     instances = sorted(instances, key=lambda i: i["instance"])
     outputs = {**record.outputs, "instances": instances}
     if instances:
-        route = record.spec["routes"]["scoring"]
-        outputs["scoring_uri"] = f"http://127.0.0.1:{instances[0]['ports'][str(route['port'])]}{route['path']}"
+        outputs["scoring_uri"] = docker_fold.scoring_uri(record.spec, instances[0])
     driver_ids = {**record.driver_ids, "containers": [i["id"] for i in instances]}
     return dataclasses.replace(record, outputs=outputs, driver_ids=driver_ids, status=status)

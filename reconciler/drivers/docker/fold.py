@@ -2,8 +2,13 @@
 and drift. Pure (DockerDriver.read does the reading; see observe.py).
 
 Drift is expressed as state the planner already understands:
-  * a missing or stopped (exited, restarting, paused, ...) instance lowers the observed
-    instance_count, so apply scales back up; a stopped container becomes a stray (an orphan);
+  * a missing or stopped (exited, paused, ...) instance lowers the observed instance_count, so
+    apply scales back up; a stopped container becomes a stray (an orphan);
+  * a crash-looping instance (status "restarting", or running but restarted by its restart
+    policy a short while ago: inspect's RestartCount) stays its deployment's, as a
+    "crashlooping" drift that replaces the deployment;
+  * deployment ports are not published (unless `local.publish_ports`): an instance records the
+    host ports it was given, none by default, and any other binding is drift;
   * a container of ours that no record owns is a stray, which the shared core records as an
     `<address>~orphan-<id>` record that apply deletes (deployment and gateway containers alike);
   * changed model files change the observed content_digest: the model and what mounts it are
@@ -47,7 +52,9 @@ class Observed:
     image (the reference the engine reports: the name, or the image id once that name
     points at another image), image_id, role, generation, instance, spec_hash,
     ports {"8501": ["127.0.0.1:32768"]} (published bindings by container port; "/udp" suffix
-    for non-TCP), mounts [{"source", "destination", "read_only"}] sorted by destination.
+    for non-TCP), mounts [{"source", "destination", "read_only"}] sorted by destination,
+    recently_restarted (running, but started well after it was created, a short while ago:
+    whether a restart policy brought it back is for inspect's restart_count to tell).
     """
 
     address: str
@@ -93,11 +100,24 @@ def adopted_ids(state: StateFile, listed: list[Observed]) -> list[str]:
 
 # -- comparisons -------------------------------------------------------------------------------
 def expected_ports(instance: dict) -> dict[str, list[str]]:
-    # Published on loopback only (containers.run_instance); a wider binding is drift. A container
-    # adopted by `reconciler import` keeps the bindings it had, recorded as they were.
+    # The host ports the instance was given: none unless `local.publish_ports` (then loopback
+    # only); any other binding is drift. A container adopted by `reconciler import` keeps the
+    # bindings it had, recorded as they were.
     if "bindings" in instance:
         return instance["bindings"]
     return {str(p): [f"{LOOPBACK}:{host}"] for p, host in sorted(instance.get("ports", {}).items())}
+
+
+def scoring_uri(spec: dict, instance: dict) -> str | None:
+    """Where an instance scores: 127.0.0.1 when its scoring port is published (debugging), else
+    its container name on the stack's network; never a loopback URL that does not exist."""
+    route = (spec.get("routes") or {}).get("scoring")
+    if not route:
+        return None
+    host_port = (instance.get("ports") or {}).get(str(route["port"]))
+    if host_port:
+        return f"http://{LOOPBACK}:{host_port}{route['path']}"
+    return f"http://{instance['name']}:{route['port']}{route['path']}"
 
 
 def store_dir_of(records: dict) -> str | None:
@@ -218,6 +238,13 @@ class _Fold(FoldPass):
                               "ports": public_ports(claimant.attributes.get("ports") or {}) or instance["ports"]})
                 continue
             self.owned.add(item.driver_id)
+            if (looping := self._crashlooping(item)) is not None:
+                # Its deployment's still (no orphan), but failing: replaced by a fresh one.
+                found.append(Drift(address, "crashlooping", f"container {instance['name']} is crash-looping "
+                                                            f"({looping}); apply replaces the deployment",
+                                   (), REPAIR_REPLACE))
+                alive.append(instance)
+                continue
             if not item.running:
                 # An orphan now: apply removes it and starts a fresh one (scale back up).
                 self.owned.discard(item.driver_id)
@@ -244,11 +271,21 @@ class _Fold(FoldPass):
         new_spec, found = with_lowered_count({**spec, **view}, found, len(alive), len(instances))
         self.drift += found
         outputs = {**record.outputs, "instances": alive}
-        route = (spec.get("routes") or {}).get("scoring")
-        if alive and route and str(route["port"]) in alive[0]["ports"]:
-            outputs["scoring_uri"] = f"http://{LOOPBACK}:{alive[0]['ports'][str(route['port'])]}{route['path']}"
+        if alive and (uri := scoring_uri(spec, alive[0])):
+            outputs["scoring_uri"] = uri
         driver_ids = {**record.driver_ids, "containers": [i["id"] for i in alive]}
         self.updated[address] = dataclasses.replace(record, spec=new_spec, outputs=outputs, driver_ids=driver_ids)
+
+    def _crashlooping(self, item: Observed) -> str | None:
+        """What shows that the restart policy keeps bringing the container back, or None."""
+        if item.status == "restarting":
+            return "restarting"
+        if not (item.running and item.attributes.get("recently_restarted")):
+            return None
+        info = self._inspect(item.driver_id)
+        if not info or not info.get("restart_count"):
+            return None  # started again by hand or by the daemon, not by its restart policy
+        return f"restarted {info['restart_count']} time(s) by its restart policy, last {item.attributes.get('up', 'just now')}"
 
     def _expected_mounts(self, spec: dict) -> list[dict]:
         model = spec.get("model")
