@@ -87,7 +87,8 @@ def _explain(document: Document, error) -> list[Problem]:
         if not allowed:
             return [document.problem(path, error.message, hint)]
         return [
-            document.problem(path + (key,), f"unknown key {key!r}", _suggest(key, allowed))
+            document.problem(path + (key,), *(_kubernetes_only(document, path, key)
+                                              or (f"unknown key {key!r}", _suggest(key, allowed))))
             for key in error.instance if key not in allowed
         ]
     if error.validator == "required":
@@ -115,6 +116,16 @@ def _explain(document: Document, error) -> list[Problem]:
     if error.validator == "propertyNames":
         return [document.problem(path, f"{error.instance!r} is not a valid name", hint)]
     return [document.problem(path, error.message, hint)]
+
+
+def _kubernetes_only(document: Document, path: tuple, key: str) -> tuple[str, str] | None:
+    # kubernetesOnlineDeployment's requests and limits (Azure ML's kubernetes example) have no
+    # local meaning yet; say so rather than call the key unknown.
+    if document.kind != "deployment" or path or key != "resources":
+        return None
+    return ("resources (Kubernetes requests and limits of a kubernetesOnlineDeployment) is not supported "
+            "on a local engine", "remove it and size the deployment with instance_type (its vCPUs and memory "
+            "become the container's limits) or local.memory")
 
 
 def _no_code_model_type(document: Document) -> str | None:

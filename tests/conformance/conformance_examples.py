@@ -383,11 +383,12 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc(f"{SAMPLE}/endpoint.yml"), Doc(f"{SAMPLE}/blue-deployment-with-registered-assets.yml")),
         expect=Refused("blue-deployment-with-registered-assets.yml", "model: model 'azureml:my-model:1' is not defined in this stack (add a model YAML")),
     Example(
-        id="kubernetes", title="kubernetes (blue + green)", script="", kind=SCRIPT, stack="cf-kubernetes",
+        id="kubernetes", title="kubernetes (blue + green)", script="", kind="Kubernetes + " + SCRIPT, stack="cf-kubernetes",
         assets="kubernetes",
         documents=(Doc("kubernetes/kubernetes-endpoint.yml"), Doc("kubernetes/kubernetes-blue-deployment.yml"),
                    Doc("kubernetes/kubernetes-green-deployment.yml")),
-        expect=Refused("kubernetes-blue-deployment.yml", "resources: unknown key 'resources'", count=2)),
+        expect=Refused("kubernetes-blue-deployment.yml", "resources: resources (Kubernetes requests and limits of a "
+                                                          "kubernetesOnlineDeployment) is not supported", count=2)),
     Example(
         id="ncd-mlflow", title="ncd (sklearn + lightgbm MLflow models)", script="", kind=NO_CODE + " (mlflow_model)",
         stack="cf-ncd", assets="ncd",

@@ -37,3 +37,15 @@ def test_a_no_code_deployment_is_refused_as_such(demo_stack, model_type):
     assert str(problem).startswith(f"{demo_stack}/ncd-deployment.yml:8: model.type: no-code deployments "
                                    f"(model type {model_type} without an environment) are not supported")
     assert "environment.inference_config" in problem.hint
+
+
+def test_kubernetes_resources_are_refused_as_such(demo_stack):
+    # As kubernetes/kubernetes-blue-deployment.yml in Azure ML's examples.
+    deployment = demo_stack / "deployment.yml"
+    deployment.write_text(deployment.read_text() + "resources:\n  requests:\n    cpu: \"0.1\"\n")
+    with pytest.raises(StackInvalid) as caught:
+        load_stack(demo_stack)
+    [problem] = caught.value.problems
+    assert problem.path == "resources" and problem.message.startswith(
+        "resources (Kubernetes requests and limits of a kubernetesOnlineDeployment) is not supported")
+    assert "instance_type" in problem.hint
