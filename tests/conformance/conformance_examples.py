@@ -164,6 +164,8 @@ NO_CODE = "no-code"
 TFS_STANDIN = DEMO_IMAGE
 CODE_REFUSAL = ("code_configuration: code_configuration (scoring scripts) is not supported on a local engine "
                 "(bake the scoring code into the image")
+CODE_CONDA_REFUSAL = ("code_configuration: code_configuration (scoring scripts with environment.conda_file) is not "
+                      "supported on a local engine (bake the scoring code and its packages into the image")
 AML_TOKEN_REFUSAL = "auth_mode: auth_mode aml_token is not supported on a local engine (use auth_mode: key"
 HPT_ANSWER = {"predictions": [2.5, 3.0, 4.5]}
 HPT_INTEGRATED_ANSWER = {"outputs": [[[2.5, 3.0, 3.5, 4.0]], [[2.0, 2.5, 2.5, 2.5]]]}
@@ -314,13 +316,13 @@ EXAMPLES: tuple[Example, ...] = (
         kind=SCRIPT, stack="managed/cf-managed-online-endpoint", assets=SAMPLE,
         documents=(Doc(f"{SAMPLE}/endpoint.yml", set={"name": "endpt-moe-1"}),
                    Doc(f"{SAMPLE}/blue-deployment.yml", set={"name": "blue", "endpoint_name": "endpt-moe-1"})),
-        expect=Refused("blue-deployment.yml", CODE_REFUSAL, count=2)),
+        expect=Refused("blue-deployment.yml", CODE_CONDA_REFUSAL)),
     Example(
         id="local-endpoint", title="managed/sample (blue, --local)", script="deploy-local-endpoint.sh",
         kind=SCRIPT, stack="managed/cf-local-endpoint", assets=SAMPLE,
         documents=(Doc(f"{SAMPLE}/endpoint.yml", set={"name": "endpt-1"}),
                    Doc(f"{SAMPLE}/blue-deployment.yml", set={"name": "blue", "endpoint_name": "endpt-1"})),
-        expect=Refused("blue-deployment.yml", CODE_REFUSAL, count=2)),
+        expect=Refused("blue-deployment.yml", CODE_CONDA_REFUSAL)),
     Example(
         id="safe-rollout", title="managed/sample (blue + green)", script="deploy-safe-rollout-online-endpoints.sh",
         kind=SCRIPT, stack="managed/cf-safe-rollout", assets=SAMPLE,
@@ -328,7 +330,7 @@ EXAMPLES: tuple[Example, ...] = (
                    Doc(f"{SAMPLE}/blue-deployment.yml",
                        set={"name": "blue", "endpoint_name": "endpt-moe-1", "instance_count": "2"}),
                    Doc(f"{SAMPLE}/green-deployment.yml", set={"name": "green", "endpoint_name": "endpt-moe-1"})),
-        expect=Refused("blue-deployment.yml", CODE_REFUSAL, count=4),
+        expect=Refused("blue-deployment.yml", CODE_CONDA_REFUSAL, count=2),
         note="at the script's `--traffic \"blue=90 green=10\"` step"),
     Example(
         id="moe-binary-payloads", title="managed/binary-payloads", script="deploy-moe-binary-payloads.sh",
@@ -336,7 +338,7 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc("managed/binary-payloads/binary-payloads-deployment.yml",
                        set={"endpoint_name": "endpt-moe-1",
                             "code_configuration.scoring_script": "single-file-to-file-score.py"}),),
-        created_endpoint="endpt-moe-1", expect=Refused("binary-payloads-deployment.yml", CODE_REFUSAL, count=2)),
+        created_endpoint="endpt-moe-1", expect=Refused("binary-payloads-deployment.yml", CODE_CONDA_REFUSAL)),
     Example(
         id="moe-inference-schema", title="managed/inference-schema", script="deploy-moe-inference-schema.sh",
         kind=SCRIPT, stack="managed/cf-inference-schema", assets="managed/inference-schema",
@@ -345,7 +347,7 @@ EXAMPLES: tuple[Example, ...] = (
                 set={"model": "azureml:azureml-infschema:1234", "endpoint_name": "endpt-moe-1234"})
             for flavour in ("standard", "numpy", "pandas")),
         created_endpoint="endpt-moe-1234",
-        expect=Refused("deployment-numpy.yml", CODE_REFUSAL, count=6),
+        expect=Refused("deployment-numpy.yml", CODE_CONDA_REFUSAL, count=3),
         note="all three deployments the script creates in turn"),
     Example(
         id="moe-minimal-single-model-registered", title="managed/minimal/single-model-registered",
@@ -354,13 +356,13 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc("managed/minimal/single-model-registered/model.yml"),
                    Doc("managed/minimal/single-model-registered/deployment.yml")),
         created_endpoint="endpt-moe-1234", vars={"ENDPOINT_NAME": "endpt-moe-1234", "MODEL_VERSION": "1234"},
-        expect=Refused("deployment.yml", CODE_REFUSAL, count=2)),
+        expect=Refused("deployment.yml", CODE_CONDA_REFUSAL)),
     Example(
         id="moe-openapi", title="managed/openapi", script="deploy-moe-openapi.sh", kind=SCRIPT,
         stack="managed/cf-openapi", assets="managed/openapi",
         documents=(Doc("managed/openapi/deployment.yml",
                        set={"endpoint_name": "endpt-moe-1", "code_configuration.code": "code-decorated"}),),
-        created_endpoint="endpt-moe-1", expect=Refused("deployment.yml", CODE_REFUSAL, count=2)),
+        created_endpoint="endpt-moe-1", expect=Refused("deployment.yml", CODE_CONDA_REFUSAL)),
     Example(
         id="triton-managed", title="triton/single-model", script="deploy-triton-managed-online-endpoint.sh",
         kind=NO_CODE + " (triton_model)", stack="triton/cf-single-model", assets="triton/single-model",
@@ -400,11 +402,11 @@ EXAMPLES: tuple[Example, ...] = (
         stack="managed/cf-managed-identities-sai", assets="managed/managed-identities",
         documents=(Doc("managed/managed-identities/1-sai-create-endpoint.yml"),
                    Doc("managed/managed-identities/2-sai-deployment.yml", set={"endpoint_name": "my-sai-endpoint"})),
-        expect=Refused("2-sai-deployment.yml", CODE_REFUSAL, count=2)),
+        expect=Refused("2-sai-deployment.yml", CODE_CONDA_REFUSAL)),
     Example(
         id="managed-identities-uai", title="managed/managed-identities (user-assigned)", script="", kind=SCRIPT,
         stack="managed/cf-managed-identities-uai", assets="managed/managed-identities",
         documents=(Doc("managed/managed-identities/1-uai-create-endpoint.yml"),
                    Doc("managed/managed-identities/2-uai-deployment.yml", set={"endpoint_name": "my-uai-endpoint"})),
-        expect=Refused("2-uai-deployment.yml", CODE_REFUSAL, count=2)),
+        expect=Refused("2-uai-deployment.yml", CODE_CONDA_REFUSAL)),
 )
