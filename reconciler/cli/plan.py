@@ -73,7 +73,7 @@ def plan(stack_dir, var_assignments, vars_file, state_path, lock_timeout, target
         if not (as_json or as_markdown):
             click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run: "
                        f"reconciler apply {out_file}")
-    if detailed_exitcode and (result.has_changes() or result.drift):
+    if detailed_exitcode and (result.has_changes() or any(d.kind != "other-state" for d in result.drift)):
         sys.exit(exits.CHANGES)
 
 
@@ -90,7 +90,7 @@ def show(target, state_path, as_json, as_markdown):
     if path.is_file():
         emit_plan(read_plan(path), as_json, as_markdown)
         return
-    store = open_store(path.resolve().name, state_path)
+    store = open_store(path.resolve().name, state_path, path)
     state = store.read()
     if as_json:
         click.echo(json.dumps(mask_state(state.to_dict()), indent=2))

@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 from reconciler.apply import Applier, ApplyResult
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.events import Hook
-from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, open_store,
-                                        plan_with_store)
+from reconciler.operations.plan import (OTHER_STATE, DriverLookup, PlanRequest, choose_driver, driver_lookup,
+                                        open_store, plan_with_store)
 from reconciler.planfile import check_not_stale, read_plan
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY
@@ -112,8 +112,13 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
         if not saved and not confirm(plan):
             return outcome(CANCELLED)
         driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
+        if not state.lineage:
+            # The identity every object is labelled with exists before the first object does.
+            state = store.write(state.ensure_lineage())
         applier = Applier(driver, store, state, plan,
-                          {"stack": plan.stack, "stack_dir": Path(plan.stack_dir), "state_dir": store.path.parent},
+                          {"stack": plan.stack, "stack_dir": Path(plan.stack_dir).resolve(),
+                           "state_dir": store.path.parent, "identity": state.lineage,
+                           "state_path": store.path.resolve()},
                           parallelism=request.parallelism, hooks=hooks)
         result = applier.run()
     return outcome(APPLIED if result.ok else FAILED, result)
@@ -132,8 +137,9 @@ def _plan_request(request: ApplyRequest) -> PlanRequest:
 
 def _store_for(request: ApplyRequest, plan: Plan | None, source: Path) -> StateStore:
     if plan is None:
-        return open_store(source.resolve().name, request.state_path)
-    return open_store(plan.stack, saved_plan_state_path(plan, request.state_path, source))
+        return open_store(source.resolve().name, request.state_path, source)
+    return open_store(plan.stack, saved_plan_state_path(plan, request.state_path, source),
+                      Path(plan.stack_dir) if plan.stack_dir else None)
 
 
 def saved_plan_state_path(plan: Plan, requested: Path | None, plan_file: Path) -> Path | None:
@@ -155,7 +161,8 @@ def refreshed_as_planned(plan: Plan, state: StateFile, driver, store: StateStore
     container, an orphan's removal) refer to it. Refused when the engine has moved on since."""
     from reconciler.refresh import refresh_state
     refreshed, drift = refresh_state(driver, state, store.path.parent)
-    if [d.to_dict() for d in drift] != [d.to_dict() for d in plan.drift]:
+    planned = [d for d in plan.drift if d.kind != OTHER_STATE]  # notices, not state
+    if [d.to_dict() for d in drift] != [d.to_dict() for d in planned]:
         raise StalePlan("saved plan is stale: the objects in Docker changed since it was made",
                         "run `reconciler plan` again and apply the new plan")
     return refreshed

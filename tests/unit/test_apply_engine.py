@@ -432,7 +432,7 @@ def cli_run(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
     def invoke(driver, *args, input=None):
-        monkeypatch.setattr("reconciler.cli.drivers.driver_named", lambda name: driver)
+        monkeypatch.setattr("reconciler.drivers.registry.driver_named", lambda name: driver)
         return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
     return invoke
 
