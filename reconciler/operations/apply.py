@@ -112,13 +112,9 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
         if not saved and not confirm(plan):
             return outcome(CANCELLED)
         driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
-        if not state.lineage:
-            # The identity every object is labelled with exists before the first object does.
-            state = store.write(state.ensure_lineage())
         applier = Applier(driver, store, state, plan,
                           {"stack": plan.stack, "stack_dir": Path(plan.stack_dir).resolve(),
-                           "state_dir": store.path.parent, "identity": state.lineage,
-                           "state_path": store.path.resolve()},
+                           "state_dir": store.path.parent},
                           parallelism=request.parallelism, hooks=hooks)
         result = applier.run()
     return outcome(APPLIED if result.ok else FAILED, result)

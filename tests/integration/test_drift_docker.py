@@ -179,8 +179,10 @@ def test_orphan_containers_with_our_labels_are_removed(stack, tmp_path):
     stack.apply()
     strays = []
     for role, address in (("deployment", DEPLOYMENT), ("gateway", ENDPOINT)):
+        # Issue 12: "this stack's labels" include its identity (the state's lineage).
         strays.append(docker("run", "-d", "--label", "org.reconciler.managed-by=reconciler",
                              "--label", f"org.reconciler.stack={stack.name}", "--label", f"org.reconciler.role={role}",
+                             "--label", f"org.reconciler.identity={json.loads(stack.state.read_text())['lineage']}",
                              "--label", f"org.reconciler.address={address}", "--init", "reconciler/base:bookworm",
                              "sleep", "300"))
     unlabelled = docker("run", "-d", "--init", "reconciler/base:bookworm", "sleep", "300")
@@ -215,7 +217,7 @@ def test_gateway_gone_or_stopped_is_replaced_on_its_port_with_its_keys(stack, tm
 def test_gateway_config_edited_by_hand_is_rewritten_and_reloaded(stack, tmp_path):
     stack.apply()
     keys = stack.endpoint("half-plus-two")["keys"]
-    config = stack.state.parent / "gateways" / stack.name / "half-plus-two" / "nginx.conf"
+    config = stack.state.parent / "gateways" / json.loads(stack.state.read_text())["lineage"] / "half-plus-two" / "nginx.conf"
     config.write_text(config.read_text().replace(keys["primary"], "replaced-by-hand"))
     docker("exec", gateway_name(stack), "nginx", "-s", "reload", "-c", "/etc/reconciler/nginx.conf")
     deadline = time.monotonic() + 30  # `nginx -s reload` returns before the new workers serve

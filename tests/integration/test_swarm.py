@@ -182,7 +182,8 @@ class SwarmStack:
         return plan
 
     def context(self) -> StepContext:
-        return StepContext(self.name, self.dir, self.store.path.parent, lambda: dict(self.store.read().records))
+        return StepContext(self.name, self.dir, self.store.path.parent, lambda: dict(self.store.read().records),
+                           identity=self.store.read().lineage)
 
     def records(self) -> dict:
         return self.store.read().records

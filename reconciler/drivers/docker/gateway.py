@@ -38,10 +38,16 @@ DRAIN_TIMEOUT_SECONDS = 30
 KEYS_FILE = "keys.json"
 
 
+def own_config_dir(ctx: StepContext, endpoint: str) -> Path:
+    """Where a gateway started now keeps its config."""
+    return (ctx.state_dir / "gateways" / (ctx.identity or ctx.stack) / endpoint).resolve()
+
+
 def config_dir(ctx: StepContext, endpoint: str) -> Path:
-    directory = (ctx.state_dir / "gateways" / (ctx.identity or ctx.stack) / endpoint).resolve()
+    """The config directory of a running gateway: gateways started before identities existed
+    keep the `gateways/<stack>/<endpoint>` directory they mount."""
+    directory = own_config_dir(ctx, endpoint)
     legacy = (ctx.state_dir / "gateways" / ctx.stack / endpoint).resolve()
-    # Gateways started before identities existed keep the directory they mount.
     return legacy if not directory.exists() and (legacy / "nginx.conf").exists() else directory
 
 
@@ -104,7 +110,7 @@ def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
           keys: dict[str, str], port: int | None) -> dict:
     """Start the gateway; returns the outputs kept in state."""
-    directory = config_dir(ctx, spec["name"])
+    directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
     write_keys(directory, keys)
     generation = new_generation()
