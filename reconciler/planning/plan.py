@@ -95,6 +95,11 @@ class Plan:
     # The absolute path of the state file the plan was made against ("" in plans saved before
     # it was recorded): `apply PLANFILE` writes there, wherever it is run from.
     state_path: str = ""
+    # Valid but probably unintended, as `file:line: message (hint)` (an endpoint that sends no
+    # live traffic): shown above the plan, never acted on.
+    warnings: tuple[str, ...] = ()
+    # What the image map replaced, as "ADDRESS: FROM -> TO (rule)": shown above the plan.
+    substitutions: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> tuple[Change, ...]:
@@ -132,6 +137,8 @@ class Plan:
         # state_path only when known, so that plans made without a state file (tests, goldens)
         # serialise as before.
         where = {"state_path": self.state_path} if self.state_path else {}
+        where |= {"warnings": list(self.warnings)} if self.warnings else {}
+        where |= {"image_substitutions": list(self.substitutions)} if self.substitutions else {}
         return {"format_version": self.format_version, "stack": self.stack, "stack_dir": self.stack_dir,
                 **where, "mode": self.mode, "driver": self.driver,
                 "created_at": self.created_at, "state_lineage": self.state_lineage,
@@ -149,4 +156,6 @@ class Plan:
                    desired_digest=data["desired_digest"], created_at=data.get("created_at", ""),
                    drift=tuple(Drift.from_dict(d) for d in data.get("drift", ())),
                    desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""),
-                   driver=data.get("driver", "docker"), state_path=data.get("state_path", ""))
+                   driver=data.get("driver", "docker"), state_path=data.get("state_path", ""),
+                   warnings=tuple(data.get("warnings", ())),
+                   substitutions=tuple(data.get("image_substitutions", ())))

@@ -169,4 +169,6 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
     return Plan(stack=desired.stack, mode=options.mode, changes=tuple(ordered), driver=options.driver,
                 state_lineage=state.lineage, state_serial=state.serial, desired_digest=desired.digest,
                 created_at=options.created_at, drift=drift, stack_dir=desired.root,
-                desired={str(a): r.to_dict() for a, r in desired.resources.items()})
+                desired={str(a): r.to_dict() for a, r in desired.resources.items()},
+                warnings=tuple(str(w) for w in desired.warnings) if options.mode != DESTROY else (),
+                substitutions=desired.substitutions if options.mode != DESTROY else ())

@@ -85,7 +85,9 @@ def render_drift(plan: Plan) -> list[str]:
 
 
 def render_plan(plan: Plan, color: bool = False) -> str:
-    lines = render_drift(plan)
+    lines = [f"Warning: {warning}" for warning in plan.warnings] + ([""] if plan.warnings else [])
+    lines += [f"Image map: {item}" for item in plan.substitutions] + ([""] if plan.substitutions else [])
+    lines += render_drift(plan)
     if plan.has_changes():
         lines += ["reconciler will perform the following actions:", ""]
         for change in plan.actionable:
