@@ -74,7 +74,7 @@ def plan(stack_dir, var_assignments, vars_file, state_path, lock_timeout, target
         if not (as_json or as_markdown):
             click.echo(f"\nSaved the plan to: {out_file}\nTo perform exactly these actions, run: "
                        f"reconciler apply {out_file}")
-    if detailed_exitcode and (result.has_changes() or any(d.kind != "other-state" for d in result.drift)):
+    if detailed_exitcode and (result.has_changes() or result.drift):
         sys.exit(exits.CHANGES)
 
 

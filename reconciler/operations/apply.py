@@ -17,8 +17,8 @@ from reconciler.apply import Applier, ApplyResult
 from reconciler.config.settings import LoadOptions
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.events import Hook
-from reconciler.operations.plan import (OTHER_STATE, DriverLookup, PlanRequest, choose_driver, driver_lookup,
-                                        open_store, plan_with_store)
+from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, open_store,
+                                        plan_with_store)
 from reconciler.planfile import check_not_stale, read_plan
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY
@@ -159,8 +159,7 @@ def refreshed_as_planned(plan: Plan, state: StateFile, driver, store: StateStore
     container, an orphan's removal) refer to it. Refused when the engine has moved on since."""
     from reconciler.refresh import refresh_state
     refreshed, drift = refresh_state(driver, state, store.path.parent)
-    planned = [d for d in plan.drift if d.kind != OTHER_STATE]  # notices, not state
-    if [d.to_dict() for d in drift] != [d.to_dict() for d in planned]:
+    if [d.to_dict() for d in drift] != [d.to_dict() for d in plan.drift]:
         raise StalePlan("saved plan is stale: the objects in Docker changed since it was made",
                         "run `reconciler plan` again and apply the new plan")
     return refreshed

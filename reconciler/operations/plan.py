@@ -6,7 +6,7 @@ driver it chose. The plan records the absolute path of the state file, so that a
 applied to the state it was made against.
 
 Objects labelled with this stack's name but another identity (another state: a stack of the
-same folder name elsewhere) are named in the plan as `other-state` drift and never touched. When
+same folder name elsewhere) are named in the plan's warnings and never touched. When
 the state holds nothing but such objects were made from this very stack directory or state file,
 and their own state file is gone, the state was lost: planning would rebuild everything beside
 them (new port, new keys), so it is refused with a pointer to `reconciler state recover`.
@@ -24,7 +24,7 @@ from reconciler.config.stack import load_stack, stack_name
 from reconciler.drivers.common.fold import record_ids
 from reconciler.drivers.common.labels import OtherOwner, other_owners
 from reconciler.errors import ReconcilerError, StackInvalid
-from reconciler.planning.plan import Drift, Plan
+from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
 from reconciler.state.model import StateFile
 from reconciler.state.store import StateStore, default_state_path, legacy_state_path
@@ -114,7 +114,8 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
                               {cid for record in state.records.values() for cid in record_ids(record)})
         if request.mode != DESTROY:
             refuse_if_lost(state, others, store.path, Path(request.stack_dir))
-        drift = (*drift, *other_state_drift(state.stack, others))
+    else:
+        others = []
     known = {str(a) for a in desired.resources} | set(state.records)
     for address in (*request.targets, *request.replace):
         if address not in known:
@@ -124,18 +125,15 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
                           replace=frozenset(request.replace),
                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), driver=chosen)
     made = make_plan(desired, state, options, drift)
-    made = dataclasses.replace(made, state_path=str(store.path.resolve()))
+    made = dataclasses.replace(made, state_path=str(store.path.resolve()),
+                               warnings=(*made.warnings, *other_state_warnings(others)))
     return PlanOutcome(made, state, driver, store.path)
 
 
-OTHER_STATE = "other-state"
-
-
-def other_state_drift(stack: str, others: list[OtherOwner]) -> tuple[Drift, ...]:
-    """One notice per other state whose objects carry this stack's name. Pure."""
-    return tuple(Drift(f"stack.{stack}", OTHER_STATE,
-                       f"{other.describe()} carry this stack's name but belong to another state; "
-                       "reconciler leaves them alone") for other in others)
+def other_state_warnings(others: list[OtherOwner]) -> tuple[str, ...]:
+    """One warning per other state whose objects carry this stack's name. Pure."""
+    return tuple(f"{other.describe()} carry this stack's name but belong to another state; "
+                 "reconciler leaves them alone" for other in others)
 
 
 def refuse_if_lost(state: StateFile, others: list[OtherOwner], state_path: Path, stack_dir: Path) -> None:

@@ -57,7 +57,7 @@ class Change:
 class Drift:
     """Something changed outside reconciler: what state says vs what the engine shows.
 
-    kind: missing | stopped | recreated | changed | orphan | model-content | gateway-config | other-state (a notice: objects of another state carrying this stack name).
+    kind: missing | stopped | recreated | changed | orphan | model-content | gateway-config.
     fields: before = state, after = engine. repair: what the planner must do beyond what the
     refreshed state already shows it ("replace" / "update"; "" when the state says it all).
     """

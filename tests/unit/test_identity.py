@@ -16,7 +16,7 @@ from reconciler.drivers.docker import model_store
 from reconciler.drivers.docker.gateway import keys_in_config, read_keys, write_keys
 from reconciler.errors import ReconcilerError
 from reconciler.operations.adopt import lost_identity
-from reconciler.operations.plan import open_store, other_state_drift, refuse_if_lost
+from reconciler.operations.plan import open_store, other_state_warnings, refuse_if_lost
 from reconciler.state.model import StateFile, StateRecord
 from reconciler.state.store import default_state_path
 
@@ -74,9 +74,9 @@ def test_other_owners_are_grouped_per_state_and_named():
     found = other_owners(objects, "A", set())
     assert found == [OtherOwner("", "/s/prod/fraud", "/st/prod.json", 1),
                      OtherOwner("B", "/s/prod/fraud", "/st/prod.json", 2)]
-    [notice] = other_state_drift("fraud", found[1:])
-    assert (notice.address, notice.kind) == ("stack.fraud", "other-state")
-    assert "2 object(s) of state /st/prod.json, stack directory /s/prod/fraud" in notice.detail
+    [warning] = other_state_warnings(found[1:])
+    assert warning.startswith("2 object(s) of state /st/prod.json, stack directory /s/prod/fraud (identity B) "
+                              "carry this stack's name but belong to another state")
 
 
 def test_objects_are_never_labelled_without_an_identity():
