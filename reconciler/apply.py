@@ -27,7 +27,7 @@ from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, U
                                DriverMessage, Hook, Step, StepCompleted, StepEvent, StepFailedEvent, StepSkipped,
                                StepStarted, StepStillRunning)
 from reconciler.planning.ordering import change_predecessors
-from reconciler.planning.plan import CREATE, DELETE, REPLACE, UPDATE, Plan
+from reconciler.planning.plan import CREATE, CREATE_THEN_DELETE, DELETE, UPDATE, Plan
 from reconciler.state.model import StateFile, StateRecord
 from reconciler.state.store import StateStore
 
@@ -73,9 +73,9 @@ def step_graph(plan: Plan) -> StepGraph:
     ready: dict[str, str] = {}  # the step after which dependents may start
     needs: dict[str, set[str]] = {}
     for address, change in changes.items():
-        if change.action == REPLACE and change.replace_mode == "create-then-delete":
+        if change.action is CREATE_THEN_DELETE:
             ops = [CREATE_STEP, DESTROY_DEPOSED_STEP]
-        elif change.action == REPLACE:
+        elif change.action.is_replace:
             ops = [DELETE_STEP, CREATE_STEP]
         else:
             ops = [{CREATE: CREATE_STEP, UPDATE: UPDATE_STEP, DELETE: DELETE_STEP}[change.action]]
@@ -144,8 +144,8 @@ class Applier:
         change, address = step.change, step.address
         if step.operation == CREATE_STEP:
             prior = self.state.records.get(address) or self._deleted_for_replace.get(address)
-            if prior is not None and change.action == REPLACE and change.replace_mode == "create-then-delete":
-                deposed = f"{address}~deposed-{self.state.serial}"
+            if prior is not None and change.action is CREATE_THEN_DELETE:
+                deposed = address.deposed_as(str(self.state.serial))
                 self._commit(lambda s: s.without(address).with_record(dataclasses.replace(prior, address=deposed)))
             record = self._call_driver(lambda: self.driver.create(address, change.after, spec_hash(change.after),
                                                                   self.ctx, prior))
@@ -159,13 +159,13 @@ class Applier:
             self._commit(lambda s: s.with_record(record))
         elif step.operation == DELETE_STEP:
             current = self.state.records[address]
-            if change.action == REPLACE:
+            if change.action.is_replace:
                 # What the new one keeps from the old (an endpoint's port and keys).
                 self._deleted_for_replace[address] = current
             self.driver.delete(current, self.ctx)
             self._commit(lambda s: s.without(address))
         else:
-            for deposed in [a for a in self.state.records if a.startswith(f"{address}~deposed-")]:
+            for deposed in [a for a in self.state.records if a.is_deposed and a.base == address]:
                 self.driver.delete(self.state.records[deposed], self.ctx)
                 self._commit(lambda s, d=deposed: s.without(d))
 

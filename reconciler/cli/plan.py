@@ -114,7 +114,7 @@ def mask_state(data: dict) -> dict:
 def describe_record(record) -> str:
     from reconciler.render.masking import plain_names
     from reconciler.render.text import show_value
-    kind, name = record.address.split(".", 1)
+    kind, name = record.address.kind, record.address.name_with_suffix
     lines = [f"# {record.address}" + (" (tainted)" if record.status == "tainted" else ""),
              f"{kind} \"{name}\" {{"]
     plain = plain_names(record.spec)

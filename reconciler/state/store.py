@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError, StateCorrupt, StateLocked
 from reconciler.state.model import StateFile, StateRecord
 
@@ -108,7 +109,7 @@ class StateStore:
             # Decoding is part of parsing: bytes that are not UTF-8, or JSON that is not an
             # object (AttributeError on .get), are corruption too, never a traceback.
             state = StateFile.from_dict(json.loads(raw.decode("utf-8")))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError, ReconcilerError) as error:
             backup = (f"the previous version is in {self.backup_path}; inspect it and copy it over "
                       f"{self.path} if it is right") if self.backup_path.exists() else \
                 "no backup exists; `reconciler state recover` can rebuild records from container labels"
@@ -318,8 +319,8 @@ def _fsync_directory(directory_path: Path) -> None:
 def journal_line(before: StateFile, after: StateFile) -> bytes:
     """One line: the records `after` puts or removes relative to `before`, its serial and
     lineage, and a checksum, so that a line torn by a crash is recognised and ignored."""
-    put = {a: r.to_dict() for a, r in after.records.items() if before.records.get(a) is not r}
-    removed = sorted(set(before.records) - set(after.records))
+    put = {str(a): r.to_dict() for a, r in after.records.items() if before.records.get(a) is not r}
+    removed = [str(a) for a in sorted(set(before.records) - set(after.records))]
     body = json.dumps({"serial": after.serial, "lineage": after.lineage, "put": put, "remove": removed},
                       sort_keys=True, separators=(",", ":"))
     return (json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "entry": body}) + "\n").encode()
@@ -338,13 +339,15 @@ def replay_journal(state: StateFile, data: bytes) -> StateFile:
                 break
             entry = json.loads(body)
             serial = int(entry["serial"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+            removed = {Address.parse(a) for a in entry["remove"]}
+            put = {Address.parse(a): StateRecord.from_dict(r) for a, r in entry["put"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError, ReconcilerError):
             break
         if serial <= state.serial:
             continue
         if serial != state.serial + 1 or (state.lineage and entry["lineage"] != state.lineage):
             break
-        records = {a: r for a, r in state.records.items() if a not in set(entry["remove"])}
-        records.update({a: StateRecord.from_dict(r) for a, r in entry["put"].items()})
+        records = {a: r for a, r in state.records.items() if a not in removed}
+        records.update(put)
         state = dataclasses.replace(state, serial=serial, lineage=entry["lineage"], records=records)
     return state

@@ -14,6 +14,9 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
+from reconciler.addresses import Address
+from reconciler.errors import ReconcilerError
+
 LABEL_PREFIX = "org.reconciler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
 LABEL_STACK = LABEL_PREFIX + "stack"
@@ -39,14 +42,14 @@ def owner_labels(owner) -> dict[str, str]:
     return labels
 
 
-def managed_labels(owner, address: str, spec_hash: str, **extra: str) -> dict[str, str]:
+def managed_labels(owner, address: "Address | str", spec_hash: str, **extra: str) -> dict[str, str]:
     if not owner.identity:
         # Would make an object that every stack of this name could claim.
         raise RuntimeError("object labelled without a stack identity")
-    return {**owner_labels(owner), LABEL_ADDRESS: address, LABEL_SPEC_HASH: spec_hash, **extra}
+    return {**owner_labels(owner), LABEL_ADDRESS: str(address), LABEL_SPEC_HASH: spec_hash, **extra}
 
 
-def label_filter(stack: str, address: str | None = None, identity: str | None = None) -> dict:
+def label_filter(stack: str, address: "Address | str | None" = None, identity: str | None = None) -> dict:
     """Docker's label filter for the stack's objects; with `identity`, only this state's own."""
     labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_STACK}={stack}"]
     if identity is not None:
@@ -103,6 +106,14 @@ def new_generation() -> str:
     return secrets.token_hex(3)
 
 
-def base_address(address: str) -> str:
+def label_address(text: str | None) -> Address | None:
+    """The address a label names; None for a label that names none (a foreign or hand-made object)."""
+    try:
+        return Address.parse(text) if text else None
+    except ReconcilerError:
+        return None
+
+
+def base_address(address: "Address | str") -> Address:
     """The resource address of a deposed or orphan record (`deployment.a/b~deposed-x` -> `deployment.a/b`)."""
-    return address.split("~", 1)[0]
+    return Address.parse(address).base

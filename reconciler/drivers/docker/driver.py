@@ -10,6 +10,7 @@ from pathlib import Path
 
 import docker
 
+from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover
 from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
@@ -43,11 +44,11 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
-        if address.startswith("model."):
+        if address.kind == "model":
             stored = model_store.materialise(ctx.state_dir, ctx.identity, ctx.stack_dir / spec["path"],
                                              ctx.stack_dir, spec["content_digest"])
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
-        if address.startswith("deployment."):
+        if address.kind == "deployment":
             return self._create_deployment(record, ctx)
         keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
@@ -55,11 +56,11 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
-        if record.address.startswith("deployment."):
+        if record.address.kind == "deployment":
             updaters.apply_in_place(self.client, record, spec)
-        if record.address.startswith("deployment.") and spec["instance_count"] != len(record.outputs["instances"]):
+        if record.address.kind == "deployment" and spec["instance_count"] != len(record.outputs["instances"]):
             return self._scale_deployment(updated, ctx)
-        if record.address.startswith("endpoint."):
+        if record.address.kind == "endpoint":
             digest = gateway.reload(self.client, ctx, spec, record.outputs)
             return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
         return updated
@@ -78,8 +79,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
-        kind = record.address.split(".", 1)[0]
-        if "~orphan-" in record.address:
+        kind = record.address.kind
+        if record.address.is_orphan:
             # Only the stray containers: the config directory and model copies belong to the
             # resource of the same address, which may well be alive.
             adopted = {i["id"] for i in record.outputs.get("instances", []) if i.get("adopted")}
@@ -89,7 +90,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         elif kind == "model":
             stored = record.outputs.get("store_path")
             still_used = any(r.outputs.get("store_path") == stored for a, r in ctx.records().items()
-                             if a != record.address and a.startswith("model."))
+                             if a != record.address and a.kind == "model")
             if stored and not still_used:
                 model_store.release(ctx.state_dir, ctx.identity, Path(stored))
         elif kind == "deployment":
@@ -147,7 +148,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def _stop_routing_to_removed(self, kept: StateRecord, ctx: StepContext) -> None:
         """Before surplus instances go, the endpoint's gateway must stop sending them requests
         (the endpoint's own update step comes later and would be too late for in-flight ones)."""
-        endpoint = ctx.records().get(f"endpoint.{kept.spec['endpoint']}")
+        endpoint = ctx.records().get(endpoint_address(kept.spec['endpoint']))
         if endpoint is None or not endpoint.outputs.get("gateway"):
             return
         view = dataclasses.replace(ctx, records=lambda: {**ctx.records(), kept.address: kept})

@@ -26,10 +26,11 @@ import dataclasses
 import posixpath
 from dataclasses import dataclass, field
 
+from reconciler.addresses import Address
 from reconciler.drivers.common.fold import (REPAIR_REPLACE, REPAIR_UPDATE, FoldPass, FoldResult, Stray, gateway_changed,
                                             gateway_keep, gateway_missing, gateway_recreated, gateway_stopped,
                                             missing_instance, normalise_image, record_ids, with_lowered_count)
-from reconciler.drivers.common.labels import LABEL_ROLE
+from reconciler.drivers.common.labels import LABEL_ROLE, label_address
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateFile, StateRecord
@@ -102,7 +103,7 @@ def expected_ports(instance: dict) -> dict[str, list[str]]:
 def store_dir_of(records: dict) -> str | None:
     """The model store directory, as the model records in state name it."""
     return next((posixpath.dirname(r.outputs["store_path"]) for a, r in sorted(records.items())
-                 if a.startswith("model.") and r.outputs.get("store_path")), None)
+                 if a.kind == "model" and r.outputs.get("store_path")), None)
 
 
 def model_view(spec_model: dict | None, mounts: list[dict], store_dir: str | None) -> dict | None:
@@ -159,7 +160,7 @@ class _Fold(FoldPass):
         self.gateway_configs = observation.gateway_configs
         self.needs: set[str] = set()
         self.store_dir = store_dir_of(self.records)
-        self._adopted_by = {i["id"]: a.split("~", 1)[0] for a, r in self.records.items()
+        self._adopted_by = {i["id"]: a.base for a, r in self.records.items()
                             for i in r.outputs.get("instances", []) if i.get("adopted")}
         self.adopted = set(self._adopted_by)
 
@@ -358,7 +359,7 @@ class _Fold(FoldPass):
         # Named by no record once this pass is done: that includes stopped instances, which
         # their deployment let go of above.
         named = {cid for address, record in self.records.items()
-                 for cid in record_ids(self.updated.get(address, record) or _EMPTY)}
+                 for kept in [self.updated.get(address, record)] if kept is not None for cid in record_ids(kept)}
         named |= {cid for record in self.updated.values() if record is not None for cid in record_ids(record)}
         strays = []
         for item in self.observed:
@@ -369,8 +370,9 @@ class _Fold(FoldPass):
             kind = {"deployment": "deployment", "gateway": "endpoint"}.get(role)
             if kind is None:
                 continue
-            base = item.address.split("~", 1)[0] if item.address.startswith(kind + ".") else \
-                self._adopted_by.get(item.driver_id, f"{kind}.unlabelled")
+            labelled = label_address(item.address)
+            base = labelled.base if labelled is not None and labelled.kind == kind else \
+                self._adopted_by.get(item.driver_id, Address(kind, "unlabelled"))
             what = "deployment" if kind == "deployment" else "gateway"
             if kind == "deployment":
                 outputs = {"instances": [{"id": item.driver_id, "name": item.name, "instance": -1, "ports": {},
@@ -382,4 +384,3 @@ class _Fold(FoldPass):
         return strays
 
 
-_EMPTY = StateRecord("", "", {}, "")

@@ -37,9 +37,9 @@ def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
     if adopted:
         listed += inspector.observe(adopted)
     model_digests = {a: model_store.stored_digest(Path(r.outputs.get("store_path", "/nonexistent")))
-                     for a, r in state.records.items() if a.startswith("model.") and "~" not in a}
+                     for a, r in state.records.items() if a.kind == "model" and not a.is_derived}
     gateway_configs = {a: gateway_config(state_dir, state, r) for a, r in state.records.items()
-                       if a.startswith("endpoint.") and "~" not in a} if state_dir is not None else {}
+                       if a.kind == "endpoint" and not a.is_derived} if state_dir is not None else {}
     inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
     return DockerObservation(listed, model_digests, inspected, gateway_configs)
 
@@ -148,6 +148,6 @@ def gateway_config(state_dir: Path, state: StateFile, record) -> dict:
     """The endpoint's gateway config on disk, and what the gateway container should look like."""
     ctx = StepContext(stack=state.stack, stack_dir=state_dir, state_dir=state_dir, records=dict,
                       identity=state.lineage)
-    directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.split(".", 1)[1])
+    directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.name)
     return {"dir": str(directory), "dir_exists": directory.is_dir(), "digest": gateway.config_digest(directory),
             "container_port": str(GATEWAY_PORT), "mount_destination": gateway.CONFIG_DIR_IN_CONTAINER}

@@ -29,7 +29,7 @@ def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
     services = list_services(client, state.stack, lambda s: is_own(s["Spec"].get("Labels"), state.lineage,
                                                                    s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
-                     if a.startswith("model.") and "~" not in a}
+                     if a.kind == "model" and not a.is_derived}
     return SwarmObservation(services, model_digests)
 
 
