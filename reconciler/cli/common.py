@@ -137,8 +137,13 @@ def store_for(stack_ref: str | None, state_path: Path | None):
 def default_stores() -> list:
     """The stores of every state at a default location, and of the old `state/*.json` here."""
     from reconciler.state.store import LEGACY_STATE_DIR, default_states
-    paths = default_states() + sorted(LEGACY_STATE_DIR.glob("*.json"))
-    return [open_store(_stack_in_state_file(path), path) for path in paths]
+    stores = []
+    for path in default_states() + sorted(LEGACY_STATE_DIR.glob("*.json")):
+        try:
+            stores.append(open_store(_stack_in_state_file(path), path))
+        except ReconcilerError:
+            continue  # an unreadable state elsewhere must not hide the one asked for
+    return stores
 
 
 def _default_store_named(stack: str):

@@ -14,6 +14,7 @@ them (new port, new keys), so it is refused with a pointer to `reconciler state 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,8 +107,8 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
     driver = driver_lookup(drivers)(chosen) if request.refresh else None
     drift = ()
     if driver is not None:
-        # Also with no records: an apply killed before its first state write leaves labelled
-        # objects that only a refresh finds.
+        # Also with no records: an apply killed during its first step leaves objects labelled
+        # with the identity it wrote before that step, which only a refresh finds.
         from reconciler.refresh import refresh_state
         state, drift = refresh_state(driver, state, store.path.parent)
         others = other_owners(driver.stack_objects(state.stack), state.lineage,
@@ -159,7 +160,6 @@ def _is_default_path(state_path: Path, stack_dir: Path) -> bool:
 
 def _state_alive(owner: OtherOwner) -> bool:
     """Whether the state file the objects' labels name still exists with their identity."""
-    import json
     try:
         return json.loads(Path(owner.state).read_text()).get("lineage") == owner.identity
     except (OSError, ValueError, AttributeError):
