@@ -9,7 +9,7 @@ resource with a suffix: `deployment.ep/blue~deposed-3`, `deployment.ep/blue~orph
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from reconciler.errors import ReconcilerError
 
@@ -24,9 +24,15 @@ class Address:
     name: str
     deposed: str = ""
     orphan: str = ""
+    # The serialised form, made once: every dict lookup hashes it (a state of N records is
+    # looked up O(N) times per apply step).
+    _text: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_text", f"{self.kind}.{self.name_with_suffix}")
 
     def __str__(self) -> str:
-        return f"{self.kind}.{self.name_with_suffix}"
+        return self._text
 
     def __repr__(self) -> str:
         return f"Address({str(self)!r})"
@@ -37,18 +43,18 @@ class Address:
     # or a JSON output finds its Address.
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Address):
-            return str(self) == str(other)
+            return self._text == other._text
         if isinstance(other, str):
-            return str(self) == other
+            return self._text == other
         return NotImplemented
 
     def __lt__(self, other: object) -> bool:
         if isinstance(other, (Address, str)):
-            return str(self) < str(other)
+            return self._text < str(other)
         return NotImplemented
 
     def __hash__(self) -> int:
-        return hash(str(self))
+        return hash(self._text)
 
     @classmethod
     def parse(cls, text: "str | Address") -> "Address":

@@ -60,7 +60,11 @@ class StateFile:
         return replace(self, records={**self.records, record.address: record})
 
     def __post_init__(self) -> None:
-        if any(not isinstance(a, Address) for a in self.records):
+        # Records are keyed by Address; built from strings (tests, callers at the boundary)
+        # they are parsed once. Only the first key is looked at: with_record and without keep
+        # Address keys, and scanning every key on each of N apply steps was quadratic.
+        first = next(iter(self.records), None)
+        if first is not None and not isinstance(first, Address):
             object.__setattr__(self, "records", {Address.parse(a): r for a, r in self.records.items()})
 
     def without(self, address: "Address | str") -> "StateFile":

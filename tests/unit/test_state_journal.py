@@ -107,3 +107,9 @@ def test_journal_line_holds_only_what_changed():
         record("model.c:1"))
     entry = json.loads(json.loads(journal_line(before, after))["entry"])
     assert (sorted(entry["put"]), entry["remove"], entry["serial"]) == (["model.c:1"], ["model.b:1"], 5)
+
+
+def test_journal_line_from_the_changed_addresses_equals_the_full_comparison():
+    before = StateFile(STACK, "L", 4, {"model.a:1": record("model.a:1"), "model.b:1": record("model.b:1")})
+    after = before.without("model.b:1").with_record(record("model.c:1"))
+    assert journal_line(before, after, ("model.b:1", "model.c:1")) == journal_line(before, after)
