@@ -32,7 +32,8 @@ def keys(name, regenerate_keys, lock_timeout, stack_ref, state_path):
             state = store.read()
             record = state.records[record.address]
             ctx = StepContext(stack=store.stack, stack_dir=store.path.parent, state_dir=store.path.parent,
-                              records=lambda: dict(state.records))
+                              records=lambda: dict(state.records), identity=state.lineage,
+                              state_path=store.path.resolve())
             rotator = require(driver_named(record.driver), SupportsKeyRotation,
                               "reconciler endpoint keys --regenerate-keys")
             record = rotator.regenerate_keys(record, regenerate_keys, ctx)

@@ -9,15 +9,14 @@ from urllib.parse import urlsplit
 import click
 
 from reconciler.cli import exits
-from reconciler.cli.common import handle_errors, store_for
+from reconciler.cli.common import default_stores, handle_errors, store_for
 from reconciler.cli.drivers import driver_named
 from reconciler.errors import ReconcilerError
-from reconciler.state.store import DEFAULT_STATE_DIR
 
 
 def which_stack(command):
     command = click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-                           help="State file (default: search state/*.json).")(command)
+                           help="State file (default: search every default state, and state/*.json here).")(command)
     command = click.option("--stack", "stack_ref", metavar="DIR_OR_NAME", help="Stack directory or name.")(command)
     return command
 
@@ -27,7 +26,7 @@ def find_record(kind: str, name: str, stack_ref, state_path):
     if stack_ref or state_path:
         stores = [store_for(stack_ref, state_path)]
     else:
-        stores = [store_for(None, path) for path in sorted(DEFAULT_STATE_DIR.glob("*.json"))]
+        stores = default_stores()
     found = []
     for store in stores:
         for address, record in store.read().records.items():
