@@ -130,14 +130,14 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
     return {"id": container.id, "name": name, "instance": instance, "ports": ports}
 
 
-def network_address(client: docker.DockerClient, container_id: str, stack: str) -> str | None:
+def network_address(client: docker.DockerClient, container_id: str, owner: StepContext) -> str | None:
     """The container's IP on the stack's network (reachable from the host on Linux engines),
     or None while it has none (not started yet, or gone)."""
     try:
         networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
     except (NotFound, KeyError, TypeError):
         return None
-    return (networks.get(network_name(stack)) or {}).get("IPAddress") or None
+    return (networks.get(network_name(owner)) or {}).get("IPAddress") or None
 
 
 def _remove_leftover(client: docker.DockerClient, name: str) -> None:
@@ -163,7 +163,7 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
 
     def target() -> tuple[str, int] | None:
         # Looked up per probe: a container restarted by its policy may get another address.
-        host = network_address(client, instance["id"], ctx.stack)
+        host = network_address(client, instance["id"], ctx)
         return (host, route["port"]) if host else None
 
     result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running)
