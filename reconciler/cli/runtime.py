@@ -58,6 +58,18 @@ def post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, dic
         connection.close()
 
 
+def endpoint_token(record) -> dict:
+    """A fresh token for an aml_token endpoint, signed with the secret its gateway checks."""
+    import time
+
+    from reconciler.tokens import issue_token
+    secret = (record.outputs.get("keys") or {}).get("token")
+    if not secret:
+        raise ReconcilerError(f"endpoint {record.spec['name']} has no token secret in state",
+                              "apply the stack again: an endpoint with auth_mode aml_token gets one")
+    return issue_token(record.spec["name"], secret, time.time())
+
+
 @click.command()
 @click.argument("endpoint")
 @click.option("--request-file", type=click.File("rb"), required=True, help="JSON body to send.")
@@ -70,6 +82,8 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
     headers = {}
     if record.spec["auth_mode"] == "key":
         headers["Authorization"] = f"Bearer {record.outputs['keys']['primary']}"
+    elif record.spec["auth_mode"] == "aml_token":
+        headers["Authorization"] = f"Bearer {endpoint_token(record)['accessToken']}"
     if deployment_name:
         headers["azureml-model-deployment"] = deployment_name
     status, _, body = post(record.outputs["scoring_uri"], request_file.read(), headers, timeout=60)
