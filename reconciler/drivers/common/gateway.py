@@ -125,10 +125,11 @@ def nginx_map_source(value: str) -> NginxText:
 def bearer_pattern(key: str) -> str:
     """The `map` regex source matching exactly `Authorization: Bearer KEY`, case-sensitively
     (string sources of a map are compared ignoring case: `BEARER` or an upper-cased key would
-    pass). `\\z` anchors the end: `$` would start an nginx variable."""
+    pass). `\\z` anchors the end: `$` would start an nginx variable. The key alphabet has no
+    regex metacharacter, so the key stands verbatim in the file (drift looks for it there)."""
     if not KEY_GRAMMAR.fullmatch(key or ""):
         _refuse(key, "endpoint keys are 1-256 characters of A-Z a-z 0-9 _ -")
-    return "~^Bearer " + re.sub(r"([^A-Za-z0-9_])", r"\\\1", key) + "\\z"
+    return "~^Bearer " + re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", key) + "\\z"
 
 
 def json_text(value: object) -> str:
@@ -214,7 +215,10 @@ def _with_tries(route: dict) -> dict:
     and `tries`: tries[k][r] is the server of try k when a request picked server r first."""
     servers = [upstream_server(s) for s in route.get("servers") or [route["server"]]]
     count = len(servers)
-    tries = [[servers[(first + k) % count] for first in range(count)] for k in range(min(count, MAX_TRIES))]
+    # A lone server is tried twice: a name is looked up per request, and one lookup that
+    # failed (a busy engine's DNS) should not fail the request. Only a server never reached is
+    # tried again, so no request is processed twice.
+    tries = [[servers[(first + k) % count] for first in range(count)] for k in range(min(max(count, 2), MAX_TRIES))]
     return {**route, "servers": servers, "tries": tries, "shares": instance_shares(count)}
 
 

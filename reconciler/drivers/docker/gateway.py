@@ -31,6 +31,7 @@ from reconciler.errors import DriverError
 CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
 CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
 DRAIN_TIMEOUT_SECONDS = 30
+RESOLVE_TIMEOUT_SECONDS = 5
 
 
 def config_dir(ctx: StepContext, endpoint: str) -> Path:
@@ -58,6 +59,22 @@ def config_digest(directory: Path) -> str | None:
 
 def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
     return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys)
+
+
+def upstream_hosts(ctx: StepContext, endpoint: str) -> list[str]:
+    """The container names the endpoint's config sends requests to."""
+    return sorted({server.rpartition(":")[0] for route in deployment_routes(endpoint, ctx.records()).values()
+                   for server in route["servers"]})
+
+
+def _wait_resolvable(container, hosts: list[str], timeout: float = RESOLVE_TIMEOUT_SECONDS) -> None:
+    """Until Docker's embedded DNS answers for `hosts` inside the gateway (it can lag behind a
+    container that has just started), so that no request is sent to a name not known yet.
+    Bounded, and not an error: a stopped deployment never resolves and is served a 502."""
+    deadline = time.monotonic() + timeout
+    while hosts and container.exec_run(["getent", "hosts", *hosts]).exit_code != 0 \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
@@ -89,6 +106,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     except DriverError:
         remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
         raise
+    _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
     return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
             "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest}
 
@@ -114,6 +132,9 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
             write_config(directory, previous)
         raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
                           check.output.decode("utf-8", "replace").strip())
+    # Names already in the config were resolvable before; only new containers may lag.
+    _wait_resolvable(container, [host for host in upstream_hosts(ctx, spec["name"])
+                                 if previous is None or f'"{host}:' not in previous])
     old_workers = _worker_pids(container)
     result = container.exec_run(["nginx", "-s", "reload", "-c", CONFIG_FILE])
     if result.exit_code != 0:
