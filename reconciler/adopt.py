@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reconciler.addresses import Address
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
 from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE,
                                               LABEL_SPEC_HASH, LABEL_STACK, MANAGED_BY)
 from reconciler.errors import ReconcilerError
 from reconciler.planning.diff import field_changes
-from reconciler.drivers.docker.fold import LOOPBACK, Observed, env_view, model_view, public_ports, store_dir_of
+from reconciler.drivers.docker.fold import (LOOPBACK, Observed, env_view, model_view, public_ports, scoring_uri,
+                                            store_dir_of)
 from reconciler.state.model import StateFile, StateRecord
 
 GATEWAY_CONTAINER_PORT = "8080"
@@ -26,7 +28,7 @@ GATEWAY_CONTAINER_PORT = "8080"
 class Rebuilt:
     """What recover found: the records, and what it left alone or could not know."""
 
-    records: dict[str, StateRecord] = field(default_factory=dict)
+    records: dict[Address, StateRecord] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     inspect: dict[str, str] = field(default_factory=dict)  # deployment address -> container to inspect
 
@@ -43,25 +45,25 @@ def observed_spec(resource: DesiredResource, info: dict, store_dir: str | None, 
 
 
 def _scoring_uri(spec: dict, instances: list[dict]) -> dict:
-    route = (spec.get("routes") or {}).get("scoring")
-    if instances and route and str(route["port"]) in instances[0]["ports"]:
-        return {"scoring_uri": f"http://{LOOPBACK}:{instances[0]['ports'][str(route['port'])]}{route['path']}"}
-    return {}
+    # As apply records it (docker fold.scoring_uri): loopback only when the port is published.
+    uri = scoring_uri(spec, instances[0]) if instances else None
+    return {"scoring_uri": uri} if uri else {}
 
 
 # -- import ------------------------------------------------------------------------------------
 def check_importable(address: str, desired: DesiredGraph, state: StateFile, info: dict | None,
                      container_ref: str) -> DesiredResource:
-    resources = {str(a): r for a, r in desired.resources.items()}
-    if not address.startswith("deployment."):
+    address = Address.parse(address)
+    resources = dict(desired.resources)
+    if address.kind != "deployment":
         raise ReconcilerError(f"only deployments can be imported, not {address}",
                               "models are files (apply copies them) and an endpoint is the gateway reconciler "
                               "starts; import the deployment containers and let apply create the rest")
     if address not in resources:
-        known = sorted(a for a in resources if a.startswith("deployment."))
+        known = sorted(a for a in resources if a.kind == "deployment")
         raise ReconcilerError(f"{address} is not in the configuration",
                               "import adopts a container for a deployment the YAML describes; deployments: "
-                              + (", ".join(known) or "none"))
+                              + (", ".join(map(str, known)) or "none"))
     if address in state.records:
         raise ReconcilerError(f"{address} is already in state",
                               f"to adopt another container for it: `reconciler state rm {address}`, then import")
@@ -106,15 +108,15 @@ def imported_record(resource: DesiredResource, info: dict, state: StateFile, sta
     if not info.get("running"):
         notes.append(f"it is {info.get('status')}: the next plan starts a new instance and removes it")
     outputs = {"instances": [instance], **_scoring_uri(spec, [instance])}
-    record = StateRecord(str(resource.address), "docker", spec, spec_hash(spec),
-                         tuple(map(str, resource.depends_on)), status="ready",
+    record = StateRecord(resource.address, "docker", spec, spec_hash(spec),
+                         resource.depends_on, status="ready",
                          driver_ids={"generation": generation, "containers": [info["id"]]}, outputs=outputs)
     return record, notes
 
 
 def import_outcome(record: StateRecord, resource: DesiredResource) -> str:
     """What the next plan will do with the imported deployment, in a sentence."""
-    kind = str(resource.address).split(".", 1)[0]
+    kind = resource.address.kind
     fields = field_changes(kind, record.spec, resource.spec)
     replacing = [f.path for f in fields if f.forces_replacement]
     if replacing:
@@ -133,10 +135,10 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
     """Records rebuilt from labels. Call once without `inspected` to learn which containers to
     inspect (`Rebuilt.inspect`), then again with their inspect data."""
     inspected = inspected or {}
-    resources = {str(a): r for a, r in desired.resources.items()}
+    resources = dict(desired.resources)
     result = Rebuilt()
     for address, resource in resources.items():
-        if address.startswith("model."):
+        if address.kind == "model":
             path = stored_models.get(resource.spec["content_digest"])
             if path:
                 result.records[address] = StateRecord(address, "docker", resource.spec, resource.spec_hash,
@@ -186,8 +188,8 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
             status = "tainted"
             result.notes.append(f"{address}: the model copy it mounts is gone from the store; it is marked "
                                 "tainted, so the next apply replaces it once the model is copied again")
-        result.records[address] = StateRecord(
-            address, "docker", spec, spec_hash(spec), tuple(map(str, resource.depends_on)), status=status,
+        result.records[resource.address] = StateRecord(
+            resource.address, "docker", spec, spec_hash(spec), resource.depends_on, status=status,
             driver_ids={"generation": generation, "containers": [i["id"] for i in instances]},
             outputs={"instances": instances, **_scoring_uri(spec, instances)})
     for address, items in sorted(gateways.items()):
@@ -203,8 +205,8 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
         if len(items) > 1:
             result.notes.append(f"{address}: {len(items) - 1} other gateway container(s) left unrecorded; the next "
                                 "apply removes them as orphans")
-        result.records[address] = StateRecord(
-            address, "docker", resource.spec, resource.spec_hash, tuple(map(str, resource.depends_on)),
+        result.records[resource.address] = StateRecord(
+            resource.address, "docker", resource.spec, resource.spec_hash, resource.depends_on,
             status="ready" if chosen.running and port else "tainted",
             outputs={"gateway": {"id": chosen.driver_id, "name": chosen.name, "image": chosen.attributes.get("image")},
                      "port": port, "scoring_uri": f"http://{LOOPBACK}:{port}/score" if port else None,

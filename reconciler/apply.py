@@ -15,11 +15,13 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
 from typing import Callable, Sequence
 
+from reconciler.addresses import Address
 from reconciler.config.graph import spec_hash
 from reconciler.drivers.base import StepContext
 from reconciler.errors import ReconcilerError
@@ -27,7 +29,7 @@ from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, U
                                DriverMessage, Hook, Step, StepCompleted, StepEvent, StepFailedEvent, StepSkipped,
                                StepStarted, StepStillRunning)
 from reconciler.planning.ordering import change_predecessors
-from reconciler.planning.plan import CREATE, DELETE, REPLACE, UPDATE, Plan
+from reconciler.planning.plan import CREATE, CREATE_THEN_DELETE, DELETE, UPDATE, Plan
 from reconciler.state.model import StateFile, StateRecord
 from reconciler.state.store import StateStore
 
@@ -73,9 +75,9 @@ def step_graph(plan: Plan) -> StepGraph:
     ready: dict[str, str] = {}  # the step after which dependents may start
     needs: dict[str, set[str]] = {}
     for address, change in changes.items():
-        if change.action == REPLACE and change.replace_mode == "create-then-delete":
+        if change.action is CREATE_THEN_DELETE:
             ops = [CREATE_STEP, DESTROY_DEPOSED_STEP]
-        elif change.action == REPLACE:
+        elif change.action.is_replace:
             ops = [DELETE_STEP, CREATE_STEP]
         else:
             ops = [{CREATE: CREATE_STEP, UPDATE: UPDATE_STEP, DELETE: DELETE_STEP}[change.action]]
@@ -128,41 +130,42 @@ class Applier:
                 hook.on_event(event)
 
     # -- state -----------------------------------------------------------------------------
-    def _commit(self, mutate: Callable[[StateFile], StateFile]) -> None:
+    def _commit(self, mutate: Callable[[StateFile], StateFile], *changed: Address) -> None:
         # One journal line per step (the store folds the journal into the file when the lock
         # is released): durable after every step without rewriting the whole state each time.
         with self._state_lock:
-            self.state = self.store.write_step(mutate(self.state))
+            self.state = self.store.write_step(mutate(self.state), changed)
 
     # -- one step --------------------------------------------------------------------------
     def _run_step(self, step: Step) -> None:
         change, address = step.change, step.address
         if step.operation == CREATE_STEP:
             prior = self.state.records.get(address) or self._deleted_for_replace.get(address)
-            if prior is not None and change.action == REPLACE and change.replace_mode == "create-then-delete":
-                deposed = f"{address}~deposed-{self.state.serial}"
-                self._commit(lambda s: s.without(address).with_record(dataclasses.replace(prior, address=deposed)))
+            if prior is not None and change.action is CREATE_THEN_DELETE:
+                deposed = address.deposed_as(str(self.state.serial))
+                self._commit(lambda s: s.without(address).with_record(dataclasses.replace(prior, address=deposed)),
+                             address, deposed)
             record = self._call_driver(lambda: self.driver.create(address, change.after, spec_hash(change.after),
                                                                   self.ctx, prior))
             record = dataclasses.replace(record, depends_on=change.depends_on)
-            self._commit(lambda s: s.with_record(record))
+            self._commit(lambda s: s.with_record(record), address)
         elif step.operation == UPDATE_STEP:
             current = self.state.records[address]
             record = self._call_driver(lambda: self.driver.update(current, change.after, spec_hash(change.after),
                                                                   self.ctx))
             record = dataclasses.replace(record, depends_on=change.depends_on)
-            self._commit(lambda s: s.with_record(record))
+            self._commit(lambda s: s.with_record(record), address)
         elif step.operation == DELETE_STEP:
             current = self.state.records[address]
-            if change.action == REPLACE:
+            if change.action.is_replace:
                 # What the new one keeps from the old (an endpoint's port and keys).
                 self._deleted_for_replace[address] = current
             self.driver.delete(current, self.ctx)
-            self._commit(lambda s: s.without(address))
+            self._commit(lambda s: s.without(address), address)
         else:
-            for deposed in [a for a in self.state.records if a.startswith(f"{address}~deposed-")]:
+            for deposed in [a for a in self.state.records if a.is_deposed and a.base == address]:
                 self.driver.delete(self.state.records[deposed], self.ctx)
-                self._commit(lambda s, d=deposed: s.without(d))
+                self._commit(lambda s, d=deposed: s.without(d), deposed)
 
     def _call_driver(self, call):
         try:
@@ -170,7 +173,8 @@ class Applier:
         except ReconcilerError as error:
             partial = getattr(error, "record", None)
             if partial is not None:
-                self._commit(lambda s: s.with_record(dataclasses.replace(partial, status="tainted")))
+                self._commit(lambda s: s.with_record(dataclasses.replace(partial, status="tainted")),
+                             partial.address)
             raise
 
     # -- the loop --------------------------------------------------------------------------
@@ -185,9 +189,14 @@ class Applier:
         last_still: dict[str, float] = {}
         poll = min(1.0, self.still_every)
         self._emit(ApplyStarted(len(graph.steps)))
+        ready: deque[str] = deque()
         with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
             while sorter.is_active():
-                for step_id in sorter.get_ready():
+                ready.extend(sorter.get_ready())
+                # At most `parallelism` in flight: a step starts when it runs, and waiting on
+                # every queued future per loop would make a large apply quadratic.
+                while ready and len(running) < self.parallelism:
+                    step_id = ready.popleft()
                     step = by_id[step_id]
                     if graph.needs[step_id] & blocked:
                         blocked.add(step_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError
 from reconciler.planning.plan import Change
 
@@ -19,7 +20,7 @@ CREATE_STEP, UPDATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP = "create", "update"
 @dataclass(frozen=True)
 class Step:
     id: str
-    address: str
+    address: Address
     operation: str  # create | update | delete | destroy-deposed
     change: Change
 

@@ -28,7 +28,7 @@ def settle(driver_name: str, state: StateFile, result: FoldResult) -> tuple[Stat
     """State after a driver's fold, with the orphan bookkeeping done. Pure."""
     updated = dict(result.updated)
     for address, record in state.records.items():
-        if "~orphan-" in address and address not in updated and not set(record_ids(record)) & result.seen:
+        if address.is_orphan and address not in updated and not set(record_ids(record)) & result.seen:
             updated[address] = None  # nothing left to delete
     named = {cid for address, record in state.records.items() if updated.get(address, record) is not None
              for cid in record_ids(updated.get(address, record))}
@@ -38,7 +38,7 @@ def settle(driver_name: str, state: StateFile, result: FoldResult) -> tuple[Stat
         if stray.object_id in named:
             continue
         named.add(stray.object_id)
-        orphan = f"{stray.base}~orphan-{stray.object_id[:12]}"
+        orphan = stray.base.orphan_as(stray.object_id[:12])
         drift.append(Drift(orphan, "orphan", f"{stray.what} carries this stack's labels but no record owns it; "
                                              "apply removes it"))
         updated[orphan] = StateRecord(orphan, driver_name, {}, "", status="ready", driver_ids=stray.driver_ids,

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from reconciler.cli import exits
-from reconciler.cli.common import format_error, handle_errors, stack_options, stack_variables, state_options
+from reconciler.cli.common import (format_error, handle_errors, load_options, stack_options, stack_variables,
+                                   state_options)
 from reconciler.cli.drivers import driver_option
 from reconciler.cli.plan import emit_plan
 from reconciler.operations import apply as operations
@@ -35,7 +36,7 @@ def run_apply(source: Path, var_assignments, vars_file, state_path, lock_timeout
         source=source, variables=variables, state_path=state_path,
         mode=DESTROY if destroy else REFRESH_ONLY if refresh_only else APPLY, targets=tuple(targets),
         replace=tuple(replace), refresh=refresh, driver=driver_name, parallelism=parallelism,
-        lock_timeout=lock_timeout)
+        lock_timeout=lock_timeout, load=load_options())
     outcome = operations.apply(request, show=lambda plan: emit_plan(plan, as_json=False, as_markdown=False),
                                confirm=lambda plan: confirm(plan, auto_approve),
                                hooks=[ProgressPrinter(click.echo)])

@@ -15,13 +15,39 @@ from reconciler.config.stack import load_stack
 from reconciler.errors import ReconcilerError, StackInvalid, StateLocked
 
 
+def _remember(ctx: click.Context, param: click.Parameter, value):
+    ctx.meta[f"reconciler.{param.name}"] = value
+    return value
+
+
 def stack_options(command):
-    """--var NAME=VALUE (repeatable) and --vars-file FILE, for every command that reads a stack."""
+    """--var NAME=VALUE (repeatable) and --vars-file FILE, for every command that reads a stack;
+    --root DIR and --image FROM=TO, which every such command reads through `load_options()`."""
+    command = click.option("--image", "image_rules", multiple=True, metavar="FROM=TO", expose_value=False,
+                           callback=_remember,
+                           help="Run image TO where the stack names repository FROM (repeatable; wins over "
+                                "`images:` in the stack settings).")(command)
+    command = click.option("--root", type=click.Path(file_okay=False, exists=True, path_type=Path),
+                           expose_value=False, callback=_remember,
+                           help="Folder above the stack that model and code paths may lead into "
+                                "(default: the stack settings' root, else the stack directory).")(command)
     command = click.option("--vars-file", type=click.Path(dir_okay=False, path_type=Path),
                            help="YAML mapping of NAME: value for {{NAME}} placeholders.")(command)
     command = click.option("--var", "var_assignments", multiple=True, metavar="NAME=VALUE",
                            help="Value for a {{NAME}} placeholder (repeatable).")(command)
     return command
+
+
+def load_options():
+    """The --root and --image of the command being run (see stack_options)."""
+    from reconciler.config.image_map import rule_from_option
+    from reconciler.config.settings import LoadOptions
+    meta = click.get_current_context().meta
+    try:
+        images = tuple(rule_from_option(text) for text in meta.get("reconciler.image_rules") or ())
+    except ValueError as error:
+        raise ReconcilerError(str(error), "fix the --image arguments") from error
+    return LoadOptions(images=images, root=meta.get("reconciler.root"))
 
 
 def stack_variables(var_assignments, vars_file) -> dict[str, str]:
@@ -34,7 +60,13 @@ def stack_variables(var_assignments, vars_file) -> dict[str, str]:
 
 
 def load_desired(stack_dir, var_assignments, vars_file):
-    return load_stack(Path(stack_dir), stack_variables(var_assignments, vars_file))
+    return load_stack(Path(stack_dir), stack_variables(var_assignments, vars_file), load_options())
+
+
+def echo_warnings(warnings) -> None:
+    """Valid but probably unintended (file:line: ...), on stderr so that stdout stays the result."""
+    for problem in warnings:
+        click.echo(f"Warning: {problem}", err=True)
 
 
 def use_color() -> bool:

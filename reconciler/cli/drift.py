@@ -40,7 +40,7 @@ def drift(stack_dir, state_path, as_json, as_markdown):
     state = store.read()
     _, found = refresh_state(driver_named(choose_driver(None, "", state)), state, store.path.parent)
     report = drift_report(stack, str(stack_dir), str(store.path), state.serial, found,
-                          len([a for a in state.records if "~" not in a]),
+                          len([a for a in state.records if not a.is_derived]),
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if as_json:
         click.echo(json.dumps(report, indent=2))

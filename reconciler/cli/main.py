@@ -1,32 +1,68 @@
-"""The `reconciler` click group: registers every command module."""
+"""The `reconciler` click group. Command modules are imported only when their command runs:
+`reconciler --help` and `validate` should not pay for the planner, the drivers, jinja2 and the
+Docker SDK (issue #16: start-up was 10x an empty interpreter)."""
 from __future__ import annotations
+
+from importlib import import_module
 
 import click
 
 from reconciler import __version__
-from reconciler.cli.adopt_cmd import import_command, recover
-from reconciler.cli.apply import apply, destroy
-from reconciler.cli.drift import drift
-from reconciler.cli.endpoint import endpoint
-from reconciler.cli.plan import plan, show
-from reconciler.cli.render import render
-from reconciler.cli.runtime import invoke, logs
-from reconciler.cli.state_cmd import force_unlock, state
-from reconciler.cli.validate import validate
+
+# name -> (module, attribute, the command's short help as `--help` lists it). The short help is
+# written here so that listing the commands imports none of them; a unit test keeps it equal to
+# each command's own.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "apply": ("reconciler.cli.apply", "apply",
+              "Make the engine match STACK_DIR, or carry out a saved PLANFILE exactly."),
+    "destroy": ("reconciler.cli.apply", "destroy",
+                "Destroy everything STACK_DIR's state manages, in reverse dependency order."),
+    "drift": ("reconciler.cli.drift", "drift",
+              "Report changes made outside reconciler (exit 0 none, 2 drift, 1 error)."),
+    "endpoint": ("reconciler.cli.endpoint", "endpoint", "Endpoint operations that are not configuration: keys."),
+    "force-unlock": ("reconciler.cli.state_cmd", "force_unlock",
+                     "Remove a lock whose holder is gone (refused while it runs, unless --force)."),
+    "import": ("reconciler.cli.adopt_cmd", "import_command",
+               "Adopt CONTAINER (id or name) as instance 0 of deployment ADDRESS."),
+    "invoke": ("reconciler.cli.runtime", "invoke",
+               "Send a scoring request to ENDPOINT's gateway, as `az ml online-endpoint invoke` does."),
+    "logs": ("reconciler.cli.runtime", "logs",
+             "Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME)."),
+    "plan": ("reconciler.cli.plan", "plan", "Show what apply would change to make the engine match STACK_DIR."),
+    "render": ("reconciler.cli.render", "render",
+               "Render STACK_DIR as Kubernetes manifests (Deployments, Services, HTTPRoutes, model volumes)."),
+    "show": ("reconciler.cli.plan", "show", "Show a saved plan FILE, or the state of a stack DIR."),
+    "state": ("reconciler.cli.state_cmd", "state", "Inspect and edit the state file."),
+    "validate": ("reconciler.cli.validate", "validate", "Check STACK_DIR against the schemas and across documents."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def load_command(name: str) -> click.Command:
+    module, attribute, _ = COMMANDS[name]
+    return getattr(import_module(module), attribute)
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return load_command(name) if name in COMMANDS else None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        limit = formatter.width - 6 - max(len(name) for name in COMMANDS)
+        rows = [(name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit))
+                for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="reconciler")
 def cli():
     """Plan and apply Azure ML online endpoints on a Docker Engine, Terraform style."""
-
-
-for command in (validate, plan, show, apply, destroy, invoke, logs, endpoint, render, state, force_unlock):
-    cli.add_command(command)
-
-for command in (drift, import_command):
-    cli.add_command(command)
-state.add_command(recover)
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from reconciler.cli import exits
-from reconciler.cli.common import handle_errors, open_store, stack_options, stack_variables, state_options, use_color
+from reconciler.cli.common import (handle_errors, load_options, open_store, stack_options, stack_variables,
+                                   state_options, use_color)
 from reconciler.cli.drivers import driver_option
 from reconciler.operations.plan import PlanRequest
 from reconciler.operations.plan import plan as plan_operation
@@ -65,7 +66,7 @@ def plan(stack_dir, var_assignments, vars_file, state_path, lock_timeout, target
     """Show what apply would change to make the engine match STACK_DIR."""
     request = PlanRequest(stack_dir=Path(stack_dir), variables=stack_variables(var_assignments, vars_file),
                           state_path=state_path, mode=plan_mode(destroy, refresh_only), targets=tuple(targets),
-                          replace=tuple(replace), refresh=refresh, driver=driver_name)
+                          replace=tuple(replace), refresh=refresh, driver=driver_name, load=load_options())
     result = plan_operation(request).plan
     emit_plan(result, as_json, as_markdown)
     if out_file:
@@ -113,7 +114,7 @@ def mask_state(data: dict) -> dict:
 def describe_record(record) -> str:
     from reconciler.render.masking import plain_names
     from reconciler.render.text import show_value
-    kind, name = record.address.split(".", 1)
+    kind, name = record.address.kind, record.address.name_with_suffix
     lines = [f"# {record.address}" + (" (tainted)" if record.status == "tainted" else ""),
              f"{kind} \"{name}\" {{"]
     plain = plain_names(record.spec)

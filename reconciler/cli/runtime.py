@@ -31,16 +31,15 @@ def find_record(kind: str, name: str, stack_ref, state_path):
     found = []
     for store in stores:
         for address, record in store.read().records.items():
-            if "~" in address or not address.startswith(kind + "."):
+            if address.is_derived or address.kind != kind:
                 continue
-            short = address.split(".", 1)[1]
-            if short == name or (kind == "deployment" and short.split("/", 1)[1] == name):
+            if address.name == name or (kind == "deployment" and address.short_name == name):
                 found.append((store, record))
     if not found:
         raise ReconcilerError(f"no {kind} named {name!r} in state",
                               "apply the stack first, or pass --stack / --state")
     if len(found) > 1:
-        raise ReconcilerError(f"{kind} name {name!r} is ambiguous: " + ", ".join(r.address for _, r in found),
+        raise ReconcilerError(f"{kind} name {name!r} is ambiguous: " + ", ".join(str(r.address) for _, r in found),
                               "pass ENDPOINT/NAME or --stack")
     return found[0]
 

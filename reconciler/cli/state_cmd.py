@@ -85,3 +85,12 @@ def force_unlock(lock_id, stack_ref, state_path, force):
     holder = store_for(stack_ref, state_path).force_unlock(lock_id, force=force)
     click.echo(f"reconciler state has been successfully unlocked (was held by {holder.who}, "
                f"pid {holder.pid}, {holder.operation}).")
+
+
+def _add_recover() -> None:
+    # `state recover` lives with `import` (both adopt objects reconciler did not create).
+    from reconciler.cli.adopt_cmd import recover
+    state.add_command(recover)
+
+
+_add_recover()

@@ -5,7 +5,8 @@ import json
 
 import click
 
-from reconciler.cli.common import handle_errors, load_desired, stack_options
+from reconciler.cli.common import echo_warnings, handle_errors, load_desired, stack_options
+from reconciler.errors import StackInvalid
 
 
 @click.command()
@@ -16,12 +17,18 @@ from reconciler.cli.common import handle_errors, load_desired, stack_options
 def validate(stack_dir, var_assignments, vars_file, as_json):
     """Check STACK_DIR against the schemas and across documents."""
     graph = load_desired(stack_dir, var_assignments, vars_file)
+    if graph.unsupported:
+        # Refused here exactly as plan refuses it: validate passing means plan can start.
+        raise StackInvalid(list(graph.unsupported))
     counts = {kind: len(graph.by_kind(kind)) for kind in ("endpoint", "deployment", "model")}
     if as_json:
         click.echo(json.dumps({"valid": True, "stack": graph.stack, "resources": counts,
-                               "warnings": [p.to_dict() for p in graph.unsupported]}, indent=2))
+                               "warnings": [p.to_dict() for p in graph.warnings],
+                               "ignored": [{"file": i.file, "line": i.line, "reason": i.reason}
+                                           for i in graph.ignored]}, indent=2))
         return
-    for problem in graph.unsupported:
-        click.echo(f"Warning: {problem} [fails at plan time]", err=True)
+    echo_warnings(graph.warnings)
+    for item in graph.ignored:
+        click.echo(f"Ignored: {item}", err=True)
     click.echo(f"Stack {graph.stack} is valid: {counts['endpoint']} endpoint(s), "
                f"{counts['deployment']} deployment(s), {counts['model']} model(s).")

@@ -5,19 +5,27 @@ in `DesiredResource.spec`, normalised to what a driver will report back (no fals
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
+from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
-from reconciler.config.settings import StackSettings, read_settings
+from reconciler.config.image_map import substitute
+from reconciler.config.settings import LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
+# Azure ML gives a model or environment created without a version the next free one; locally
+# there is no registry to count in, so the rule is fixed: version 1 (a second one of the same
+# name and no version is a duplicate, and says so).
+DEFAULT_ASSET_VERSION = "1"
 # Azure ML's documented defaults for ProbeSettings and OnlineRequestSettings.
 PROBE_DEFAULTS = {"initial_delay": 10, "period": 10, "timeout": 2, "failure_threshold": 30, "success_threshold": 1}
 REQUEST_DEFAULTS = {"request_timeout_ms": 5000, "max_concurrent_requests_per_instance": 1, "max_queue_wait_ms": 500}
@@ -45,6 +53,10 @@ DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "memory": None,
     "restart_policy": "unless-stopped",
     "plain_environment_variables": [],
+    # Hardening (docker driver): no published ports unless asked for debugging, and a read-only
+    # root filesystem (a tmpfs on /tmp) unless the image needs to write elsewhere.
+    "publish_ports": False,
+    "read_only_root_filesystem": True,
 }
 
 
@@ -69,6 +81,14 @@ class DesiredGraph:
     root: str = ""
     # From the stack settings document (`driver: swarm`); "" when the stack does not say.
     driver: str = ""
+    # What is valid but probably not meant (an endpoint that sends no live traffic): validate
+    # and plan print these; nothing refuses them.
+    warnings: tuple[Problem, ...] = field(default=())
+    # YAML files of the stack directory that hold no stack document (conda files, tool
+    # configs, Azure ML documents of other kinds): loader.Ignored entries, for validate to list.
+    ignored: tuple = field(default=())
+    # "ADDRESS: FROM -> TO (rule)" for every image the image map replaced; plans show them.
+    substitutions: tuple[str, ...] = field(default=())
 
     @property
     def digest(self) -> str:
@@ -89,6 +109,19 @@ def _resource(address: Address, spec: dict, depends_on, document: Document, path
                            f"{document.file}:{document.line_of(path)}")
 
 
+def asset_key(reference: str, known) -> tuple[str, tuple[str, str] | None]:
+    """The name an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference asks for, and the
+    (name, version) among `known` it resolves to (None: not there). `@latest` is the highest
+    version: numeric ones by number, after them the others by text."""
+    body = reference.removeprefix("azureml:")
+    if body.endswith("@latest"):
+        name = body.removesuffix("@latest")
+        versions = sorted((v for (n, v) in known if n == name), key=_version_key)
+        return name, ((name, versions[-1]) if versions else None)
+    name, _, version = body.partition(":")
+    return name, ((name, version) if (name, version) in known else None)
+
+
 def _version_key(version: str):
     return (0, int(version), "") if version.isdigit() else (1, 0, version)
 
@@ -104,8 +137,11 @@ class _GraphBuilder:
         self.stack_root = stack_root
         self.problems: list[Problem] = []
         self.unsupported: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self.substitutions: list[str] = []
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
+        self.environments: dict[tuple[str, str], Document] = {}
         # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
         self.deployments_of: dict[str, list[Address]] = {}
 
@@ -137,7 +173,8 @@ class _GraphBuilder:
             self.problems.append(document.problem(
                 path + (path_key,), f"model path {model_path!r} {error}",
                 f"resolved to {resolved}; model paths are relative to the YAML file and must stay inside "
-                f"the stack directory {self.stack_root}"))
+                f"{self.stack_root} (to share a folder above the stack, name it as the root: `--root DIR` or "
+                "`root:` in the stack settings)"))
             return None
         spec = {
             "name": name,
@@ -154,19 +191,66 @@ class _GraphBuilder:
         return address
 
     def resolve_model_reference(self, document: Document, reference: str) -> Address | None:
-        body = reference.removeprefix("azureml:")
-        if body.endswith("@latest"):
-            name = body.removesuffix("@latest")
-            versions = sorted((v for (n, v) in self.models if n == name), key=_version_key)
-            if not versions:
-                self._unknown_model(document, reference, name)
-                return None
-            return model_address(name, versions[-1])
-        name, _, version = body.partition(":")
-        if (name, version) not in self.models:
+        if reference.startswith("azureml://"):
+            self.problems.append(document.problem(
+                ("model",), f"model {reference!r} is in an Azure ML registry or workspace, which a local "
+                "engine cannot reach", "download its files (`az ml model download`), add a model YAML "
+                "(name, version, path) to the stack and refer to it as azureml:NAME:VERSION"))
+            return None
+        name, key = asset_key(reference, self.models)
+        if key is None:
             self._unknown_model(document, reference, name)
             return None
-        return model_address(name, version)
+        return model_address(*key)
+
+    # -- environments --------------------------------------------------------------------
+    def add_environment(self, document: Document) -> None:
+        data = document.data
+        key = (str(data["name"]), str(data.get("version", DEFAULT_ASSET_VERSION)))
+        if key in self.environments:
+            first = self.environments[key]
+            self.problems.append(document.problem(
+                ("name",), f"environment {key[0]}:{key[1]} is defined twice",
+                f"the first one is at {first.file}:{first.line_of(('name',))}; remove one or give it a new version"))
+            return
+        if not data.get("image") and not data.get("build"):
+            self.problems.append(document.problem(
+                (), f"environment {key[0]}:{key[1]} has neither image nor build",
+                "give `image:` (a base image, with `conda_file:` for packages) or `build: {path: ...}`"))
+        if data.get("image") and data.get("build"):
+            self.problems.append(document.problem(
+                ("build",), f"environment {key[0]}:{key[1]} has both image and build",
+                "keep one: `image:` for a ready image, `build:` to build one from a Docker context"))
+        self.environments[key] = document
+
+    def resolve_environment(self, document: Document, reference: str) -> dict | None:
+        """The environment an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference names,
+        as an inline environment; None (reported) when the stack has no such document."""
+        if reference.startswith("azureml://"):
+            self.problems.append(document.problem(
+                ("environment",), f"environment {reference!r} is in an Azure ML registry, which a local engine "
+                "cannot reach", "define it in the stack: an environment YAML with its image (and conda_file), "
+                "referred to as azureml:NAME:VERSION; curated environments name their image and conda file in "
+                "the Azure ML docs"))
+            return None
+        name, key = asset_key(reference, self.environments)
+        if key is None:
+            known = sorted(f"azureml:{n}:{v}" for (n, v) in self.environments)
+            curated = name.lower().startswith("azureml-")
+            hint = ("curated environments live in Azure ML: define one in the stack instead (an environment "
+                    "YAML with the curated environment's image and conda file, e.g. image: "
+                    "mcr.microsoft.com/azureml/<image>:latest) and refer to it as azureml:NAME:VERSION") if curated \
+                else (f"environments in this stack: {', '.join(known)}" if known else
+                      f"add an environment YAML (name: {name}, version, image) to the stack")
+            what = "a curated Azure ML environment, not defined in this stack" if curated else "not defined in this stack"
+            self.problems.append(document.problem(("environment",), f"environment {reference!r} is {what}", hint))
+            return None
+        environment = self.environments[key]
+        data = environment.data
+        inline = {k: data[k] for k in ("image", "conda_file", "build", "inference_config") if k in data}
+        if "conda_file" in inline:
+            inline["conda_file"] = str((environment.directory / inline["conda_file"]))
+        return inline
 
     def _unknown_model(self, document: Document, reference: str, name: str) -> None:
         if ("model", name) in self.invalid_names:
@@ -205,10 +289,30 @@ class _GraphBuilder:
         environment = data["environment"]
         if isinstance(environment, str):
             if environment.startswith("azureml:"):
-                self.unsupported.append(document.problem(
-                    ("environment",), f"registered environment {environment!r} cannot be resolved locally",
-                    "give environment: {image: ..., inference_config: ...} inline"))
-            environment = {"image": environment}
+                environment = self.resolve_environment(document, environment)
+                if environment is None:
+                    self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+                    return
+            else:
+                environment = {"image": environment}
+        if environment.get("conda_file"):
+            self.unsupported.append(document.problem(
+                ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",),
+                "building an image from a conda file is not supported on a local engine yet",
+                "give an image that already has the packages (environment.image without conda_file)"))
+        image = environment.get("image")
+        if isinstance(image, str) and self.settings.images:
+            mapped, rule = substitute(image, self.settings.images)
+            if rule is not None and mapped != image:
+                self.substitutions.append(f"{address}: {image} -> {mapped} ({rule.describe()})")
+                environment = {**environment, "image": mapped}
+                image = mapped
+        why = image_reference_problem(image) if isinstance(image, str) and not image.startswith("azureml:") else None
+        if why:
+            self.problems.append(document.problem(
+                ("environment", "image") if isinstance(data["environment"], dict) else ("environment",),
+                f"image {image!r} {why}", "write an image reference Docker accepts, e.g. "
+                "docker.io/tensorflow/serving:latest or myregistry.azurecr.io/team/model:1"))
         if "code_configuration" in data:
             self.unsupported.append(document.problem(
                 ("code_configuration",), "code_configuration (scoring scripts) is not supported on a local engine",
@@ -244,8 +348,12 @@ class _GraphBuilder:
         model_spec = None
         if model is not None:
             model_resource = self.resources[model]
-            base = data.get("model_mount_path", DEFAULT_MODEL_MOUNT_BASE)
-            mount = f"{base}/{model_resource.spec['name']}/{model_resource.spec['version']}"
+            # As Azure ML mounts it: the model's folder (or file) appears inside the mount
+            # directory, which is model_mount_path when given (the public Triton example sets
+            # /models and serves its repository from there) and otherwise
+            # /var/azureml-app/azureml-models/<name>/<version>.
+            mount = data.get("model_mount_path") or \
+                f"{DEFAULT_MODEL_MOUNT_BASE}/{model_resource.spec['name']}/{model_resource.spec['version']}"
             model_spec = {"address": str(model), "content_digest": model_resource.spec["content_digest"],
                           "mount_path": mount}
             variables.setdefault("AZUREML_MODEL_DIR", mount)
@@ -273,6 +381,8 @@ class _GraphBuilder:
             "restart_policy": local.get("restart_policy", default["restart_policy"]),
             "plain_environment_variables": [name for name in self.settings.plain_environment_variables
                                             if name in variables],
+            "publish_ports": local.get("publish_ports", default["publish_ports"]),
+            "read_only_root_filesystem": local.get("read_only_root_filesystem", default["read_only_root_filesystem"]),
         }
 
     # -- endpoints -----------------------------------------------------------------------
@@ -287,7 +397,19 @@ class _GraphBuilder:
             # Like `az ml online-deployment create --all-traffic` for the single-deployment how-to.
             traffic = {names[0]: 100}
         mirror = self._traffic(document, "mirror_traffic", names)
-        if data.get("auth_mode", "key") != "key":
+        if names and not any(traffic.values()):
+            listing = ", ".join(names)
+            self.warnings.append(document.problem(
+                ("traffic",), f"endpoint {name!r} sends no live traffic to any of its deployments ({listing}): "
+                "a scoring request without an azureml-model-deployment header reaches none of them",
+                f"give traffic in the endpoint, e.g. `traffic: {{{names[0]}: 100}}` (as `az ml online-endpoint "
+                "update --traffic` does)"))
+        auth_mode = auth_mode_of(data.get("auth_mode", "key"))
+        if auth_mode not in AUTH_MODES:
+            self.problems.append(document.problem(
+                ("auth_mode",), f"{data['auth_mode']!r} is not one of: {', '.join(AUTH_MODES)}",
+                "use key (the gateway checks `Authorization: Bearer KEY`; see `reconciler endpoint keys`)"))
+        elif auth_mode != "key":
             self.unsupported.append(document.problem(
                 ("auth_mode",), f"auth_mode {data['auth_mode']} is not supported on a local engine",
                 "use auth_mode: key; the gateway then checks `Authorization: Bearer KEY` "
@@ -295,7 +417,7 @@ class _GraphBuilder:
         self._check_split(document, traffic, mirror)
         spec = {
             "name": name,
-            "auth_mode": data.get("auth_mode", "key"),
+            "auth_mode": auth_mode,
             "description": data.get("description", ""),
             "tags": _plain_tags(data.get("tags", {})),
             "traffic": traffic,
@@ -332,6 +454,16 @@ class _GraphBuilder:
                     "a mirrored deployment must have 0% live traffic"))
 
 
+AUTH_MODES = ("key", "aml_token", "aad_token")
+
+
+def auth_mode_of(text: str) -> str:
+    """auth_mode as the Azure ML SDK reads it: case-insensitive, camel case turned into snake
+    case ("Key" and "KEY" -> key, "AMLToken" -> aml_token), as its StringTransformedEnum does."""
+    snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", str(text)))
+    return snake.lower()
+
+
 def _env_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -340,6 +472,23 @@ def _env_value(value: Any) -> str:
 
 def _plain_tags(tags: dict) -> dict[str, str]:
     return {str(k): _env_value(v) for k, v in sorted(tags.items())}
+
+
+def paths_root(stack_dir: Path, option: Path | None, settings: StackSettings) -> tuple[Path, list[Problem]]:
+    """The folder model and code paths may lead into: `--root`, else the settings' `root`,
+    else the stack directory itself. It must contain the stack directory."""
+    stack_dir = stack_dir.resolve()
+    root = option.resolve() if option is not None else settings.root or stack_dir
+    if stack_dir.is_relative_to(root):
+        return root, []
+    where = "--root" if option is not None else "root"
+    problem = Problem(str(stack_dir), 0, "", f"{where} {root} does not contain the stack directory",
+                      "name a folder above the stack directory (paths may lead out of the stack only into it)")
+    if option is None and settings.root_source:
+        document, path = settings.root_source
+        problem = document.problem(path, f"root {root} does not contain the stack directory {stack_dir}",
+                                   "name a folder above the stack directory, relative to this file (e.g. ../..)")
+    return stack_dir, [problem]
 
 
 def declared_name(document: Document) -> tuple[str, str] | None:
@@ -353,15 +502,22 @@ def declared_name(document: Document) -> tuple[str, str] | None:
 
 
 def build_graph(stack: str, stack_root: Path, documents: list[Document],
-                invalid: list[Document] = ()) -> tuple[DesiredGraph, list[Problem]]:
-    """Schema-valid documents -> DesiredGraph plus every cross-document problem."""
+                invalid: list[Document] = (), options: LoadOptions = LoadOptions()) -> tuple[DesiredGraph, list[Problem]]:
+    """Schema-valid documents -> DesiredGraph plus every cross-document problem.
+    `stack_root` is the stack directory; paths may lead out of it only into the root the
+    command line or the stack settings name."""
     settings, settings_problems = read_settings([d for d in documents if d.kind == "stack"])
-    builder = _GraphBuilder(stack, stack_root, frozenset(filter(None, map(declared_name, invalid))), settings)
+    root, root_problems = paths_root(stack_root, options.root, settings)
+    settings_problems += root_problems
+    settings = dataclasses.replace(settings, images=options.images + settings.images)
+    builder = _GraphBuilder(stack, root, frozenset(filter(None, map(declared_name, invalid))), settings)
     endpoints: dict[str, Document] = {}
     for document in documents:
         if document.kind == "model":
             builder.add_model(document, (), document.data, str(document.data["name"]),
-                              str(document.data["version"]))
+                              str(document.data.get("version", DEFAULT_ASSET_VERSION)))
+        elif document.kind == "environment":
+            builder.add_environment(document)
         elif document.kind == "endpoint":
             name = document.data["name"]
             same_but_case = next((other for other in endpoints if other.lower() == name.lower()), None)
@@ -384,5 +540,6 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     for document in endpoints.values():
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
-                         str(stack_root.resolve()), settings.driver)
+                         str(root), settings.driver, tuple(sorted(builder.warnings)),
+                         substitutions=tuple(builder.substitutions))
     return graph, builder.problems + settings_problems

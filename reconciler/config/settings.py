@@ -7,12 +7,11 @@ driver, and which environment variables are no secret (plans mask every other va
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from reconciler.config.image_map import ImageRule, rule_from_setting
 from reconciler.config.loader import Document
 from reconciler.errors import Problem
-
-# Keys only a settings document has; used to tell its kind when `$schema` is absent.
-SETTINGS_KEYS = frozenset({"driver", "plain_environment_variables"})
 
 
 @dataclass(frozen=True)
@@ -21,6 +20,19 @@ class StackSettings:
     driver: str = ""
     # Environment variables whose values plans, drift reports and `state show` print in clear.
     plain_environment_variables: tuple[str, ...] = ()
+    # Images to run in place of others (config/image_map.py).
+    images: tuple[ImageRule, ...] = ()
+    # The folder model and code paths may lead into (None: the stack directory).
+    root: Path | None = None
+    # Where `root` was given, for errors about it.
+    root_source: tuple[Document, tuple] | None = None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """What the command line adds to the stack settings (and wins over them)."""
+    images: tuple[ImageRule, ...] = ()
+    root: Path | None = None
 
 
 def read_settings(documents: list[Document]) -> tuple[StackSettings, list[Problem]]:
@@ -32,6 +44,9 @@ def read_settings(documents: list[Document]) -> tuple[StackSettings, list[Proble
                                  f"the first ones are at {first.file}:{first.line_of(())}; keep one")
                 for document in documents[1:]]
     data = first.data
+    images = tuple(rule_from_setting(entry, f"{first.file}:{first.line_of(('images', index))}")
+                   for index, entry in enumerate(data.get("images", ())))
+    root = (first.directory / data["root"]).resolve() if "root" in data else None
     return StackSettings(driver=data.get("driver", ""),
-                         plain_environment_variables=tuple(sorted(set(data.get("plain_environment_variables", ()))))), \
-        problems
+                         plain_environment_variables=tuple(sorted(set(data.get("plain_environment_variables", ())))),
+                         images=images, root=root, root_source=(first, ("root",)) if root else None), problems

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError
 from reconciler.state.model import StateFile, StateRecord
 
@@ -44,11 +45,11 @@ class Driver(ABC):
 
     # -- apply -------------------------------------------------------------------------------
     @abstractmethod
-    def preflight(self, specs: list[tuple[str, dict]]) -> None:
+    def preflight(self, specs: list[tuple[Address, dict]]) -> None:
         """Fail before any change when the plan cannot work here (engine, images)."""
 
     @abstractmethod
-    def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
+    def create(self, address: Address, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
         """Make the resource; `prior` is the record being replaced (an endpoint keeps port and keys)."""
 

@@ -37,7 +37,7 @@ def recorded_driver(state) -> str:
     names = {record.driver for record in state.records.values()}
     if len(names) > 1:
         by_driver = {name: sorted(a for a, r in state.records.items() if r.driver == name) for name in sorted(names)}
-        listing = "; ".join(f"{name}: {', '.join(addresses[:3])}{' ...' if len(addresses) > 3 else ''}"
+        listing = "; ".join(f"{name}: {', '.join(map(str, addresses[:3]))}{' ...' if len(addresses) > 3 else ''}"
                             for name, addresses in by_driver.items())
         raise ReconcilerError(f"state of stack {state.stack} has records of different drivers ({listing})",
                               "a stack lives on one engine; remove the records of the wrong driver with "

@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.addresses import endpoint_address
 from reconciler.adopt import check_importable, import_outcome, imported_record, rebuild
 from reconciler.config.graph import DesiredGraph
 from reconciler.drivers.base import StepContext, SupportsImport, SupportsRecover, require
@@ -57,7 +58,7 @@ def import_container(desired: DesiredGraph, store, stack_dir: Path, address: str
         if network:
             notes.append(f"it was connected to network {network}, where the endpoint's gateway reaches deployments")
         state = state.with_record(record)
-        endpoint = state.records.get(f"endpoint.{resource.spec['endpoint']}")
+        endpoint = state.records.get(endpoint_address(resource.spec['endpoint']))
         if endpoint is not None and info.get("running"):
             # The gateway's routes come from deployment records; without this it would not send
             # this deployment any traffic until something else changed the endpoint.
@@ -89,7 +90,7 @@ def recover_state(desired: DesiredGraph, store, stack_dir: Path, force: bool = F
             result = rebuild(desired, observed, stored, inspected)
         records = dict(result.records)
         notes = list(result.notes)
-        for address in sorted(a for a in records if a.startswith("endpoint.")):
+        for address in sorted(a for a in records if a.kind == "endpoint"):
             records[address], note = recoverer.recover_gateway(records[address], _ctx(store, stack_dir, records))
             notes.append(f"{address}: {note}")
         state = StateFile.empty(desired.stack)

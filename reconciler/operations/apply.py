@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reconciler.apply import Applier, ApplyResult
+from reconciler.config.settings import LoadOptions
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.events import Hook
 from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, open_store,
@@ -44,6 +45,7 @@ class ApplyRequest:
     driver: str | None = None
     parallelism: int = 10
     lock_timeout: float = 0.0
+    load: LoadOptions = LoadOptions()
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,7 @@ def destroy(request: ApplyRequest, **kwargs) -> ApplyOutcome:
 def _plan_request(request: ApplyRequest) -> PlanRequest:
     return PlanRequest(stack_dir=request.source, variables=request.variables, state_path=request.state_path,
                        mode=request.mode, targets=request.targets, replace=request.replace,
-                       refresh=request.refresh, driver=request.driver)
+                       refresh=request.refresh, driver=request.driver, load=request.load)
 
 
 def _store_for(request: ApplyRequest, plan: Plan | None, source: Path) -> StateStore:

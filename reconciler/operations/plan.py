@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from reconciler.config.settings import LoadOptions
 from reconciler.config.stack import load_stack, stack_name
 from reconciler.errors import ReconcilerError, StackInvalid
 from reconciler.planning.plan import Plan
@@ -36,6 +37,7 @@ class PlanRequest:
     replace: tuple[str, ...] = ()
     refresh: bool = True
     driver: str | None = None  # --driver; None: the stack settings, then what state was made with
+    load: LoadOptions = LoadOptions()  # --root, --image: added to (and winning over) the stack settings
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def plan(request: PlanRequest, drivers: DriverLookup | None = None) -> PlanOutco
 def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLookup | None = None) -> PlanOutcome:
     if request.mode not in MODES:
         raise ReconcilerError(f"unknown plan mode {request.mode!r}", f"use one of {', '.join(MODES)}")
-    desired = load_stack(Path(request.stack_dir), dict(request.variables))
+    desired = load_stack(Path(request.stack_dir), dict(request.variables), request.load)
     if desired.unsupported and request.mode != DESTROY:
         raise StackInvalid(list(desired.unsupported))
     state = store.read()

@@ -88,11 +88,14 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
     FieldDescriptor("environment_variables", DriverField("container environment", None, "container Config.Env"),
                     DriverField("task template env", ROLL, "service ContainerSpec.Env"),
                     "container.env (sensitive names as secretKeyRefs)"),
-    FieldDescriptor("routes", DriverField("published loopback ports", None, "container ports"),
+    FieldDescriptor("routes", DriverField("container ports on the stack network", None, "container ports"),
                     # A rolling update would run old and new tasks on different ports behind
                     # one upstream; a new service beside the old one lets the gateway move at once.
                     DriverField("gateway upstream port and path", None), "container.ports and the Service"),
-    FieldDescriptor("instance_type", DriverField("state", STATE), DriverField("state", STATE),
+    # docker: CPUs and memory of each container (config/instance_types.py); Azure ML cannot
+    # change a deployment's instance type in place either.
+    FieldDescriptor("instance_type", DriverField("container nano_cpus and mem_limit", None),
+                    DriverField("state", STATE),
                     "annotation reconciler.local/azureml-instance-type"),
     FieldDescriptor("instance_count", DriverField("one container per instance", SCALE, "containers listed"),
                     DriverField("service replicas", SCALE, "service tasks"), "Deployment.spec.replicas"),
@@ -116,6 +119,11 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
                     DriverField("task restart condition", ROLL), None),
     # Which variables' values output may show (render/masking.py); nothing in the engine has it.
     FieldDescriptor("plain_environment_variables", DriverField("state", STATE), DriverField("state", STATE), None),
+    # Debugging only: routes' ports published on 127.0.0.1 (read back: a published port is drift otherwise).
+    FieldDescriptor("publish_ports", DriverField("ports published on 127.0.0.1", None, "container ports"),
+                    DriverField("state", STATE), None),
+    FieldDescriptor("read_only_root_filesystem", DriverField("container read_only + tmpfs /tmp", None),
+                    DriverField("state", STATE), None),
 )
 DEPLOYMENT = {d.name: d for d in DEPLOYMENT_FIELDS}
 

@@ -7,22 +7,23 @@ from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
 
+from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError
 from reconciler.planning.plan import DELETE, Change
 
 
-def change_predecessors(changes: dict[str, Change]) -> dict[str, set[str]]:
+def change_predecessors(changes: dict[Address, Change]) -> dict[Address, set[Address]]:
     """For each address, the addresses whose change must finish before its own may start."""
-    before: dict[str, set[str]] = {a: set() for a in changes}
-    for address, change in changes.items():
+    before: dict[Address, set[Address]] = {c.address: set() for c in changes.values()}
+    for change in changes.values():
+        address = change.address
         if change.action != DELETE:
             before[address] |= {d for d in change.depends_on if d in changes and changes[d].action != DELETE}
-        base, orphan, _ = address.partition("~orphan-")
-        if orphan and base in changes:
+        base = address.base
+        if address.is_orphan and base in changes:
             # Leftover containers go before their resource changes: they may hold its names.
             before[base].add(address)
-        base, deposed, _ = address.partition("~deposed-")
-        if deposed and change.action == DELETE:
+        if address.is_deposed and change.action is DELETE:
             # Old containers left by an interrupted replacement serve until their users
             # (an endpoint's gateway) have moved to the new ones.
             before[address] |= {a for a, c in changes.items()
@@ -34,11 +35,11 @@ def change_predecessors(changes: dict[str, Change]) -> dict[str, set[str]]:
     return before
 
 
-def execution_order(changes: dict[str, Change]) -> list[Change]:
+def execution_order(changes: dict[Address, Change]) -> list[Change]:
     sorter = TopologicalSorter(change_predecessors(changes))
     try:
         order = list(sorter.static_order())
     except CycleError as error:
-        cycle = " -> ".join(error.args[1])
+        cycle = " -> ".join(map(str, error.args[1]))
         raise ReconcilerError(f"dependency cycle: {cycle}", "remove one of these references") from error
     return [changes[a] for a in order]

@@ -1,37 +1,110 @@
 """Plan and Change: plain, serialisable data with a compact text form for tests. Pure."""
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.addresses import Address
 from reconciler.planning.diff import FieldChange
 
 PLAN_FORMAT_VERSION = 1
+CREATE_THEN_DELETE_MODE, DELETE_THEN_CREATE_MODE = "create-then-delete", "delete-then-create"
 
-NO_OP, CREATE, UPDATE, REPLACE, DELETE = "no-op", "create", "update", "replace", "delete"
-SYMBOLS = {NO_OP: " ", CREATE: "+", UPDATE: "~", REPLACE: "-/+", DELETE: "-"}
+
+class Action(enum.Enum):
+    """What a change does. The two replacements are distinct actions; plan JSON writes both as
+    "action": "replace" with a "replace_mode" (wire / replace_mode / from_wire)."""
+
+    NO_OP = "no-op"
+    CREATE = "create"
+    UPDATE = "update"
+    CREATE_THEN_DELETE = CREATE_THEN_DELETE_MODE
+    DELETE_THEN_CREATE = DELETE_THEN_CREATE_MODE
+    DELETE = "delete"
+
+    @property
+    def is_replace(self) -> bool:
+        return self in (Action.CREATE_THEN_DELETE, Action.DELETE_THEN_CREATE)
+
+    @property
+    def creates(self) -> bool:
+        """Whether it makes a new resource (counted as "to add")."""
+        return self is Action.CREATE or self.is_replace
+
+    @property
+    def destroys(self) -> bool:
+        """Whether it removes an existing resource (counted as "to destroy")."""
+        return self is Action.DELETE or self.is_replace
+
+    @property
+    def symbol(self) -> str:
+        return _SYMBOLS[self]
+
+    @property
+    def wire(self) -> str:
+        """The "action" string plan JSON carries."""
+        return "replace" if self.is_replace else self.value
+
+    @property
+    def replace_mode(self) -> str | None:
+        """The "replace_mode" string plan JSON carries (None unless a replacement)."""
+        return self.value if self.is_replace else None
+
+    @classmethod
+    def replacing(cls, mode: str) -> "Action":
+        """The replacement a driver's policy asks for ("create-then-delete" / "delete-then-create")."""
+        if mode not in (CREATE_THEN_DELETE_MODE, DELETE_THEN_CREATE_MODE):
+            raise ValueError(f"unknown replace_mode {mode!r}")
+        return cls(mode)
+
+    @classmethod
+    def from_wire(cls, action: str, replace_mode: str | None = None) -> "Action":
+        if action == "replace":
+            return cls.replacing(replace_mode or DELETE_THEN_CREATE_MODE)
+        if action in (CREATE_THEN_DELETE_MODE, DELETE_THEN_CREATE_MODE):
+            raise ValueError(f"unknown action {action!r}")
+        return cls(action)
+
+
+NO_OP, CREATE, UPDATE, DELETE = Action.NO_OP, Action.CREATE, Action.UPDATE, Action.DELETE
+CREATE_THEN_DELETE, DELETE_THEN_CREATE = Action.CREATE_THEN_DELETE, Action.DELETE_THEN_CREATE
+_SYMBOLS = {NO_OP: " ", CREATE: "+", UPDATE: "~", CREATE_THEN_DELETE: "-/+", DELETE_THEN_CREATE: "-/+", DELETE: "-"}
+
+
+def _addresses(values) -> tuple[Address, ...]:
+    return tuple(Address.parse(v) for v in values)
 
 
 @dataclass(frozen=True)
 class Change:
-    address: str
-    action: str
-    reason: str
+    address: Address
+    action: Action
+    reason: str  # display only: why the planner chose the action
     before: dict | None
     after: dict | None
     fields: tuple[FieldChange, ...] = ()
-    depends_on: tuple[str, ...] = ()
-    prior_depends_on: tuple[str, ...] = ()
+    depends_on: tuple[Address, ...] = ()
+    prior_depends_on: tuple[Address, ...] = ()
+    # Derived from action (kept so that constructing from wire strings stays possible).
     replace_mode: str | None = None
     source: str = ""
 
+    def __post_init__(self) -> None:
+        action = self.action if isinstance(self.action, Action) else Action.from_wire(self.action, self.replace_mode)
+        object.__setattr__(self, "action", action)
+        object.__setattr__(self, "replace_mode", action.replace_mode)
+        object.__setattr__(self, "address", Address.parse(self.address))
+        object.__setattr__(self, "depends_on", _addresses(self.depends_on))
+        object.__setattr__(self, "prior_depends_on", _addresses(self.prior_depends_on))
+
     @property
     def kind(self) -> str:
-        return self.address.split(".", 1)[0]
+        return self.address.kind
 
     def compact(self) -> str:
-        text = f"{SYMBOLS[self.action]} {self.address}"
-        if self.action in (UPDATE, REPLACE) and self.fields:
+        text = f"{self.action.symbol} {self.address}"
+        if (self.action is UPDATE or self.action.is_replace) and self.fields:
             parts = [f.path + ("!" if f.forces_replacement else "") for f in self.fields]
             text += f" ({', '.join(parts)})"
         if self.reason not in ("not-in-state", "not-in-config", "forces-replacement", "changed", "unchanged"):
@@ -39,18 +112,20 @@ class Change:
         return text
 
     def to_dict(self) -> dict:
-        return {"address": self.address, "action": self.action, "reason": self.reason,
-                "replace_mode": self.replace_mode, "source": self.source,
-                "depends_on": list(self.depends_on), "prior_depends_on": list(self.prior_depends_on),
+        return {"address": str(self.address), "action": self.action.wire, "reason": self.reason,
+                "replace_mode": self.action.replace_mode, "source": self.source,
+                "depends_on": [str(a) for a in self.depends_on],
+                "prior_depends_on": [str(a) for a in self.prior_depends_on],
                 "fields": [f.to_dict() for f in self.fields], "before": self.before, "after": self.after}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Change":
-        return cls(address=data["address"], action=data["action"], reason=data["reason"],
+        return cls(address=Address.parse(data["address"]),
+                   action=Action.from_wire(data["action"], data["replace_mode"]), reason=data["reason"],
                    before=data["before"], after=data["after"],
                    fields=tuple(FieldChange.from_dict(f) for f in data["fields"]),
-                   depends_on=tuple(data["depends_on"]), prior_depends_on=tuple(data["prior_depends_on"]),
-                   replace_mode=data["replace_mode"], source=data.get("source", ""))
+                   depends_on=_addresses(data["depends_on"]), prior_depends_on=_addresses(data["prior_depends_on"]),
+                   source=data.get("source", ""))
 
 
 @dataclass(frozen=True)
@@ -62,19 +137,22 @@ class Drift:
     refreshed state already shows it ("replace" / "update"; "" when the state says it all).
     """
 
-    address: str
+    address: Address
     kind: str
     detail: str
     fields: tuple[FieldChange, ...] = ()
     repair: str = ""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "address", Address.parse(self.address))
+
     def to_dict(self) -> dict:
-        return {"address": self.address, "kind": self.kind, "detail": self.detail,
+        return {"address": str(self.address), "kind": self.kind, "detail": self.detail,
                 "fields": [f.to_dict() for f in self.fields], "repair": self.repair}
 
     @classmethod
     def from_dict(cls, data: dict) -> "Drift":
-        return cls(data["address"], data["kind"], data["detail"],
+        return cls(Address.parse(data["address"]), data["kind"], data["detail"],
                    tuple(FieldChange.from_dict(f) for f in data.get("fields", ())), data.get("repair", ""))
 
 
@@ -95,10 +173,15 @@ class Plan:
     # The absolute path of the state file the plan was made against ("" in plans saved before
     # it was recorded): `apply PLANFILE` writes there, wherever it is run from.
     state_path: str = ""
+    # Valid but probably unintended, as `file:line: message (hint)` (an endpoint that sends no
+    # live traffic): shown above the plan, never acted on.
+    warnings: tuple[str, ...] = ()
+    # What the image map replaced, as "ADDRESS: FROM -> TO (rule)": shown above the plan.
+    substitutions: tuple[str, ...] = ()
 
     @property
     def actionable(self) -> tuple[Change, ...]:
-        return tuple(c for c in self.changes if c.action != NO_OP)
+        return tuple(c for c in self.changes if c.action is not NO_OP)
 
     def has_changes(self) -> bool:
         return bool(self.actionable)
@@ -106,11 +189,11 @@ class Plan:
     def summary(self) -> dict[str, int]:
         counts = {"add": 0, "change": 0, "destroy": 0}
         for change in self.changes:
-            if change.action in (CREATE, REPLACE):
+            if change.action.creates:
                 counts["add"] += 1
-            if change.action in (DELETE, REPLACE):
+            if change.action.destroys:
                 counts["destroy"] += 1
-            if change.action == UPDATE:
+            if change.action is UPDATE:
                 counts["change"] += 1
         return counts
 
@@ -132,6 +215,8 @@ class Plan:
         # state_path only when known, so that plans made without a state file (tests, goldens)
         # serialise as before.
         where = {"state_path": self.state_path} if self.state_path else {}
+        where |= {"warnings": list(self.warnings)} if self.warnings else {}
+        where |= {"image_substitutions": list(self.substitutions)} if self.substitutions else {}
         return {"format_version": self.format_version, "stack": self.stack, "stack_dir": self.stack_dir,
                 **where, "mode": self.mode, "driver": self.driver,
                 "created_at": self.created_at, "state_lineage": self.state_lineage,
@@ -149,4 +234,6 @@ class Plan:
                    desired_digest=data["desired_digest"], created_at=data.get("created_at", ""),
                    drift=tuple(Drift.from_dict(d) for d in data.get("drift", ())),
                    desired=data.get("desired", {}), stack_dir=data.get("stack_dir", ""),
-                   driver=data.get("driver", "docker"), state_path=data.get("state_path", ""))
+                   driver=data.get("driver", "docker"), state_path=data.get("state_path", ""),
+                   warnings=tuple(data.get("warnings", ())),
+                   substitutions=tuple(data.get("image_substitutions", ())))

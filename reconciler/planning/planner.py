@@ -17,7 +17,8 @@ from reconciler.planning.field_policy import DEFAULT_DRIVER, ChangePolicy, polic
 from reconciler.planning.fields import with_defaults
 from reconciler.planning.gateway_view import view_changes
 from reconciler.planning.ordering import execution_order
-from reconciler.planning.plan import CREATE, DELETE, NO_OP, REPLACE, UPDATE, Change, Drift, Plan
+from reconciler.addresses import Address
+from reconciler.planning.plan import CREATE, DELETE, NO_OP, UPDATE, Action, Change, Drift, Plan
 from reconciler.state.model import StateFile, StateRecord
 
 APPLY, DESTROY, REFRESH_ONLY = "apply", "destroy", "refresh-only"
@@ -26,40 +27,44 @@ APPLY, DESTROY, REFRESH_ONLY = "apply", "destroy", "refresh-only"
 @dataclass(frozen=True)
 class PlanOptions:
     mode: str = APPLY
-    targets: frozenset[str] = field(default_factory=frozenset)
-    replace: frozenset[str] = field(default_factory=frozenset)
+    targets: frozenset[Address] = field(default_factory=frozenset)
+    replace: frozenset[Address] = field(default_factory=frozenset)
     created_at: str = ""
     driver: str = DEFAULT_DRIVER
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", frozenset(map(Address.parse, self.targets)))
+        object.__setattr__(self, "replace", frozenset(map(Address.parse, self.replace)))
 
     @property
     def policy(self) -> ChangePolicy:
         return policy_for(self.driver)
 
 
-def decide_change(address: str, desired, record: StateRecord | None, forced: bool,
+def decide_change(address: Address, desired, record: StateRecord | None, forced: bool,
                   policy: ChangePolicy = policy_for(DEFAULT_DRIVER)) -> Change:
     """One resource's change: create, delete, no-op, update in place or replace."""
-    kind = address.split(".", 1)[0]
-    replace_mode = policy.replace_mode[kind]
+    kind = address.kind
+    replacement = Action.replacing(policy.replace_mode[kind])
     if record is None:
         return Change(address, CREATE, "not-in-state", None, desired.spec,
-                      depends_on=tuple(map(str, desired.depends_on)), source=desired.source)
+                      depends_on=tuple(desired.depends_on), source=desired.source)
     prior_depends = tuple(record.depends_on)
     if desired is None:
         return Change(address, DELETE, "not-in-config", record.spec, None, prior_depends_on=prior_depends)
     before = with_defaults(kind, record.spec, desired.spec)
     fields = field_changes(kind, before, desired.spec, policy)
-    depends = tuple(map(str, desired.depends_on))
+    depends = tuple(desired.depends_on)
     common = dict(before=before, after=desired.spec, fields=fields, depends_on=depends,
                   prior_depends_on=prior_depends, source=desired.source)
     if record.status == "tainted":
-        return Change(address, REPLACE, "tainted", replace_mode=replace_mode, **common)
+        return Change(address, replacement, "tainted", **common)
     if forced:
-        return Change(address, REPLACE, "requested", replace_mode=replace_mode, **common)
+        return Change(address, replacement, "requested", **common)
     if not fields:
         return Change(address, NO_OP, "unchanged", **common)
     if any(f.forces_replacement for f in fields):
-        return Change(address, REPLACE, "forces-replacement", replace_mode=replace_mode, **common)
+        return Change(address, replacement, "forces-replacement", **common)
     return Change(address, UPDATE, "changed", **common)
 
 
@@ -70,8 +75,8 @@ def _with_repair(change: Change, drifted: bool, repair: str, replace_mode: dict[
     if not drifted or change.action in (CREATE, DELETE) or change.reason in ("tainted", "requested"):
         return change
     kind = change.kind
-    if repair == "replace" or (change.action == REPLACE and change.reason == "forces-replacement"):
-        return dataclasses.replace(change, action=REPLACE, reason="drifted", replace_mode=replace_mode[kind])
+    if repair == "replace" or (change.action.is_replace and change.reason == "forces-replacement"):
+        return dataclasses.replace(change, action=Action.replacing(replace_mode[kind]), reason="drifted")
     if repair == "update" or change.action == UPDATE:
         return dataclasses.replace(change, action=UPDATE, reason="drifted")
     return change
@@ -79,7 +84,7 @@ def _with_repair(change: Change, drifted: bool, repair: str, replace_mode: dict[
 
 def _moves_containers(change: Change, policy: ChangePolicy) -> bool:
     """Whether a deployment change gives it other containers, which its gateway must learn."""
-    return change.action in (CREATE, REPLACE) or (
+    return change.action.creates or (
         policy.gateway_follows_scaling and change.action == UPDATE
         and any(f.path == "instance_count" for f in change.fields))
 
@@ -91,7 +96,7 @@ def _view_fields(deployments: list[Change], policy: ChangePolicy) -> tuple[Field
     for change in deployments:
         if change.action != UPDATE or _moves_containers(change, policy):
             continue
-        name = change.address.split("/", 1)[-1]
+        name = change.address.short_name
         fields += [FieldChange(f"gateway.{name}.{key}", before, after, False)
                    for key, before, after in view_changes(change.before, change.after)]
     return tuple(fields)
@@ -102,13 +107,13 @@ def _with_dependency_updates(changes: dict[str, Change], policy: ChangePolicy) -
     (its bind mount holds the old files); an endpoint is re-pointed at deployments that get new
     containers, and re-rendered when the gateway's view of a deployment changes."""
     result = dict(changes)
-    for address in (a for a in changes if a.startswith("deployment.")):
+    for address in (a for a in changes if a.kind == "deployment"):
         change = result[address]
-        if change.action in (NO_OP, UPDATE) and any(result[d].action == REPLACE for d in change.depends_on
+        if change.action in (NO_OP, UPDATE) and any(result[d].action.is_replace for d in change.depends_on
                                                     if d in result):
-            result[address] = dataclasses.replace(change, action=REPLACE, reason="dependency-replaced",
-                                                  replace_mode=policy.replace_mode["deployment"])
-    for address in (a for a in changes if a.startswith("endpoint.")):
+            result[address] = dataclasses.replace(change, action=Action.replacing(policy.replace_mode["deployment"]),
+                                                  reason="dependency-replaced")
+    for address in (a for a in changes if a.kind == "endpoint"):
         change = result[address]
         deployments = [result[d] for d in change.depends_on if d in result]
         view_fields = _view_fields(deployments, policy)
@@ -118,16 +123,17 @@ def _with_dependency_updates(changes: dict[str, Change], policy: ChangePolicy) -
         elif change.action == NO_OP and view_fields:
             result[address] = dataclasses.replace(change, action=UPDATE, reason="gateway-view-changed",
                                                   fields=fields)
-        elif view_fields and change.action in (UPDATE, REPLACE):
+        elif view_fields and (change.action is UPDATE or change.action.is_replace):
             result[address] = dataclasses.replace(change, fields=fields)
     return result
 
 
-def _closure(addresses: set[str], targets: frozenset[str], graph_edges: dict[str, set[str]]) -> set[str]:
+def _closure(addresses: set[Address], targets: frozenset[Address],
+             graph_edges: dict[Address, set[Address]]) -> set[Address]:
     """Targets plus everything reachable from them along `graph_edges`."""
     if not targets:
         return addresses
-    selected: set[str] = set()
+    selected: set[Address] = set()
     pending = [t for t in targets if t in addresses]
     while pending:
         address = pending.pop()
@@ -139,12 +145,12 @@ def _closure(addresses: set[str], targets: frozenset[str], graph_edges: dict[str
 
 def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = PlanOptions(),
               drift: tuple[Drift, ...] = ()) -> Plan:
-    desired_by_address = {str(a): r for a, r in desired.resources.items()}
+    desired_by_address = dict(desired.resources)
     if options.mode == DESTROY:
         desired_by_address = {}
     addresses = set(desired_by_address) | set(state.records)
-    changes: dict[str, Change] = {}
-    repairs: dict[str, str] = {}
+    changes: dict[Address, Change] = {}
+    repairs: dict[Address, str] = {}
     for item in drift:
         # "replace" outranks "update" outranks "" for an address with several kinds of drift.
         repairs[item.address] = max(repairs.get(item.address, ""), item.repair, key=("", "update", "replace").index)
@@ -157,7 +163,7 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
         changes = _with_dependency_updates(changes, options.policy)
     if options.mode == DESTROY:
         # As `terraform destroy -target`: a target goes with everything that depends on it.
-        edges: dict[str, set[str]] = {}
+        edges: dict[Address, set[Address]] = {}
         for address, change in changes.items():
             for dependency in change.prior_depends_on:
                 edges.setdefault(dependency, set()).add(address)
@@ -169,4 +175,6 @@ def make_plan(desired: DesiredGraph, state: StateFile, options: PlanOptions = Pl
     return Plan(stack=desired.stack, mode=options.mode, changes=tuple(ordered), driver=options.driver,
                 state_lineage=state.lineage, state_serial=state.serial, desired_digest=desired.digest,
                 created_at=options.created_at, drift=drift, stack_dir=desired.root,
-                desired={str(a): r.to_dict() for a, r in desired.resources.items()})
+                desired={str(a): r.to_dict() for a, r in desired.resources.items()},
+                warnings=tuple(str(w) for w in desired.warnings) if options.mode != DESTROY else (),
+                substitutions=desired.substitutions if options.mode != DESTROY else ())

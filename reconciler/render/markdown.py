@@ -5,7 +5,7 @@ from functools import lru_cache
 
 import jinja2
 
-from reconciler.planning.plan import SYMBOLS, Plan
+from reconciler.planning.plan import Plan
 from reconciler.render.text import render_change
 
 MAX_CHANGES_SHOWN = 50
@@ -21,7 +21,7 @@ def render_plan_markdown(plan: Plan, max_changes: int = MAX_CHANGES_SHOWN) -> st
     shown = plan.actionable[:max_changes]
     details = {c.address: "\n".join(map(_outdent, render_change(c)[1:])) for c in shown}
     return environment().get_template("plan.md.j2").render(
-        plan=plan, shown=shown, details=details, symbols=SYMBOLS,
+        plan=plan, shown=shown, details=details,
         hidden=len(plan.actionable) - len(shown))
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from reconciler.planning.plan import CREATE, DELETE, REPLACE, SYMBOLS, UPDATE, Change, Plan
+from reconciler.planning.plan import CREATE, CREATE_THEN_DELETE, DELETE, DELETE_THEN_CREATE, UPDATE, Action, Change, Plan
 from reconciler.render.masking import mask_value, plain_names
 
-COLORS = {CREATE: "\033[32m", UPDATE: "\033[33m", REPLACE: "\033[35m", DELETE: "\033[31m"}
+COLORS = {CREATE: "\033[32m", UPDATE: "\033[33m", CREATE_THEN_DELETE: "\033[35m", DELETE_THEN_CREATE: "\033[35m",
+          DELETE: "\033[31m"}
+REPLACE = "replace"  # the key both replacements share in HEADINGS and REASONS
 RESET, BOLD = "\033[0m", "\033[1m"
 HEADINGS = {
     CREATE: "will be created",
@@ -30,30 +32,31 @@ def show_value(path: str, value: Any, plain: frozenset[str] = frozenset()) -> st
     return json.dumps(mask_value(path, value, plain=plain), sort_keys=True)
 
 
-def _paint(text: str, action: str, color: bool) -> str:
+def _paint(text: str, action: Action, color: bool) -> str:
     return f"{COLORS.get(action, '')}{text}{RESET}" if color and action in COLORS else text
 
 
 def render_change(change: Change, color: bool = False) -> list[str]:
-    kind, name = change.address.split(".", 1)
-    heading = REASONS.get((change.action, change.reason), HEADINGS[change.action])
-    if change.action == REPLACE and change.replace_mode == "create-then-delete":
+    kind, name = change.address.kind, change.address.name_with_suffix
+    key = REPLACE if change.action.is_replace else change.action
+    heading = REASONS.get((key, change.reason), HEADINGS[key])
+    if change.action is CREATE_THEN_DELETE:
         heading += " (new one created before the old one is destroyed)"
-    symbol = SYMBOLS[change.action]
+    symbol = change.action.symbol
     # What this deployment lets output show; the newer spec says (a name just taken off the
     # list is hidden in its old value too).
     plain = plain_names(change.after if change.after is not None else change.before)
     lines = [f"  {BOLD if color else ''}# {change.address}{RESET if color else ''} {heading}",
              _paint(f"{symbol:>3} {kind} \"{name}\" {{", change.action, color)]
-    if change.action == CREATE:
+    if change.action is CREATE:
         lines += [_paint(f"      + {k} = {show_value(k, v, plain)}", CREATE, color)
                   for k, v in change.after.items() if v is not None]
-    elif change.action == DELETE:
+    elif change.action is DELETE:
         lines += [_paint(f"      - {k} = {show_value(k, v, plain)}", DELETE, color)
                   for k, v in change.before.items()]
     else:
         for field in change.fields:
-            marker = "  # forces replacement" if field.forces_replacement and change.action == REPLACE else ""
+            marker = "  # forces replacement" if field.forces_replacement and change.action.is_replace else ""
             if field.before is None:
                 text = f"      + {field.path} = {show_value(field.path, field.after, plain)}"
             elif field.after is None:
@@ -85,7 +88,9 @@ def render_drift(plan: Plan) -> list[str]:
 
 
 def render_plan(plan: Plan, color: bool = False) -> str:
-    lines = render_drift(plan)
+    lines = [f"Warning: {warning}" for warning in plan.warnings] + ([""] if plan.warnings else [])
+    lines += [f"Image map: {item}" for item in plan.substitutions] + ([""] if plan.substitutions else [])
+    lines += render_drift(plan)
     if plan.has_changes():
         lines += ["reconciler will perform the following actions:", ""]
         for change in plan.actionable:

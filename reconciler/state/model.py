@@ -5,24 +5,31 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from reconciler.addresses import Address
+
 FORMAT_VERSION = 1
 STATUSES = ("ready", "tainted")
 
 
 @dataclass(frozen=True)
 class StateRecord:
-    address: str
+    address: Address
     driver: str
     spec: dict
     spec_hash: str
-    depends_on: tuple[str, ...] = ()
+    depends_on: tuple[Address, ...] = ()
     status: str = "ready"
     driver_ids: dict = field(default_factory=dict)
     outputs: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Strings are accepted (and parsed) so that callers at a boundary need not.
+        object.__setattr__(self, "address", Address.parse(self.address))
+        object.__setattr__(self, "depends_on", tuple(Address.parse(a) for a in self.depends_on))
+
     def to_dict(self) -> dict:
-        return {"address": self.address, "driver": self.driver, "status": self.status,
-                "spec_hash": self.spec_hash, "depends_on": list(self.depends_on),
+        return {"address": str(self.address), "driver": self.driver, "status": self.status,
+                "spec_hash": self.spec_hash, "depends_on": [str(a) for a in self.depends_on],
                 "driver_ids": self.driver_ids, "outputs": self.outputs, "spec": self.spec}
 
     @classmethod
@@ -38,7 +45,7 @@ class StateFile:
     stack: str
     lineage: str
     serial: int = 0
-    records: dict[str, StateRecord] = field(default_factory=dict)
+    records: dict[Address, StateRecord] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @classmethod
@@ -52,7 +59,15 @@ class StateFile:
     def with_record(self, record: StateRecord) -> "StateFile":
         return replace(self, records={**self.records, record.address: record})
 
-    def without(self, address: str) -> "StateFile":
+    def __post_init__(self) -> None:
+        # Records are keyed by Address; built from strings (tests, callers at the boundary)
+        # they are parsed once. Only the first key is looked at: with_record and without keep
+        # Address keys, and scanning every key on each of N apply steps was quadratic.
+        first = next(iter(self.records), None)
+        if first is not None and not isinstance(first, Address):
+            object.__setattr__(self, "records", {Address.parse(a): r for a, r in self.records.items()})
+
+    def without(self, address: "Address | str") -> "StateFile":
         return replace(self, records={a: r for a, r in self.records.items() if a != address})
 
     def to_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError, StateCorrupt, StateLocked
 from reconciler.state.model import StateFile, StateRecord
 
@@ -75,7 +76,7 @@ class StateStore:
             # Decoding is part of parsing: bytes that are not UTF-8, or JSON that is not an
             # object (AttributeError on .get), are corruption too, never a traceback.
             state = StateFile.from_dict(json.loads(raw.decode("utf-8")))
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError, ReconcilerError) as error:
             backup = (f"the previous version is in {self.backup_path}; inspect it and copy it over "
                       f"{self.path} if it is right") if self.backup_path.exists() else \
                 "no backup exists; `reconciler state recover` can rebuild records from container labels"
@@ -103,19 +104,20 @@ class StateStore:
         self._write_file(written)
         return written
 
-    def write_step(self, state: StateFile) -> StateFile:
+    def write_step(self, state: StateFile, changed=None) -> StateFile:
         """Persist `state` (serial + 1) durably by appending what changed since the last write
         to the journal: one fsync'd line instead of a whole file with backup, so an apply of N
         steps writes O(N) bytes, not O(N^2). The first write of a lock session, and any state
         of another lineage, is a whole-file write. `checkpoint` (called by unlock) folds the
-        journal into the file."""
+        journal into the file. `changed`: the addresses this step put or removed, when the
+        caller knows them (the apply engine does); otherwise every record is compared."""
         self._require_lock()
         written = dataclasses.replace(state.ensure_lineage(), serial=state.serial + 1)
         base = self._on_disk
         if base is None or base.lineage != written.lineage or base.serial != state.serial:
             self._write_file(written)
             return written
-        line = journal_line(base, written)
+        line = journal_line(base, written, changed)
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line)
@@ -132,7 +134,8 @@ class StateStore:
         """Fold the journal into the state file (with the file before it as .backup)."""
         if self._lock_fd is None or not self.journal_path.exists():
             return
-        self._write_file(self.read())
+        # What this session wrote is known; only a journal left by a crash needs replaying.
+        self._write_file(self._on_disk if self._journal_synced and self._on_disk is not None else self.read())
 
     def _write_file(self, written: StateFile) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,11 +285,17 @@ def _fsync_directory(directory_path: Path) -> None:
 
 
 # -- the journal (pure) ------------------------------------------------------------------------
-def journal_line(before: StateFile, after: StateFile) -> bytes:
-    """One line: the records `after` puts or removes relative to `before`, its serial and
-    lineage, and a checksum, so that a line torn by a crash is recognised and ignored."""
-    put = {a: r.to_dict() for a, r in after.records.items() if before.records.get(a) is not r}
-    removed = sorted(set(before.records) - set(after.records))
+def journal_line(before: StateFile, after: StateFile, changed=None) -> bytes:
+    """One line: the records `after` puts or removes relative to `before` (only among
+    `changed` when given: O(step) instead of O(state)), its serial and lineage, and a checksum,
+    so that a line torn by a crash is recognised and ignored."""
+    if changed is None:
+        put = {str(a): r.to_dict() for a, r in after.records.items() if before.records.get(a) is not r}
+        removed = [str(a) for a in sorted(set(before.records) - set(after.records))]
+    else:
+        put = {str(a): after.records[a].to_dict() for a in changed
+               if a in after.records and before.records.get(a) is not after.records[a]}
+        removed = [str(a) for a in sorted(changed) if a in before.records and a not in after.records]
     body = json.dumps({"serial": after.serial, "lineage": after.lineage, "put": put, "remove": removed},
                       sort_keys=True, separators=(",", ":"))
     return (json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "entry": body}) + "\n").encode()
@@ -297,6 +306,7 @@ def replay_journal(state: StateFile, data: bytes) -> StateFile:
     file already holds (serial not above it) are skipped; replay stops at the first line that
     is torn, corrupt, of another lineage or not the next serial: what follows it was never
     acknowledged as written."""
+    records: dict | None = None  # one copy of the records for the whole replay, made at the first entry
     for raw in data.split(b"\n")[:-1]:  # the part after the last newline is a torn write
         try:
             line = json.loads(raw)
@@ -305,13 +315,17 @@ def replay_journal(state: StateFile, data: bytes) -> StateFile:
                 break
             entry = json.loads(body)
             serial = int(entry["serial"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+            removed = {Address.parse(a) for a in entry["remove"]}
+            put = {Address.parse(a): StateRecord.from_dict(r) for a, r in entry["put"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError, ReconcilerError):
             break
         if serial <= state.serial:
             continue
         if serial != state.serial + 1 or (state.lineage and entry["lineage"] != state.lineage):
             break
-        records = {a: r for a, r in state.records.items() if a not in set(entry["remove"])}
-        records.update({a: StateRecord.from_dict(r) for a, r in entry["put"].items()})
-        state = dataclasses.replace(state, serial=serial, lineage=entry["lineage"], records=records)
-    return state
+        records = dict(state.records) if records is None else records
+        for address in removed:
+            records.pop(address, None)
+        records.update(put)
+        state = StateFile(state.stack, entry["lineage"], serial, state.records, state.format_version)
+    return state if records is None else dataclasses.replace(state, records=records)

@@ -73,7 +73,7 @@ def recreate(name: str, *changes: str, drop_ports: bool = False, drop_mounts: bo
         for mount in info["Mounts"]:
             args += ["-v", f"{mount['Source']}:{mount['Destination']}:ro"]
     if not drop_ports:
-        for port, bindings in info["HostConfig"]["PortBindings"].items():
+        for port, bindings in (info["HostConfig"]["PortBindings"] or {}).items():
             args += ["-p", f"{bindings[0]['HostIp']}:{bindings[0]['HostPort']}:{port}"]
     docker("rm", "-f", name)
     return docker(*args, *changes, info["Config"]["Image"])

@@ -48,7 +48,7 @@ class RecordingDriver:
         line = label
         if self.store is not None:
             records = self.store.read().records
-            line += " | " + ", ".join(a + ("!" if r.status == "tainted" else "") for a, r in sorted(records.items()))
+            line += " | " + ", ".join(str(a) + ("!" if r.status == "tainted" else "") for a, r in sorted(records.items()))
         with self._lock:
             self.calls.append(line)
             self._serial += 1
@@ -66,17 +66,17 @@ class RecordingDriver:
 
     # -- the driver contract ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
-        self._record("preflight " + " ".join(address for address, _ in specs))
+        self._record("preflight " + " ".join(str(address) for address, _ in specs))
 
     def create(self, address: str, spec: dict, spec_hash: str, ctx, prior: StateRecord | None = None) -> StateRecord:
         label = f"create {address}"
         serial = self._record(label + (f" (prior {prior.address})" if prior is not None else ""))
         outputs: dict = {}
-        if address.startswith("endpoint."):
+        if address.kind == "endpoint":
             # What a real endpoint keeps across a delete-then-create: its port and keys.
             kept = prior.outputs if prior is not None else {}
             outputs = {"port": kept.get("port", 18000 + serial), "keys": kept.get("keys", {"primary": f"key-{serial}"}),
-                       "routes": sorted(a for a in ctx.records() if a.startswith("deployment."))}
+                       "routes": sorted(str(a) for a in ctx.records() if a.kind == "deployment")}
         record = StateRecord(address, self.name, spec, spec_hash, driver_ids={"id": f"{address}#{serial}"},
                              outputs=outputs)
         self._maybe_fail(label, record)
@@ -86,9 +86,9 @@ class RecordingDriver:
         label = f"update {record.address}"
         self._record(label)
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
-        if record.address.startswith("endpoint."):
+        if record.address.kind == "endpoint":
             updated = dataclasses.replace(updated, outputs={
-                **record.outputs, "routes": sorted(a for a in ctx.records() if a.startswith("deployment."))})
+                **record.outputs, "routes": sorted(str(a) for a in ctx.records() if a.kind == "deployment")})
         self._maybe_fail(label, dataclasses.replace(updated, status="tainted"))
         return updated
 

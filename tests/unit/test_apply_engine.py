@@ -71,7 +71,7 @@ def saved_state(store: StateStore) -> str:
     """`address <- depends_on [tainted]` per record."""
     lines = []
     for address, record in sorted(store.read().records.items()):
-        line = address + (f" <- {', '.join(record.depends_on)}" if record.depends_on else "")
+        line = str(address) + (f" <- {', '.join(map(str, record.depends_on))}" if record.depends_on else "")
         lines.append(line + (" [tainted]" if record.status == "tainted" else ""))
     return "\n".join(lines)
 
@@ -259,7 +259,7 @@ def test_independent_steps_run_at_the_same_time(store):
 
     class Meeting(RecordingDriver):
         def create(self, address, spec, spec_hash, ctx, prior=None):
-            if address.startswith("deployment."):
+            if address.kind == "deployment":
                 both_started.wait()  # breaks (and fails the step) unless the other is running too
             return super().create(address, spec, spec_hash, ctx, prior)
     result = run(store, make_plan(graph(TWO_ENDPOINTS), store.read()), Meeting(), parallelism=2)
@@ -432,7 +432,7 @@ def cli_run(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
 
     def invoke(driver, *args, input=None):
-        monkeypatch.setattr("reconciler.cli.drivers.driver_named", lambda name: driver)
+        monkeypatch.setattr("reconciler.drivers.registry.driver_named", lambda name: driver)
         return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
     return invoke
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reconciler.cli.main import cli
+from reconciler.cli.main import load_command
 
 EXAMPLES = sorted((Path(__file__).parents[2] / "examples" / "ci").glob("*.yml"))
 
@@ -33,7 +33,7 @@ def test_example_workflow_uses_real_commands_and_options(path):
     calls = invocations(workflow)
     assert calls, f"{path.name} runs no reconciler command"
     for tokens in calls:
-        command = cli.commands[tokens[0]]
+        command = load_command(tokens[0])
         options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
         for token in tokens[1:]:
             if token.startswith("-"):

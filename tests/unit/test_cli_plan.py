@@ -143,7 +143,7 @@ def test_saved_plan_is_applied_to_the_state_it_was_made_against(run, demo_stack,
                                                                  monkeypatch):
     """Bug 2: `plan --state X -out P` then `apply P` (no --state) applied to ./state/<stack>.json."""
     from fakes import RecordingDriver
-    monkeypatch.setattr("reconciler.cli.drivers.driver_named", lambda name: RecordingDriver())
+    monkeypatch.setattr("reconciler.drivers.registry.driver_named", lambda name: RecordingDriver())
     plan_file = tmp_path / "tfplan"
     assert run(*plan_args(demo_stack, state_path, "-out", plan_file)).exit_code == 0
     elsewhere = tmp_path / "elsewhere"

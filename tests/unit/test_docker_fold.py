@@ -121,8 +121,15 @@ CASES = [
     ("one instance stopped", [container(0), container(1, running=False, status="exited"), gateway()], {},
      [("stopped", DEPLOYMENT), ("orphan", f"{DEPLOYMENT}~orphan-{ID[:12]}")],
      f"- {DEPLOYMENT}~orphan-{ID[:12]}\n~ deployment.ep/blue (instance_count) [drifted]"),
-    ("restarting counts as not running", [container(0), container(1, running=False, status="restarting"), gateway()],
-     {}, [("stopped", DEPLOYMENT), ("orphan", f"{DEPLOYMENT}~orphan-{ID[:12]}")], "instance_count"),
+    # issue 12: a crash-looping instance is its deployment's failing instance (not an orphan), replaced.
+    ("restarting is crash-looping", [container(0), container(1, running=False, status="restarting"), gateway()],
+     {}, [("crashlooping", DEPLOYMENT)], "-/+ deployment.ep/blue [drifted]"),
+    ("running again after its restart policy brought it back",
+     [container(0), container(1, attributes={"recently_restarted": True, "up": "4s ago"}), gateway()],
+     {ID: {**inspected(), "restart_count": 7}}, [("crashlooping", DEPLOYMENT)], "-/+ deployment.ep/blue [drifted]"),
+    ("restarted by hand or by the daemon is no drift",
+     [container(0), container(1, attributes={"recently_restarted": True}), gateway()],
+     {ID: {**inspected(), "restart_count": 0}}, [], "No changes."),
     ("image re-tagged under the container", [container(0), container(1, attributes={"image": "sha256:old"}), gateway()],
      {ID: inspected()}, [("changed", DEPLOYMENT)], "-/+ deployment.ep/blue (image!) [drifted]"),
     ("recreated with another environment", [container(0), container(1, driver_id=OTHER, name="hand-made"), gateway()],
@@ -164,6 +171,42 @@ def test_fold_table(name, observed, inspections, expected_drift, expected_plan):
     assert [(d.kind, d.address) for d in drift] == expected_drift
     plan = str(make_plan(desired(state), state, PlanOptions(), drift))
     assert any(part in plan for part in expected_plan.split("|")), plan
+
+
+def unpublished_state() -> StateFile:
+    """base_state() as apply writes it now: deployment ports not published (issue 12)."""
+    state = base_state()
+    record = state.records[DEPLOYMENT]
+    instances = [{**i, "ports": {}} for i in record.outputs["instances"]]
+    return state.with_record(dataclasses.replace(record, outputs={
+        "instances": instances, "scoring_uri": "http://rc-s-ep-blue-g1-0:8501/score"}))
+
+
+@pytest.mark.parametrize("name,ports,expected", [
+    ("nothing published is no drift", {}, []),
+    ("published by hand on all interfaces", {"8501": ["0.0.0.0:40001"]}, [("changed", DEPLOYMENT)]),
+    ("published by hand on loopback", {"8501": ["127.0.0.1:40001"]}, [("changed", DEPLOYMENT)]),
+])
+def test_unpublished_ports(name, ports, expected):
+    observed = [container(0, attributes={"ports": {}}), container(1, attributes={"ports": ports}), gateway()]
+    state, drift = fold(observed, {ID: inspected()}, state=unpublished_state())
+    assert [(d.kind, d.address) for d in drift] == expected
+    if expected:
+        assert [f.path for f in drift[0].fields] == ["ports"]
+        assert "-/+ deployment.ep/blue [drifted]" in str(make_plan(desired(state), state, PlanOptions(), drift))
+
+
+def test_a_restart_is_seen_in_list_data_only_when_recent_and_well_after_creation():
+    from reconciler.drivers.docker.observe import restarted_recently, uptime_seconds
+    assert [uptime_seconds(s) for s in ("Up Less than a second", "Up 1 second", "Up 42 seconds (healthy)",
+                                        "Up About a minute", "Up 4 minutes", "Up About an hour", "Up 3 days",
+                                        "Restarting (1) 2 seconds ago", "Exited (0) 1 second ago")] == \
+        [0, 1, 42, 60, 240, None, None, None, None]
+    now = 10_000.0
+    assert restarted_recently(3, now - 600, now)          # created 10 min ago, up 3 s: restarted
+    assert not restarted_recently(3, now - 5, now)        # its first start
+    assert not restarted_recently(None, now - 6000, now)  # up for an hour or more
+    assert not restarted_recently(3, None, now)
 
 
 def test_gateway_config_edited_by_hand_asks_for_a_reload():

@@ -61,11 +61,13 @@ def test_the_policy_tables_for_deployments_derive_from_the_descriptors(driver):
 def test_what_updates_in_place_per_driver():
     in_place = {driver: sorted(n for n, p in POLICIES[driver].fields["deployment"] if p == IN_PLACE)
                 for driver in DRIVERS}
-    assert in_place["docker"] == ["app_insights_enabled", "description", "instance_count", "instance_type",
+    # issue 12: instance_type sizes docker containers (CPUs, memory), so a change replaces, as on Azure ML.
+    assert in_place["docker"] == ["app_insights_enabled", "description", "instance_count",
                                   "liveness_probe", "memory", "plain_environment_variables", "readiness_probe",
                                   "request_settings", "restart_policy", "tags"]
     assert sorted(set(in_place["swarm"]) - set(in_place["docker"])) == [
-        "args", "command", "environment_variables", "image", "model"]
+        "args", "command", "environment_variables", "image", "instance_type", "model", "publish_ports",
+        "read_only_root_filesystem"]
     assert "routes" not in in_place["swarm"]
 
 
@@ -91,7 +93,8 @@ def test_kubernetes_mapping_is_described_and_the_copied_container_fields_are_lis
                                                (kubernetes.INSTANCE_TYPE_ANNOTATION, "instance_type"))
     assert fields.DEPLOYMENT["instance_count"].kubernetes == "Deployment.spec.replicas"
     assert [d.name for d in fields.DEPLOYMENT_FIELDS if d.kubernetes is None] == [
-        "tags", "app_insights_enabled", "restart_policy", "plain_environment_variables"]
+        "tags", "app_insights_enabled", "restart_policy", "plain_environment_variables", "publish_ports",
+        "read_only_root_filesystem"]
 
 
 def test_with_defaults_fills_only_what_the_desired_spec_has():

@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from reconciler.addresses import Address
 from reconciler.state.model import StateFile, StateRecord
 from reconciler.state.store import StateStore, journal_line, replay_journal
 
@@ -101,7 +102,14 @@ def test_the_next_locked_writer_continues_after_a_crashed_journal(store):
 
 
 def test_journal_line_holds_only_what_changed():
-    before = StateFile(STACK, "L", 4, {"a": record("model.a:1"), "b": record("model.b:1")})
-    after = StateFile(STACK, "L", 5, {"a": before.records["a"], "c": record("model.c:1")})
+    before = StateFile(STACK, "L", 4).with_record(record("model.a:1")).with_record(record("model.b:1"))
+    after = StateFile(STACK, "L", 5).with_record(before.records[Address.parse("model.a:1")]).with_record(
+        record("model.c:1"))
     entry = json.loads(json.loads(journal_line(before, after))["entry"])
-    assert (sorted(entry["put"]), entry["remove"], entry["serial"]) == (["c"], ["b"], 5)
+    assert (sorted(entry["put"]), entry["remove"], entry["serial"]) == (["model.c:1"], ["model.b:1"], 5)
+
+
+def test_journal_line_from_the_changed_addresses_equals_the_full_comparison():
+    before = StateFile(STACK, "L", 4, {"model.a:1": record("model.a:1"), "model.b:1": record("model.b:1")})
+    after = before.without("model.b:1").with_record(record("model.c:1"))
+    assert journal_line(before, after, ("model.b:1", "model.c:1")) == journal_line(before, after)

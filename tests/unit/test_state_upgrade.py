@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.planning.plan import Action
 from reconciler.config.graph import DEPLOYMENT_DEFAULTS
 from reconciler.config.stack import load_stack
 from reconciler.planning.planner import PlanOptions, make_plan
@@ -76,4 +77,4 @@ def test_no_replacement_on_either_driver(driver):
     raw = fixture_state()
     for name in AT_DEFAULT:
         del blue_record(raw)["spec"][name]
-    assert not [c for c in plan_against(raw, driver).changes if c.action != "no-op"]
+    assert not [c for c in plan_against(raw, driver).changes if c.action is not Action.NO_OP]

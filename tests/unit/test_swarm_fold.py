@@ -148,13 +148,13 @@ def test_orphans_are_stamped_with_the_swarm_driver_and_the_next_plan_keeps_swarm
     """Bug 3: after `apply --refresh-only` with a service scaled by hand, the orphan records
     were stamped "docker", and choose_driver then refused the stack or picked docker."""
     refreshed, drift = fold([deployment(slots=(1, 2, 3, 4, 5)), gateway(), edge()])
-    orphans = {a: r for a, r in refreshed.records.items() if "~orphan-" in a}
+    orphans = {a: r for a, r in refreshed.records.items() if a.is_orphan}
     assert sorted(d.kind for d in drift) == ["orphan", "orphan"]
     assert {r.driver for r in orphans.values()} == {"swarm"}
     assert choose_driver(None, "", refreshed) == "swarm"
     assert choose_driver(None, "swarm", refreshed) == "swarm"
     # The orphan names what the swarm driver's delete scales back: a slot of the owned service.
-    (slot4,) = [r for a, r in orphans.items() if a.endswith(f"4.{SERVICE}"[:12])]
+    (slot4,) = [r for a, r in orphans.items() if a.orphan == f"4.{SERVICE}"[:12]]
     assert slot4.outputs["instances"][0]["id"] == f"4.{SERVICE}"
 
 
@@ -182,7 +182,7 @@ def test_orphan_slot_record_goes_when_the_slot_does():
     again, drift = fold([deployment(slots=(1, 2, 3, 4)), gateway(), edge()], state=state)
     assert drift == () and again.records == state.records
     gone, drift = fold(healthy(), state=state)
-    assert drift == () and not any("~orphan-" in a for a in gone.records)
+    assert drift == () and not any(a.is_orphan for a in gone.records)
 
 
 def test_deposed_services_keep_their_slots():

@@ -103,9 +103,14 @@ def test_twenty_distinct_kinds_of_bad_stack():
     assert len({case[0] for case in BAD_STACKS}) >= 20
 
 
-def test_document_of_unknown_kind(demo_stack):
+def test_document_of_unknown_kind_is_ignored_and_listed(demo_stack):
+    # Only Azure ML documents are stack documents; other YAML beside them is not an error (#13).
     (demo_stack / "notes.yml").write_text("# about this stack\nowner: ml-team\n")
-    assert any("notes.yml:2: cannot tell what kind of document this is" in p for p in problems_of(demo_stack))
+    assert [str(i) for i in load_stack(demo_stack).ignored] == [
+        f"{demo_stack}/notes.yml:2: neither an Azure ML endpoint, deployment, model or environment document nor "
+        "stack settings (add `$schema:` if it is one)"]
+    result = CliRunner().invoke(cli, ["validate", str(demo_stack)])
+    assert result.exit_code == 0 and "Ignored: " in result.stderr and "notes.yml:2" in result.stderr
 
 
 def test_duplicate_deployment_names_point_at_both(demo_stack):

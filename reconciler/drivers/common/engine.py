@@ -75,8 +75,8 @@ def ensure_images(client: docker.DockerClient, specs: list[tuple[str, dict]], ga
 
 def required_images(specs: list[tuple[str, dict]], gateway_image: str) -> list[str]:
     """Every image a plan's changes need: each deployment's, and the gateway's for endpoints."""
-    images = {spec["image"] for address, spec in specs if address.startswith("deployment.")}
-    if any(address.startswith("endpoint.") for address, _ in specs):
+    images = {spec["image"] for address, spec in specs if address.kind == "deployment"}
+    if any(address.kind == "endpoint" for address, _ in specs):
         images.add(gateway_image)
     return sorted(images)
 

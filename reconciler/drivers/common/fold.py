@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from reconciler.addresses import Address
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateRecord
@@ -25,16 +26,19 @@ class Stray:
     drift names it ("deployment container NAME (STATUS)"); `outputs` and `driver_ids` are what
     the driver's delete needs to remove it."""
 
-    base: str
+    base: Address
     object_id: str
     what: str
     outputs: dict
     driver_ids: dict
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "base", Address.parse(self.base))  # read from a label
+
 
 @dataclass(frozen=True)
 class FoldResult:
-    updated: dict[str, StateRecord | None] = field(default_factory=dict)  # None: forget the record
+    updated: dict[Address, StateRecord | None] = field(default_factory=dict)  # None: forget the record
     drift: tuple[Drift, ...] = ()
     strays: tuple[Stray, ...] = ()
     seen: frozenset[str] = frozenset()  # every object id the observation holds
@@ -46,22 +50,22 @@ class FoldPass:
     A driver's fold fills in the kinds; `updated`, `drift` and `owned` (object ids some record
     took) collect what it found."""
 
-    def __init__(self, records: dict[str, StateRecord], model_digests: dict[str, str | None]) -> None:
+    def __init__(self, records: dict[Address, StateRecord], model_digests: dict[str, str | None]) -> None:
         self.records = records
         self.model_digests = model_digests
         # Every object id some record names: never a claimant, never an orphan of another.
         self.recorded = {oid for r in records.values() for oid in record_ids(r)}
         self.owned: set[str] = set()
-        self.updated: dict[str, StateRecord | None] = {}
+        self.updated: dict[Address, StateRecord | None] = {}
         self.drift: list[Drift] = []
 
     def run(self) -> FoldResult:
         for address, record in sorted(self.records.items()):
-            if "~" in address:
+            if address.is_deposed or address.is_orphan:
                 self.derived(record)
-            elif address.startswith("deployment."):
+            elif address.kind == "deployment":
                 self.deployment(record)
-            elif address.startswith("endpoint."):
+            elif address.kind == "endpoint":
                 self.endpoint(record)
         for record, drift in model_drifts(self.records, self.model_digests):
             self.updated[record.address] = record

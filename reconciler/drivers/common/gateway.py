@@ -178,13 +178,14 @@ def serving_records(endpoint: str, records: dict) -> dict[str, object]:
     kept as a `~deposed-` record, go on serving, so a failed rollout never takes traffic away.
     """
     chosen: dict[str, object] = {}
-    for address, record in sorted(records.items()):
-        if not address.startswith("deployment.") or "~orphan-" in address:
+    for record in sorted(records.values(), key=lambda r: r.address):
+        address = record.address
+        if address.kind != "deployment" or address.is_orphan:
             continue
         if record.spec.get("endpoint") != endpoint or record.status != "ready":
             continue
         name = record.spec["name"]
-        live = "~" not in address
+        live = not address.is_deposed
         if live or name not in chosen:
             chosen[name] = record
     return chosen

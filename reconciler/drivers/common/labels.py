@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import secrets
 
+from reconciler.addresses import Address
+from reconciler.errors import ReconcilerError
+
 LABEL_PREFIX = "org.reconciler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
 LABEL_STACK = LABEL_PREFIX + "stack"
@@ -17,12 +20,12 @@ LABEL_ROLE = LABEL_PREFIX + "role"
 MANAGED_BY = "reconciler"
 
 
-def managed_labels(stack: str, address: str, spec_hash: str, **extra: str) -> dict[str, str]:
-    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_STACK: stack, LABEL_ADDRESS: address,
+def managed_labels(stack: str, address: "Address | str", spec_hash: str, **extra: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_STACK: stack, LABEL_ADDRESS: str(address),
             LABEL_SPEC_HASH: spec_hash, **extra}
 
 
-def label_filter(stack: str, address: str | None = None) -> dict:
+def label_filter(stack: str, address: "Address | str | None" = None) -> dict:
     labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_STACK}={stack}"]
     if address:
         labels.append(f"{LABEL_ADDRESS}={address}")
@@ -34,6 +37,14 @@ def new_generation() -> str:
     return secrets.token_hex(3)
 
 
-def base_address(address: str) -> str:
+def label_address(text: str | None) -> Address | None:
+    """The address a label names; None for a label that names none (a foreign or hand-made object)."""
+    try:
+        return Address.parse(text) if text else None
+    except ReconcilerError:
+        return None
+
+
+def base_address(address: "Address | str") -> Address:
     """The resource address of a deposed or orphan record (`deployment.a/b~deposed-x` -> `deployment.a/b`)."""
-    return address.split("~", 1)[0]
+    return Address.parse(address).base

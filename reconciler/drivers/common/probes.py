@@ -1,4 +1,4 @@
-"""HTTP readiness probing with Azure ML's probe settings. Side effects: HTTP to 127.0.0.1."""
+"""HTTP readiness probing with Azure ML's probe settings. Side effects: HTTP to 127.0.0.1 or to\na container's address on a stack network."""
 from __future__ import annotations
 
 import http.client
@@ -42,10 +42,16 @@ def wait_answering(port: int, path: str, timeout: float, interval: float) -> str
     return error or f"GET {path} not tried within {timeout}s"
 
 
-def wait_until_ready(port: int, path: str, settings: dict, still_running: Callable[[], bool],
+Target = Callable[[], "tuple[str, int] | None"]
+
+
+def wait_until_ready(target: "int | Target", path: str, settings: dict, still_running: Callable[[], bool],
                      sleep: Callable[[float], None] = time.sleep) -> ProbeResult:
     """Probe like a kubelet: after initial_delay, every period; ready after success_threshold
-    successes in a row, failed after failure_threshold failures in a row or when the container stops."""
+    successes in a row, failed after failure_threshold failures in a row or when the container stops.
+    `target`: a port on 127.0.0.1, or a function giving (host, port) per probe (None: no address
+    yet, which counts as a failed probe)."""
+    where: Target = (lambda: ("127.0.0.1", target)) if isinstance(target, int) else target
     sleep(settings["initial_delay"])
     successes = failures = attempts = 0
     last_error = ""
@@ -53,7 +59,8 @@ def wait_until_ready(port: int, path: str, settings: dict, still_running: Callab
         if not still_running():
             return ProbeResult(False, attempts, "container stopped")
         attempts += 1
-        ok, error = http_ok("127.0.0.1", port, path, settings["timeout"])
+        address = where()
+        ok, error = http_ok(*address, path, settings["timeout"]) if address else (False, "container has no address")
         if ok:
             successes, failures = successes + 1, 0
             if successes >= settings["success_threshold"]:

@@ -2,6 +2,13 @@
 
 One container per instance, named `rc-<stack>-<endpoint>-<deployment>-<generation>-<n>`.
 A generation is fixed at creation, so a replacement can run beside the old containers.
+
+Containers run hardened (`hardening_options`): no published ports (the gateway reaches them by
+name on the stack's network, and readiness is probed at the container's address on that
+network, so no local process can skip the endpoint's key) unless `local.publish_ports` asks,
+all capabilities dropped but NET_BIND_SERVICE, no-new-privileges, a read-only root filesystem
+with a tmpfs /tmp unless `local.read_only_root_filesystem: false`, the CPUs and memory of the
+deployment's instance type and a pids limit. The user is the image's own (USER).
 """
 from __future__ import annotations
 
@@ -15,12 +22,19 @@ from docker.types import Mount
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.engine import free_host_port
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, label_filter, managed_labels
+from reconciler.config.instance_types import container_cpus, size_of
 from reconciler.drivers.common.probes import wait_until_ready
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.errors import DriverError
 
 LOG_LINES_ON_FAILURE = 20
 STOP_TIMEOUT = 10
+# Enough for a threaded or pre-forking model server; a fork bomb stops here.
+PIDS_LIMIT = 1024
+# An image of unknown make may run as root and bind a port below 1024 (Azure ML's own
+# inference server uses 5001, TF Serving 8501); nothing else is given back.
+DEPLOYMENT_CAPABILITIES = ["NET_BIND_SERVICE"]
+TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}
 
 
 def network_name(stack: str) -> str:
@@ -59,11 +73,30 @@ def container_ports(spec: dict) -> list[int]:
     return sorted({route["port"] for route in spec["routes"].values()})
 
 
+def hardening_options(spec: dict, engine_cpus: int) -> dict:
+    """The `containers.run` keyword arguments that confine one instance (pure)."""
+    size = size_of(spec.get("instance_type", ""))
+    options: dict = {"cap_drop": ["ALL"], "cap_add": list(DEPLOYMENT_CAPABILITIES),
+                     "security_opt": ["no-new-privileges:true"], "pids_limit": PIDS_LIMIT}
+    if spec.get("read_only_root_filesystem", True):
+        options.update(read_only=True, tmpfs=dict(TMPFS))
+    cpus = container_cpus(size, engine_cpus)
+    if cpus is not None:
+        options["nano_cpus"] = int(cpus * 1e9)
+    if spec.get("memory"):
+        options["mem_limit"] = spec["memory"]
+    elif size is not None:
+        options["mem_limit"] = size.memory_bytes
+    return options
+
+
 def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
                  generation: str, instance: int, model_dir: Path | None,
-                 host_ports: dict[str, int] | None = None) -> dict:
-    """Start one instance; returns its state entry {id, name, ports}."""
-    ports = {str(p): (host_ports or {}).get(str(p)) or free_host_port() for p in container_ports(spec)}
+                 host_ports: dict[str, int] | None = None, engine_cpus: int = 0) -> dict:
+    """Start one instance; returns its state entry {id, name, instance, ports}: `ports` names
+    host ports only when `publish_ports` asks for them (debugging), and is {} otherwise."""
+    ports = {str(p): (host_ports or {}).get(str(p)) or free_host_port() for p in container_ports(spec)} \
+        if spec.get("publish_ports") else {}
     mounts = []
     if model_dir is not None:
         mounts.append(Mount(target=spec["model"]["mount_path"], source=str(model_dir), type="bind", read_only=True))
@@ -73,16 +106,14 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
     run_options = dict(
         image=spec["image"], name=name, detach=True, labels=labels, environment=spec["environment_variables"],
         ports={f"{p}/tcp": ("127.0.0.1", host) for p, host in ports.items()},
-        mounts=mounts, security_opt=["no-new-privileges:true"],
-        restart_policy={"Name": spec["restart_policy"]} if spec["restart_policy"] != "no" else None,
+        mounts=mounts, restart_policy={"Name": spec["restart_policy"]} if spec["restart_policy"] != "no" else None,
         network=ensure_network(client, ctx.stack), hostname=f"{spec['name']}-{instance}",
+        **hardening_options(spec, engine_cpus),
     )
     if spec.get("command"):
         run_options["entrypoint"] = spec["command"]
     if spec.get("args"):
         run_options["command"] = spec["args"]
-    if spec.get("memory"):
-        run_options["mem_limit"] = spec["memory"]
     _remove_leftover(client, name)
     try:
         container = client.containers.run(**run_options)
@@ -90,6 +121,16 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
         raise DriverError(f"cannot start container {name}: {error.explanation or error}",
                           "check the image, ports and settings of this deployment") from error
     return {"id": container.id, "name": name, "instance": instance, "ports": ports}
+
+
+def network_address(client: docker.DockerClient, container_id: str, stack: str) -> str | None:
+    """The container's IP on the stack's network (reachable from the host on Linux engines),
+    or None while it has none (not started yet, or gone)."""
+    try:
+        networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
+    except (NotFound, KeyError, TypeError):
+        return None
+    return (networks.get(network_name(stack)) or {}).get("IPAddress") or None
 
 
 def _remove_leftover(client: docker.DockerClient, name: str) -> None:
@@ -102,9 +143,9 @@ def _remove_leftover(client: docker.DockerClient, name: str) -> None:
 
 
 def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict) -> None:
-    """Block until the instance passes readiness, or raise with its last log lines."""
+    """Block until the instance passes readiness, or raise with its last log lines. Probes go
+    to the container's address on the stack network: its ports are not published."""
     route = spec["routes"]["readiness"]
-    port = instance["ports"][str(route["port"])]
 
     def still_running() -> bool:
         try:
@@ -113,12 +154,29 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
             return False
         return container.status in ("created", "running")
 
-    result = wait_until_ready(port, route["path"], spec["readiness_probe"], still_running)
+    def target() -> tuple[str, int] | None:
+        # Looked up per probe: a container restarted by its policy may get another address.
+        host = network_address(client, instance["id"], ctx.stack)
+        return (host, route["port"]) if host else None
+
+    result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running)
     if not result.ready:
         raise DriverError(
             f"deployment {spec['endpoint']}/{spec['name']} never became ready: {result.last_error} "
             f"(container {instance['name']}, {result.attempts} probe(s))",
             "last log lines:\n" + last_logs(client, instance["id"]))
+
+
+def stop_failed(client: docker.DockerClient, instance: dict) -> None:
+    """A container that never became ready is stopped and kept from restarting (its record is
+    tainted, so the next apply replaces it): not left restart-looping until then. Kept, not
+    removed, so `reconciler logs` still shows why it failed."""
+    try:
+        container = client.containers.get(instance["id"])
+        container.update(restart_policy={"Name": "no", "MaximumRetryCount": 0})
+        container.stop(timeout=STOP_TIMEOUT)
+    except (NotFound, APIError):
+        pass  # gone already, or being removed: nothing left to loop
 
 
 def last_logs(client: docker.DockerClient, container_id: str, lines: int = LOG_LINES_ON_FAILURE) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import docker
 
+from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover
 from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
@@ -33,6 +34,16 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         super().__init__(client)
         self._inspector_instance: observe.Inspector | None = None  # per driver: caches image ENV
+        self._engine_cpus: int | None = None
+
+    def engine_cpus(self) -> int:
+        """The engine's CPU count (Docker refuses a container more CPUs than it has); 0: unknown."""
+        if self._engine_cpus is None:
+            try:
+                self._engine_cpus = int(self.client.info().get("NCPU") or 0)
+            except (docker.errors.APIError, ValueError, TypeError):
+                self._engine_cpus = 0
+        return self._engine_cpus
 
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
@@ -43,11 +54,11 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
-        if address.startswith("model."):
+        if address.kind == "model":
             stored = model_store.materialise(ctx.state_dir, ctx.stack_dir / spec["path"], ctx.stack_dir,
                                              spec["content_digest"])
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
-        if address.startswith("deployment."):
+        if address.kind == "deployment":
             return self._create_deployment(record, ctx)
         keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
@@ -55,11 +66,11 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
-        if record.address.startswith("deployment."):
+        if record.address.kind == "deployment":
             updaters.apply_in_place(self.client, record, spec)
-        if record.address.startswith("deployment.") and spec["instance_count"] != len(record.outputs["instances"]):
+        if record.address.kind == "deployment" and spec["instance_count"] != len(record.outputs["instances"]):
             return self._scale_deployment(updated, ctx)
-        if record.address.startswith("endpoint."):
+        if record.address.kind == "endpoint":
             digest = gateway.reload(self.client, ctx, spec, record.outputs)
             return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
         return updated
@@ -78,8 +89,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
-        kind = record.address.split(".", 1)[0]
-        if "~orphan-" in record.address:
+        kind = record.address.kind
+        if record.address.is_orphan:
             # Only the stray containers: the config directory and model copies belong to the
             # resource of the same address, which may well be alive.
             adopted = {i["id"] for i in record.outputs.get("instances", []) if i.get("adopted")}
@@ -89,7 +100,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         elif kind == "model":
             digest = record.spec["content_digest"]
             still_used = any(r.spec.get("content_digest") == digest for a, r in ctx.records().items()
-                             if a != record.address and a.startswith("model."))
+                             if a != record.address and a.kind == "model")
             if not still_used:
                 model_store.release(ctx.state_dir, digest)
         elif kind == "deployment":
@@ -122,12 +133,15 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             started = []
             for index in indexes:
                 instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
-                                                   generation, index, model_dir)
+                                                   generation, index, model_dir, engine_cpus=self.engine_cpus())
                 instances.append(instance)
                 started.append(instance)
             for instance in started:
                 containers.wait_ready(self.client, ctx, spec, instance)
         except DriverError as error:
+            # Tainted, so the next apply replaces them; stopped meanwhile, not restart-looping.
+            for instance in started:
+                containers.stop_failed(self.client, instance)
             raise StepFailed(error, _with_instances(record, instances, "tainted")) from error
         return _with_instances(record, instances, "ready")
 
@@ -147,7 +161,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def _stop_routing_to_removed(self, kept: StateRecord, ctx: StepContext) -> None:
         """Before surplus instances go, the endpoint's gateway must stop sending them requests
         (the endpoint's own update step comes later and would be too late for in-flight ones)."""
-        endpoint = ctx.records().get(f"endpoint.{kept.spec['endpoint']}")
+        endpoint = ctx.records().get(endpoint_address(kept.spec['endpoint']))
         if endpoint is None or not endpoint.outputs.get("gateway"):
             return
         view = dataclasses.replace(ctx, records=lambda: {**ctx.records(), kept.address: kept})
@@ -210,7 +224,6 @@ def _with_instances(record: StateRecord, instances: list[dict], status: str) -> 
     instances = sorted(instances, key=lambda i: i["instance"])
     outputs = {**record.outputs, "instances": instances}
     if instances:
-        route = record.spec["routes"]["scoring"]
-        outputs["scoring_uri"] = f"http://127.0.0.1:{instances[0]['ports'][str(route['port'])]}{route['path']}"
+        outputs["scoring_uri"] = docker_fold.scoring_uri(record.spec, instances[0])
     driver_ids = {**record.driver_ids, "containers": [i["id"] for i in instances]}
     return dataclasses.replace(record, outputs=outputs, driver_ids=driver_ids, status=status)

@@ -2,8 +2,13 @@
 and drift. Pure (DockerDriver.read does the reading; see observe.py).
 
 Drift is expressed as state the planner already understands:
-  * a missing or stopped (exited, restarting, paused, ...) instance lowers the observed
-    instance_count, so apply scales back up; a stopped container becomes a stray (an orphan);
+  * a missing or stopped (exited, paused, ...) instance lowers the observed instance_count, so
+    apply scales back up; a stopped container becomes a stray (an orphan);
+  * a crash-looping instance (status "restarting", or running but restarted by its restart
+    policy a short while ago: inspect's RestartCount) stays its deployment's, as a
+    "crashlooping" drift that replaces the deployment;
+  * deployment ports are not published (unless `local.publish_ports`): an instance records the
+    host ports it was given, none by default, and any other binding is drift;
   * a container of ours that no record owns is a stray, which the shared core records as an
     `<address>~orphan-<id>` record that apply deletes (deployment and gateway containers alike);
   * changed model files change the observed content_digest: the model and what mounts it are
@@ -26,10 +31,11 @@ import dataclasses
 import posixpath
 from dataclasses import dataclass, field
 
+from reconciler.addresses import Address
 from reconciler.drivers.common.fold import (REPAIR_REPLACE, REPAIR_UPDATE, FoldPass, FoldResult, Stray, gateway_changed,
                                             gateway_keep, gateway_missing, gateway_recreated, gateway_stopped,
                                             missing_instance, normalise_image, record_ids, with_lowered_count)
-from reconciler.drivers.common.labels import LABEL_ROLE
+from reconciler.drivers.common.labels import LABEL_ROLE, label_address
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateFile, StateRecord
@@ -46,7 +52,9 @@ class Observed:
     image (the reference the engine reports: the name, or the image id once that name
     points at another image), image_id, role, generation, instance, spec_hash,
     ports {"8501": ["127.0.0.1:32768"]} (published bindings by container port; "/udp" suffix
-    for non-TCP), mounts [{"source", "destination", "read_only"}] sorted by destination.
+    for non-TCP), mounts [{"source", "destination", "read_only"}] sorted by destination,
+    recently_restarted (running, but started well after it was created, a short while ago:
+    whether a restart policy brought it back is for inspect's restart_count to tell).
     """
 
     address: str
@@ -92,17 +100,30 @@ def adopted_ids(state: StateFile, listed: list[Observed]) -> list[str]:
 
 # -- comparisons -------------------------------------------------------------------------------
 def expected_ports(instance: dict) -> dict[str, list[str]]:
-    # Published on loopback only (containers.run_instance); a wider binding is drift. A container
-    # adopted by `reconciler import` keeps the bindings it had, recorded as they were.
+    # The host ports the instance was given: none unless `local.publish_ports` (then loopback
+    # only); any other binding is drift. A container adopted by `reconciler import` keeps the
+    # bindings it had, recorded as they were.
     if "bindings" in instance:
         return instance["bindings"]
     return {str(p): [f"{LOOPBACK}:{host}"] for p, host in sorted(instance.get("ports", {}).items())}
 
 
+def scoring_uri(spec: dict, instance: dict) -> str | None:
+    """Where an instance scores: 127.0.0.1 when its scoring port is published (debugging), else
+    its container name on the stack's network; never a loopback URL that does not exist."""
+    route = (spec.get("routes") or {}).get("scoring")
+    if not route:
+        return None
+    host_port = (instance.get("ports") or {}).get(str(route["port"]))
+    if host_port:
+        return f"http://{LOOPBACK}:{host_port}{route['path']}"
+    return f"http://{instance['name']}:{route['port']}{route['path']}"
+
+
 def store_dir_of(records: dict) -> str | None:
     """The model store directory, as the model records in state name it."""
     return next((posixpath.dirname(r.outputs["store_path"]) for a, r in sorted(records.items())
-                 if a.startswith("model.") and r.outputs.get("store_path")), None)
+                 if a.kind == "model" and r.outputs.get("store_path")), None)
 
 
 def model_view(spec_model: dict | None, mounts: list[dict], store_dir: str | None) -> dict | None:
@@ -159,7 +180,7 @@ class _Fold(FoldPass):
         self.gateway_configs = observation.gateway_configs
         self.needs: set[str] = set()
         self.store_dir = store_dir_of(self.records)
-        self._adopted_by = {i["id"]: a.split("~", 1)[0] for a, r in self.records.items()
+        self._adopted_by = {i["id"]: a.base for a, r in self.records.items()
                             for i in r.outputs.get("instances", []) if i.get("adopted")}
         self.adopted = set(self._adopted_by)
 
@@ -217,6 +238,13 @@ class _Fold(FoldPass):
                               "ports": public_ports(claimant.attributes.get("ports") or {}) or instance["ports"]})
                 continue
             self.owned.add(item.driver_id)
+            if (looping := self._crashlooping(item)) is not None:
+                # Its deployment's still (no orphan), but failing: replaced by a fresh one.
+                found.append(Drift(address, "crashlooping", f"container {instance['name']} is crash-looping "
+                                                            f"({looping}); apply replaces the deployment",
+                                   (), REPAIR_REPLACE))
+                alive.append(instance)
+                continue
             if not item.running:
                 # An orphan now: apply removes it and starts a fresh one (scale back up).
                 self.owned.discard(item.driver_id)
@@ -243,11 +271,21 @@ class _Fold(FoldPass):
         new_spec, found = with_lowered_count({**spec, **view}, found, len(alive), len(instances))
         self.drift += found
         outputs = {**record.outputs, "instances": alive}
-        route = (spec.get("routes") or {}).get("scoring")
-        if alive and route and str(route["port"]) in alive[0]["ports"]:
-            outputs["scoring_uri"] = f"http://{LOOPBACK}:{alive[0]['ports'][str(route['port'])]}{route['path']}"
+        if alive and (uri := scoring_uri(spec, alive[0])):
+            outputs["scoring_uri"] = uri
         driver_ids = {**record.driver_ids, "containers": [i["id"] for i in alive]}
         self.updated[address] = dataclasses.replace(record, spec=new_spec, outputs=outputs, driver_ids=driver_ids)
+
+    def _crashlooping(self, item: Observed) -> str | None:
+        """What shows that the restart policy keeps bringing the container back, or None."""
+        if item.status == "restarting":
+            return "restarting"
+        if not (item.running and item.attributes.get("recently_restarted")):
+            return None
+        info = self._inspect(item.driver_id)
+        if not info or not info.get("restart_count"):
+            return None  # started again by hand or by the daemon, not by its restart policy
+        return f"restarted {info['restart_count']} time(s) by its restart policy, last {item.attributes.get('up', 'just now')}"
 
     def _expected_mounts(self, spec: dict) -> list[dict]:
         model = spec.get("model")
@@ -358,7 +396,7 @@ class _Fold(FoldPass):
         # Named by no record once this pass is done: that includes stopped instances, which
         # their deployment let go of above.
         named = {cid for address, record in self.records.items()
-                 for cid in record_ids(self.updated.get(address, record) or _EMPTY)}
+                 for kept in [self.updated.get(address, record)] if kept is not None for cid in record_ids(kept)}
         named |= {cid for record in self.updated.values() if record is not None for cid in record_ids(record)}
         strays = []
         for item in self.observed:
@@ -369,8 +407,9 @@ class _Fold(FoldPass):
             kind = {"deployment": "deployment", "gateway": "endpoint"}.get(role)
             if kind is None:
                 continue
-            base = item.address.split("~", 1)[0] if item.address.startswith(kind + ".") else \
-                self._adopted_by.get(item.driver_id, f"{kind}.unlabelled")
+            labelled = label_address(item.address)
+            base = labelled.base if labelled is not None and labelled.kind == kind else \
+                self._adopted_by.get(item.driver_id, Address(kind, "unlabelled"))
             what = "deployment" if kind == "deployment" else "gateway"
             if kind == "deployment":
                 outputs = {"instances": [{"id": item.driver_id, "name": item.name, "instance": -1, "ports": {},
@@ -382,4 +421,3 @@ class _Fold(FoldPass):
         return strays
 
 
-_EMPTY = StateRecord("", "", {}, "")

@@ -32,6 +32,27 @@ CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
 CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
 DRAIN_TIMEOUT_SECONDS = 30
 RESOLVE_TIMEOUT_SECONDS = 5
+# The gateway runs as this user when reconciler runs as root (images/gateway makes it the
+# image's USER): an id no host account normally has, so owning the 0700 config directory (it
+# holds the keys) gives no one on the host access. Run as another user, reconciler starts the
+# gateway as itself: it owns the directory already.
+GATEWAY_UID = GATEWAY_GID = 65532
+PIDS_LIMIT = 256
+MEMORY_LIMIT = "256m"
+
+
+def gateway_user() -> tuple[int, int]:
+    return (GATEWAY_UID, GATEWAY_GID) if os.geteuid() == 0 else (os.geteuid(), os.getegid())
+
+
+def hardening_options() -> dict:
+    """The gateway container's confinement (pure): nginx listens on 8080 as a non-root user, so
+    it needs no capability at all; it writes only its pid file (/run) and buffers (/tmp)."""
+    uid, gid = gateway_user()
+    # A tmpfs /tmp is mode 1777; /run is 0755 root unless owned by the gateway's user.
+    tmpfs = {"/tmp": "rw,nosuid,nodev,size=64m", "/run": f"rw,nosuid,nodev,size=1m,uid={uid},gid={gid}"}
+    return {"user": f"{uid}:{gid}", "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"],
+            "read_only": True, "tmpfs": tmpfs, "pids_limit": PIDS_LIMIT, "mem_limit": MEMORY_LIMIT}
 
 
 def config_dir(ctx: StepContext, endpoint: str) -> Path:
@@ -46,6 +67,11 @@ def write_config(directory: Path, text: str) -> str:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(temp, directory / "nginx.conf")
+    uid, gid = gateway_user()
+    if os.geteuid() == 0:
+        # Readable by the gateway's non-root user only (it is the directory's owner).
+        for path in (directory, directory / "nginx.conf"):
+            os.chown(path, uid, gid)
     return text_digest(text)
 
 
@@ -96,8 +122,8 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
                                                                       LABEL_GENERATION: generation}),
             ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", port)},
             mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
-            security_opt=["no-new-privileges:true"], restart_policy={"Name": "unless-stopped"},
-            network=ensure_network(client, ctx.stack))
+            restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx.stack),
+            **hardening_options())
     except APIError as error:
         raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
                           f"is 127.0.0.1:{port} taken by another program? `reconciler logs` shows details") from error

@@ -9,6 +9,8 @@ disagrees with state (environment variables are not in list data), and container
 """
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import docker
@@ -33,9 +35,9 @@ def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
     if adopted:
         listed += inspector.observe(adopted)
     model_digests = {a: model_store.stored_digest(Path(r.outputs.get("store_path", "/nonexistent")))
-                     for a, r in state.records.items() if a.startswith("model.") and "~" not in a}
+                     for a, r in state.records.items() if a.kind == "model" and not a.is_derived}
     gateway_configs = {a: gateway_config(state_dir, state.stack, r) for a, r in state.records.items()
-                       if a.startswith("endpoint.") and "~" not in a} if state_dir is not None else {}
+                       if a.kind == "endpoint" and not a.is_derived} if state_dir is not None else {}
     inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
     return DockerObservation(listed, model_digests, inspected, gateway_configs)
 
@@ -47,10 +49,41 @@ def list_managed(client: docker.DockerClient, stack: str) -> list[Observed]:
         attrs = container.attrs
         state = attrs.get("State")
         status = state if isinstance(state, str) else (state or {}).get("Status", "unknown")
-        observed.append(_observed(container.id, (attrs.get("Names") or ["/?"])[0], status, attrs.get("Labels"),
-                                  attrs.get("Image"), attrs.get("ImageID"), _list_ports(attrs.get("Ports")),
-                                  _mounts(attrs.get("Mounts"))))
+        item = _observed(container.id, (attrs.get("Names") or ["/?"])[0], status, attrs.get("Labels"),
+                         attrs.get("Image"), attrs.get("ImageID"), _list_ports(attrs.get("Ports")),
+                         _mounts(attrs.get("Mounts")))
+        uptime = uptime_seconds(attrs.get("Status") or "")
+        if status == "running" and restarted_recently(uptime, attrs.get("Created"), time.time()):
+            item.attributes.update(recently_restarted=True, up=f"{uptime}s ago")
+        observed.append(item)
     return observed
+
+
+# Docker's list Status for a running container: "Up " + a human duration (go-units), maybe
+# followed by " (healthy)" and the like. Only short uptimes matter here.
+_UPTIME = re.compile(r"^Up (?:(Less than a second)|(\d+) seconds?|(About a minute)|(\d+) minutes?)\b")
+RECENT_START_SECONDS = 300
+# A container started this long after its creation was started again: `containers.run` starts
+# it right after creating it. Only the cost of a refresh depends on this (a restart seen here
+# is confirmed by inspect's RestartCount), not what it reports.
+RESTART_GAP_SECONDS = 3
+
+
+def uptime_seconds(status: str) -> int | None:
+    """"Up 3 seconds" -> 3, "Up 2 minutes" -> 120; None for anything longer or not running."""
+    match = _UPTIME.match(status)
+    if not match:
+        return None
+    less, seconds, about_minute, minutes = match.groups()
+    return 0 if less else int(seconds) if seconds else 60 if about_minute else int(minutes) * 60
+
+
+def restarted_recently(uptime: int | None, created: float | None, now: float) -> bool:
+    """Started a short while ago, well after it was created: a restart (by its policy, by hand
+    or by the daemon; inspect's RestartCount tells which)."""
+    if uptime is None or not created or uptime > RECENT_START_SECONDS:
+        return False
+    return now - float(created) - uptime > RESTART_GAP_SECONDS
 
 
 def _observed(container_id, name, status, labels, image, image_id, ports, mounts) -> Observed:
@@ -124,6 +157,7 @@ class Inspector:
                 "image_id": attrs.get("Image"), "env": _env(config.get("Env")),
                 "image_env": self.image_env(attrs.get("Image", "")), "labels": config.get("Labels") or {},
                 "status": state.get("Status", "unknown"), "running": state.get("Status") == "running",
+                "restart_count": attrs.get("RestartCount") or 0,
                 "ports": _inspect_ports((attrs.get("NetworkSettings") or {}).get("Ports")),
                 "mounts": _mounts(attrs.get("Mounts")),
                 "security_opt": (attrs.get("HostConfig") or {}).get("SecurityOpt") or [], "networks": sorted(
@@ -143,6 +177,6 @@ class Inspector:
 def gateway_config(state_dir: Path, stack: str, record) -> dict:
     """The endpoint's gateway config on disk, and what the gateway container should look like."""
     ctx = StepContext(stack=stack, stack_dir=state_dir, state_dir=state_dir, records=dict)
-    directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.split(".", 1)[1])
+    directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.name)
     return {"dir": str(directory), "dir_exists": directory.is_dir(), "digest": gateway.config_digest(directory),
             "container_port": str(GATEWAY_PORT), "mount_destination": gateway.CONFIG_DIR_IN_CONTAINER}

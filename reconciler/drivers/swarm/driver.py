@@ -53,10 +53,10 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
-        if address.startswith("model."):
+        if address.kind == "model":
             outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, address, spec, spec_hash)
             return dataclasses.replace(record, outputs=outputs, driver_ids=_config_ids(outputs))
-        if address.startswith("deployment."):
+        if address.kind == "deployment":
             return self._create_deployment(record, ctx)
         # A replaced endpoint keeps its port and keys, as on the docker driver.
         keys, port = kept_keys_and_port(prior)
@@ -65,7 +65,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
-        kind = record.address.split(".", 1)[0]
+        kind = record.address.kind
         if kind == "model":
             # Always through create_configs: it reuses what exists and remakes what is missing.
             outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, record.address, spec, spec_hash)
@@ -87,8 +87,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
-        kind = record.address.split(".", 1)[0]
-        if "~orphan-" in record.address:
+        kind = record.address.kind
+        if record.address.is_orphan:
             self._delete_orphan(record, ctx)
         elif kind == "model":
             models.release(self.client, ctx.records(), {c["name"] for c in record.outputs.get("configs", [])},
@@ -218,7 +218,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         of a service a record does own was added by hand: scale back to what the record lists."""
         ids = {parse_slot_id(i["id"])[0] for i in record.outputs.get("instances", [])}
         ids |= {(record.outputs.get("gateway") or {}).get("id")} - {None}
-        live = {a: r for a, r in ctx.records().items() if "~orphan-" not in a}
+        live = {a: r for a, r in ctx.records().items() if not a.is_orphan}
         for service_id in sorted(ids):
             owner = next((r for r in live.values() if (r.outputs.get("service") or {}).get("id") == service_id), None)
             service = engine.inspect_service(self.client, service_id)

@@ -267,17 +267,18 @@ def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, s
                 raise DriverError(f"{what}: the service was changed by someone else meanwhile",
                                   "run `reconciler plan` to see what it runs now")
             raise RolledBack(f"{what}: the rolling update failed and swarm rolled it back to the previous "
-                             f"version ({status.get('Message', '')})", failure_detail(client, service_id, tasks))
+                             f"version ({status.get('Message', '')})",
+                             failure_detail(client, service_id, tasks, rollout))
         if state in ("paused", "rollback_paused"):
             raise DriverError(f"{what}: the rolling update stopped half-way ({state}: {status.get('Message', '')})",
-                              failure_detail(client, service_id, tasks))
+                              failure_detail(client, service_id, tasks, rollout))
         current = [t for t in tasks if _rollout_of(t) == rollout]
         if current_rollout == rollout:
             failed = [t for t in current if t["Status"]["State"] in FAILED_STATES
                       and timestamp_ns(t.get("CreatedAt")) >= since]
             if failed and not state:  # no update in progress: nothing would roll back
                 raise DriverError(f"{what}: a task failed: {task_error(failed[-1])}",
-                                  failure_detail(client, service_id, tasks))
+                                  failure_detail(client, service_id, tasks, rollout))
             running = [t for t in current if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
             # Tasks on their way out (older version, scaled away) still answer until they stop;
             # once they are gone, everything that answers is the new version.
@@ -287,7 +288,7 @@ def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, s
                 return running
         if time.monotonic() > deadline:
             raise DriverError(f"{what}: not converged after {int(timeout)}s ({_summary(tasks, rollout)})",
-                              failure_detail(client, service_id, tasks))
+                              failure_detail(client, service_id, tasks, rollout))
         time.sleep(POLL_SECONDS)
 
 
@@ -311,21 +312,24 @@ def task_error(task: dict) -> str:
            f"{status.get('Err') or status.get('Message') or 'no message'}"
 
 
-def failure_detail(client: docker.DockerClient, service_id: str, tasks: list[dict]) -> str:
+def failure_detail(client: docker.DockerClient, service_id: str, tasks: list[dict], rollout: str | None = None) -> str:
     errors = sorted((t for t in tasks if (t.get("Status") or {}).get("Err")),
                     key=lambda t: t["Status"].get("Timestamp", ""))
     last = f"last task error: {task_error(errors[-1])}\n" if errors else ""
-    return last + health_output(client, tasks) + "last log lines:\n" + \
+    return last + health_output(client, tasks, rollout) + "last log lines:\n" + \
         indent(service_logs(client, service_id, LOG_LINES_ON_FAILURE))
 
 
-def health_output(client: docker.DockerClient, tasks: list[dict]) -> str:
+def health_output(client: docker.DockerClient, tasks: list[dict], rollout: str | None = None) -> str:
     """The newest failed health check that says why, of a task container on this node (the
     engine keeps health logs per container, not per task; tasks on other nodes are not
     reachable from here). A check killed for taking too long says nothing, so one with output
-    is preferred; after a roll-back the newest tasks are the old version's, which pass."""
+    is preferred. Tasks of the version being rolled out (`rollout`) come first: after a
+    roll-back the newest tasks are the old version's, whose checks fail only while they start
+    (on a loaded host that is "connection refused", which says nothing of the new version)."""
     found = []
-    for task in sorted(tasks, key=lambda t: (t.get("Status") or {}).get("Timestamp", ""), reverse=True):
+    newest_first = sorted(tasks, key=lambda t: (t.get("Status") or {}).get("Timestamp", ""), reverse=True)
+    for task in sorted(newest_first, key=lambda t: rollout is not None and _rollout_of(t) != rollout):
         container_id = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
         if not container_id:
             continue

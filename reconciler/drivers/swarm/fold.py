@@ -20,12 +20,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from reconciler.addresses import Address
+from reconciler.drivers.common.labels import label_address
 from reconciler.drivers.common.fold import (REPAIR_REPLACE, FoldPass, FoldResult, Stray, gateway_changed,
                                             gateway_missing, gateway_recreated, gateway_stopped, missing_instance,
                                             normalise_image, with_lowered_count)
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateFile, StateRecord
+
+
+def _base_or(label: str, kind: str) -> Address:
+    """The resource a service's address label names, or KIND.unlabelled."""
+    labelled = label_address(label)
+    return labelled.base if labelled is not None else Address(kind, "unlabelled")
 
 
 @dataclass(frozen=True)
@@ -178,13 +186,13 @@ class _Fold(FoldPass):
                 for slot, status in sorted(service.live_slots.items()):
                     oid, name = slot_id(service.service_id, slot), f"{service.name}.{slot}"
                     if oid not in named:
-                        strays.append(Stray(service.address.split("~", 1)[0] or "deployment.unlabelled", oid,
+                        strays.append(Stray(_base_or(service.address, "deployment"), oid,
                                             f"deployment container {name} ({status})",
                                             {"instances": [{"id": oid, "name": name, "instance": -1, "ports": {}}]},
                                             ids))
             elif service.role == "gateway" and service.service_id not in named:
                 status = self._gateway_state(service)[1]
-                strays.append(Stray(service.address.split("~", 1)[0] or "endpoint.unlabelled", service.service_id,
+                strays.append(Stray(_base_or(service.address, "endpoint"), service.service_id,
                                     f"gateway container {service.name} ({status})",
                                     {"gateway": {"id": service.service_id, "name": service.name}}, ids))
         return strays

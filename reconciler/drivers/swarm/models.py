@@ -104,7 +104,7 @@ def release(client: docker.DockerClient, records: dict[str, StateRecord], names:
     A config still mounted by a service is refused by swarm and left for a later release
     (the deployment that lets go of it releases it again)."""
     still_listed = {c["name"] for address, record in records.items()
-                    if address != owner and address.startswith("model.")
+                    if address != owner and address.kind == "model"
                     for c in record.outputs.get("configs", [])}
     for name in sorted(names - still_listed):
         try:
@@ -129,7 +129,7 @@ def stored_digest(client: docker.DockerClient, record: StateRecord) -> str | Non
     digest = record.outputs.get("content_digest", record.spec.get("content_digest"))
     if not wanted:
         return digest if "configs" in record.outputs else None
-    base = record.address.split("~", 1)[0]
+    base = record.address.base
     found = {c.id: c for c in client.configs.list(filters={"label": [f"{LABEL_MANAGED_BY}={MANAGED_BY}",
                                                                      f"{LABEL_ADDRESS}={base}"]})}
     for config_id, name in wanted.items():

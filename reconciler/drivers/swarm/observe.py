@@ -25,7 +25,7 @@ _RANK = {state: rank for rank, state in enumerate(["new", "allocated", "pending"
 def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
     services = list_services(client, state.stack)
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
-                     if a.startswith("model.") and "~" not in a}
+                     if a.kind == "model" and not a.is_derived}
     return SwarmObservation(services, model_digests)
 
 

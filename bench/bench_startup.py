@@ -1,0 +1,103 @@
+"""Benchmark: start-up and the model fingerprint cache (issue 16), side by side in one run.
+
+  * start-up: an empty interpreter (`python3 -c pass`), `reconciler --help` and
+    `reconciler validate stacks/half-plus-two`, each run --repeat times, interleaved (one of
+    each per round), medians reported. Target: --help and validate under 0.1 s.
+  * a 1 GiB model: `reconciler plan --no-refresh` of the demo stack with a 1 GiB file added to
+    its model, against the same plan without it, interleaved, after one warm-up plan that fills
+    the fingerprint cache. Target: at most +0.05 s.
+
+    python bench/bench_startup.py [--repeat 15] [--model-mib 1024] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks_md import replace_section
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTION = "## Start-up and the model fingerprint cache (issue 16)"
+RECONCILER = [sys.executable, "-m", "reconciler"]
+
+
+def timed(argv: list[str], cwd: Path, env: dict) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, (argv, result.stderr.decode()[-500:])
+    return elapsed
+
+
+def interleaved(commands: dict[str, list[str]], rounds: int, cwd: Path, env: dict) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, argv in commands.items():
+            samples[name].append(timed(argv, cwd, env))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--model-mib", type=int, default=1024)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        env = {**os.environ, "RECONCILER_CACHE_DIR": str(scratch / "cache")}
+        startup = interleaved({
+            "python3 -c pass": [sys.executable, "-c", "pass"],
+            "reconciler --help": [*RECONCILER, "--help"],
+            "reconciler validate stacks/half-plus-two": [*RECONCILER, "validate", "stacks/half-plus-two"],
+        }, args.repeat, ROOT, env)
+        small = scratch / "small" / "half-plus-two"
+        big = scratch / "big" / "half-plus-two"
+        shutil.copytree(ROOT / "stacks" / "half-plus-two", small)
+        shutil.copytree(ROOT / "stacks" / "half-plus-two", big)
+        with open(big / "half_plus_two" / "00000123" / "assets" / "weights.bin", "wb") as handle:
+            chunk = os.urandom(1 << 20)
+            for _ in range(args.model_mib):
+                handle.write(chunk)
+        old = time.time() - 60  # outside the cache's racy window, as a model that was not just written
+        os.utime(big / "half_plus_two" / "00000123" / "assets" / "weights.bin", (old, old))
+        plan = lambda stack: [*RECONCILER, "plan", str(stack), "--no-refresh", "--state",  # noqa: E731
+                              str(stack.parent / "state.json")]
+        cold = timed(plan(big), ROOT, env)  # hashes the gigabyte once and caches the digest
+        plans = interleaved({"plan without the big file": plan(small), "plan with a 1 GiB model": plan(big)},
+                            args.repeat, ROOT, env)
+    empty = startup["python3 -c pass"]
+    lines = [SECTION, "",
+             f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python bench/bench_startup.py` "
+             f"(medians of {args.repeat} interleaved runs, wall time of the whole process).", "",
+             "| command | median (s) | over an empty interpreter (s) |", "|---|---:|---:|"]
+    for name, seconds in startup.items():
+        lines.append(f"| `{name}` | {seconds:.3f} | {seconds - empty:+.3f} |")
+    overhead = plans["plan with a 1 GiB model"] - plans["plan without the big file"]
+    lines += ["", f"Targets: `--help` {startup['reconciler --help']:.3f} s and `validate` "
+              f"{startup['reconciler validate stacks/half-plus-two']:.3f} s, under 0.1 s: "
+              + ("PASS" if max(startup["reconciler --help"],
+                               startup["reconciler validate stacks/half-plus-two"]) < 0.1 else "FAIL")
+              + f" (an empty interpreter takes {empty:.3f} s here).", "",
+              "| no-op plan, --no-refresh | median (s) |", "|---|---:|"]
+    for name, seconds in plans.items():
+        lines.append(f"| {name} | {seconds:.3f} |")
+    lines += [f"| first plan with the 1 GiB model (hashes it, fills the cache) | {cold:.3f} |", "",
+              f"Target: at most +0.05 s with the 1 GiB model: {overhead:+.3f} s, "
+              + ("PASS" if overhead <= 0.05 else "FAIL") + "."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        replace_section(SECTION, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Writes one section of BENCHMARKS.md: the benchmarks each own a `## ...` section and
+replace it whole with the numbers of their latest run."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+
+
+def replace_section(title: str, text: str, path: Path = BENCHMARKS) -> None:
+    """`text` (which starts with `title`) in place of the section `title`, or appended."""
+    current = path.read_text()
+    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    replacement = text.rstrip("\n") + "\n\n"
+    updated = pattern.sub(lambda _: replacement, current) if pattern.search(current) else \
+        current.rstrip() + "\n\n" + replacement
+    path.write_text(updated.rstrip("\n") + "\n")
