@@ -40,7 +40,8 @@ LABEL_STACK = "org.reconciler.stack"
 # -- pure ------------------------------------------------------------------------------------------
 def test_object_names_are_valid_and_unique_when_cut():
     short = engine.object_name("rc", "blue_green", "ep", "blue", "abc123")
-    assert short == "rc-blue-green-ep-blue-abc123"
+    # Issue 12: every name ends in a hash of the identity and the parts (GREEN vs green).
+    assert short.startswith("rc-blue-green-ep-blue-abc123-") and len(short) == len("rc-blue-green-ep-blue-abc123-") + 8
     long_a = engine.object_name("rc", "s" * 40, "endpoint-" * 4, "a")
     long_b = engine.object_name("rc", "s" * 40, "endpoint-" * 4, "b")
     assert len(long_a) <= 63 and long_a != long_b and long_a[0].isalnum() and long_a[-1].isalnum()
@@ -181,7 +182,8 @@ class SwarmStack:
         return plan
 
     def context(self) -> StepContext:
-        return StepContext(self.name, self.dir, self.store.path.parent, lambda: dict(self.store.read().records))
+        return StepContext(self.name, self.dir, self.store.path.parent, lambda: dict(self.store.read().records),
+                           identity=self.store.read().lineage)
 
     def records(self) -> dict:
         return self.store.read().records

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -96,10 +97,11 @@ def records_of(graph, driver: str) -> dict:
     for resource in graph.by_kind("deployment"):
         spec = resource.spec
         if driver == "docker":
-            names = [containers.container_name(graph.stack, spec, "0a1b2c", i) for i in range(spec["instance_count"])]
+            owner = SimpleNamespace(stack=graph.stack, identity="0123456789abcdef")
+            names = [containers.container_name(owner, spec, "0a1b2c", i) for i in range(spec["instance_count"])]
             outputs = {"instances": [{"id": n, "name": n, "instance": i, "ports": {}} for i, n in enumerate(names)]}
         else:
-            service = object_name("rc", graph.stack, spec["endpoint"], spec["name"])
+            service = object_name("rc", graph.stack, spec["endpoint"], spec["name"], identity="0123456789abcdef")
             outputs = {"service": {"id": service, "name": service}, "instances": [{"id": "t1"}]}
         records[str(resource.address)] = StateRecord(str(resource.address), driver, spec, "h", status="ready",
                                                      outputs=outputs)
