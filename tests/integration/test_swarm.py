@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -297,7 +298,8 @@ def test_apply_serves_through_the_gateway_with_keys(stack):
     assert all(s["Spec"]["EndpointSpec"]["Mode"] == "dnsrr" for s in stack.services())
     leftovers = stack.leftovers()
     assert len(leftovers["configs"]) == 5 and len(leftovers["secrets"]) == 1  # 4 model files + the edge config
-    assert leftovers["networks"] == [engine.network_name(stack.name)]
+    owner = SimpleNamespace(stack=stack.name, identity=stack.store.read().lineage)  # the identity names the network
+    assert leftovers["networks"] == [engine.network_name(owner)]
     outputs = stack.records()["endpoint.blue-green"].outputs
     client = stack.client_for()
     # The model files reach the tasks as configs: the server found and loaded them.

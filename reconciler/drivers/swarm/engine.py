@@ -85,6 +85,8 @@ def ensure_network(client: docker.DockerClient, owner) -> str:
             if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_IDENTITY) != owner.identity:
                 raise DriverError(f"network {name} exists but is not this stack's",
                                   "remove or rename it (`docker network rm`), it is not managed by reconciler")
+            if not network.attrs.get("Driver"):
+                network.reload()  # list data of a network the manager has just made can lack its driver
             if network.attrs.get("Driver") != "overlay":
                 raise DriverError(f"network {name} is a {network.attrs.get('Driver')} network, not overlay",
                                   "destroy the stack with the driver that made it first")
