@@ -17,6 +17,7 @@ from reconciler.addresses import Address, deployment_address, endpoint_address, 
 from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
+from reconciler.config.conda import conda_file_problem
 from reconciler.config.image_map import substitute
 from reconciler.config.settings import LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
@@ -295,6 +296,12 @@ class _GraphBuilder:
                     return
             else:
                 environment = {"image": environment}
+        conda = environment.get("conda_file")
+        conda_path = ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",)
+        why = conda_file_problem(document.directory / conda, self.stack_root) if conda else None
+        if why:
+            self.problems.append(document.problem(conda_path, f"conda file {conda!r} {why}",
+                                                  "point conda_file at the environment's conda YAML"))
         # A scoring script's conda file is part of one unsupported feature (an image built around
         # the script), refused once, at code_configuration, below.
         if environment.get("conda_file") and "code_configuration" not in data:

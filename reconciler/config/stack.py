@@ -7,7 +7,7 @@ from pathlib import Path
 from reconciler.config.graph import DesiredGraph, build_graph
 from reconciler.config.loader import load_stack_documents
 from reconciler.config.settings import LoadOptions
-from reconciler.config.validation import validate_document
+from reconciler.config.validation import coerced, validate_document
 from reconciler.errors import Problem, ReconcilerError, StackInvalid
 
 
@@ -26,7 +26,7 @@ def load_stack(stack_dir: Path | str, variables: dict[str, str] | None = None,
     unfilled: list = []
     documents, problems = load_stack_documents(stack_dir, variables or {}, ignored, unfilled)
     valid, invalid = [], []
-    for document in documents:
+    for document in map(coerced, documents):
         document_problems = validate_document(document)
         problems.extend(document_problems)
         (invalid if document_problems else valid).append(document)

@@ -10,10 +10,13 @@ tests/unit/test_validation_agreement.py checks that the two agree.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jsonschema_rs
 
@@ -45,6 +48,47 @@ def validator_for(kind: str):
 @lru_cache(maxsize=None)
 def fast_validator_for(kind: str):
     return jsonschema_rs.Draft202012Validator(schema_for(kind))
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+_BOOLEANS = {"true": True, "True": True, "false": False, "False": False}
+
+
+def coerce_scalars(data: Any, schema: dict, root: dict) -> Any:
+    """`data` with quoted scalars turned into what the schema asks for where the Azure ML SDK
+    (marshmallow) would: "1" for an integer field, "0.5" for a number, "true" for a boolean.
+    Only where the schema wants exactly that type: a field that also allows strings keeps them."""
+    while isinstance(schema, dict) and "$ref" in schema and schema["$ref"].startswith("#/"):
+        node: Any = root
+        for part in schema["$ref"][2:].split("/"):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        schema = node
+    if not isinstance(schema, dict):
+        return data
+    wanted = schema.get("type")
+    if isinstance(data, str):
+        if wanted == "integer" and _INTEGER.fullmatch(data):
+            return int(data)
+        if wanted == "number" and _NUMBER.fullmatch(data):
+            return float(data) if "." in data else int(data)
+        if wanted == "boolean" and data in _BOOLEANS:
+            return _BOOLEANS[data]
+        return data
+    if isinstance(data, dict):
+        properties, extra = schema.get("properties") or {}, schema.get("additionalProperties")
+        return {key: coerce_scalars(value, properties[key] if key in properties else
+                                    (extra if isinstance(extra, dict) else {}), root) for key, value in data.items()}
+    if isinstance(data, list) and isinstance(schema.get("items"), dict):
+        return [coerce_scalars(item, schema["items"], root) for item in data]
+    return data
+
+
+def coerced(document: Document) -> Document:
+    """The document as the SDK reads its scalars (see coerce_scalars); itself when nothing changes."""
+    schema = schema_for(document.kind)
+    data = coerce_scalars(document.data, schema, schema)
+    return document if data == document.data else dataclasses.replace(document, data=data)
 
 
 def validate_document(document: Document) -> list[Problem]:

@@ -33,9 +33,10 @@ def set_line(text: str, key: str, value: str) -> str:
 wrong_typed = st.sampled_from([
     ("blue.yml", "instance_count", v) for v in ("abc", "[1, 2]", "{a: 1}", "-1", "0", "1.5", "true", "null")
 ] + [
-    ("green.yml", "port", v) for v in ("'8501'", "70000", "0", "[8501]", "{}")
+    # A quoted number ("8501") is no longer wrong: the Azure ML SDK reads it as the number (#13).
+    ("green.yml", "port", v) for v in ("'85o1'", "70000", "0", "[8501]", "{}")
 ] + [
-    ("endpoint.yml", "blue", v) for v in ("'90'", "-10", "101", "[90]", "ninety")
+    ("endpoint.yml", "blue", v) for v in ("'9O'", "-10", "101", "[90]", "ninety")
 ] + [
     ("blue.yml", "initial_delay", v) for v in ("-1", "soon", "[1]")
 ] + [

@@ -181,3 +181,39 @@ def test_the_environment_schema_has_the_deployment_schemas_route_grammar():
     deployment = json.loads((SCHEMA_DIR / "managedOnlineDeployment.schema.json").read_text())
     environment = json.loads((SCHEMA_DIR / "environment.schema.json").read_text())
     assert environment["$defs"]["route"] == deployment["$defs"]["route"]
+
+
+# -- scalars as the SDK reads them ---------------------------------------------------------------
+def test_quoted_numbers_and_booleans_are_read_as_the_sdk_reads_them(demo_stack):
+    edit(demo_stack / "deployment.yml", "instance_count: 1", 'instance_count: "2"\napp_insights_enabled: "true"')
+    edit(demo_stack / "deployment.yml", "  period: 1\n", '  period: "3"\n')
+    spec = load_stack(demo_stack).by_kind("deployment")[0].spec
+    assert (spec["instance_count"], spec["app_insights_enabled"], spec["readiness_probe"]["period"]) == (2, True, 3)
+
+
+def test_a_string_field_keeps_its_string_and_a_non_number_is_still_refused(demo_stack):
+    from reconciler.config.validation import coerce_scalars, schema_for
+    schema = schema_for("model")
+    assert coerce_scalars({"name": "m", "version": "007"}, schema, schema) == {"name": "m", "version": "007"}
+    edit(demo_stack / "deployment.yml", "instance_count: 1", 'instance_count: "two"')
+    with pytest.raises(StackInvalid, match="instance_count: expected integer, got string 'two'"):
+        load_stack(demo_stack)
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "is not there"),
+    ("name: x\nchannels: [conda-forge]\n", "has no `dependencies:` list"),
+    ("dependencies: [python=3.10\n", "is not valid YAML"),
+])
+def test_a_referenced_conda_file_is_checked_for_what_it_is(demo_stack, content, message):
+    edit(demo_stack / "deployment.yml", "  image: reconciler/demo-tfserving:latest",
+         "  image: reconciler/demo-tfserving:latest\n  conda_file: env/conda.yaml")
+    if content is not None:
+        (demo_stack / "env").mkdir()
+        (demo_stack / "env" / "conda.yaml").write_text(content)
+    with pytest.raises(StackInvalid) as caught:
+        load_stack(demo_stack)
+    # (A file that is no YAML at all is reported by the loader too: it cannot tell it is no stack document.)
+    [problem] = [p for p in caught.value.problems if p.path == "environment.conda_file"]
+    assert problem.line == 12
+    assert problem.message.startswith("conda file 'env/conda.yaml' " + message)
