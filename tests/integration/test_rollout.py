@@ -47,3 +47,18 @@ def test_the_first_instance_to_fail_fails_the_step_and_the_others_stop_waiting(s
     for container in deployments(stack):
         container.reload()
         assert container.status == "exited", (container.name, container.status)
+
+
+def test_surplus_instances_are_stopped_at_once_on_scale_in(stack):
+    # sh as PID 1 ignores SIGTERM, so each stop takes the whole stop timeout (10 s): one after
+    # another, removing 3 instances would take 30 s.
+    command = json.dumps(["sh", "-c", f"trap '' TERM; {SERVER} & wait"])
+    stack.edit("deployment.yml", "instance_count: 1\n", f"instance_count: 4\nlocal:\n  command: {command}\n")
+    stack.apply()
+    assert len(deployments(stack)) == 4
+    stack.edit("deployment.yml", "instance_count: 4", "instance_count: 1")
+    started = time.monotonic()
+    stack.apply()
+    elapsed = time.monotonic() - started
+    assert [c.labels["org.reconciler.instance"] for c in deployments(stack)] == ["0"]
+    assert elapsed < 22, f"scale-in took {elapsed:.1f} s: the 3 stops (10 s each) did not overlap"

@@ -182,9 +182,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             return self._add_instances(record, ctx, range(next_index, next_index + wanted - len(instances)))
         kept = _with_instances(record, instances[:wanted], "ready")
         self._stop_routing_to_removed(kept, ctx)
-        for instance in instances[wanted:]:
-            remove_container(self.client, instance["id"], containers.STOP_TIMEOUT,
-                             adopted=instance.get("adopted", False))
+        self._remove_containers([i["id"] for i in instances[wanted:]],
+                                {i["id"] for i in instances[wanted:] if i.get("adopted")})
         return kept
 
     def _stop_routing_to_removed(self, kept: StateRecord, ctx: StepContext) -> None:
@@ -206,8 +205,23 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                                                      filters=label_filter(ctx.stack, base_address(record.address))):
             if generation and (container.attrs.get("Labels") or {}).get(LABEL_GENERATION) == generation:
                 ids.add(container.id)
-        for container_id in sorted(ids):
-            remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
+        self._remove_containers(sorted(ids), adopted)
+
+    def _remove_containers(self, ids: list[str], adopted: set[str]) -> None:
+        """Stop and remove instances all at once (each stop waits for its server to exit, up to
+        STOP_TIMEOUT); every one is tried, and the first error is raised after."""
+        if not ids:
+            return
+        def remove(container_id: str) -> BaseException | None:
+            try:
+                remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
+            except Exception as error:  # noqa: BLE001 - raised below, once the others were tried
+                return error
+            return None
+        with ThreadPoolExecutor(max_workers=min(INSTANCE_PARALLELISM, len(ids)), thread_name_prefix="remove") as pool:
+            errors = [error for error in pool.map(remove, ids) if error is not None]
+        if errors:
+            raise errors[0]
 
     # -- reading (refresh: observe.py reads, fold.py folds) --------------------------------
     def read(self, state: StateFile, state_dir: Path | None) -> DockerObservation:
