@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from reconciler.addresses import Address
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
-from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_ROLE,
-                                              LABEL_SPEC_HASH, LABEL_STACK, MANAGED_BY)
+from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_IDENTITY, LABEL_INSTANCE, LABEL_MANAGED_BY,
+                                              LABEL_ROLE, LABEL_SPEC_HASH, LABEL_STACK, LABEL_STATE, MANAGED_BY)
 from reconciler.errors import ReconcilerError
 from reconciler.planning.diff import field_changes
 from reconciler.drivers.docker.fold import (LOOPBACK, Observed, env_view, model_view, public_ports, scoring_uri,
@@ -72,6 +72,10 @@ def check_importable(address: str, desired: DesiredGraph, state: StateFile, info
     labels = info.get("labels") or {}
     if labels.get(LABEL_MANAGED_BY) == MANAGED_BY and labels.get(LABEL_STACK) != desired.stack:
         raise ReconcilerError(f"container {info['name']} is managed by stack {labels.get(LABEL_STACK)!r}",
+                              "a container is managed by one stack only; remove it from that stack's state first")
+    if labels.get(LABEL_MANAGED_BY) == MANAGED_BY and labels.get(LABEL_IDENTITY, state.lineage) != state.lineage:
+        raise ReconcilerError(f"container {info['name']} belongs to another stack named {desired.stack!r} "
+                              f"(state {labels.get(LABEL_STATE) or 'unknown'})",
                               "a container is managed by one stack only; remove it from that stack's state first")
     owner = next((a for a, r in state.records.items()
                   if info["id"] in {i["id"] for i in r.outputs.get("instances", [])}

@@ -121,8 +121,13 @@ class Applier:
         self._state_lock = threading.Lock()
         self._hook_lock = threading.Lock()
         self._deleted_for_replace: dict[str, StateRecord] = {}
-        self.ctx = StepContext(records=lambda: dict(self.state.records),
-                               progress=lambda text: self._emit(DriverMessage(text)), **ctx)
+        self._ctx_fields = ctx
+        self.ctx = self._context()
+
+    def _context(self) -> StepContext:
+        fields = {"identity": self.state.lineage, "state_path": self.store.path.resolve(), **self._ctx_fields}
+        return StepContext(records=lambda: dict(self.state.records),
+                           progress=lambda text: self._emit(DriverMessage(text)), **fields)
 
     def _emit(self, event: StepEvent) -> None:
         with self._hook_lock:
@@ -179,6 +184,11 @@ class Applier:
 
     # -- the loop --------------------------------------------------------------------------
     def run(self) -> ApplyResult:
+        if not self.state.lineage:
+            # The identity every object is labelled with (drivers/common/labels.py) exists
+            # before the first object does; a plan saved against the empty state stays valid.
+            self.state = self.store.write(self.state.ensure_lineage())
+            self.ctx = self._context()
         graph = step_graph(self.plan)
         by_id = {s.id: s for s in graph.steps}
         result = ApplyResult()

@@ -162,21 +162,25 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             self.send_json(400, {"error": f"JSON Parse error: {exc}"})
             return
-        if not isinstance(request, dict) or "instances" not in request:
-            self.send_json(400, {"error": 'Missing "instances" key'})
+        # TF Serving's row format ("instances" -> "predictions") and its columnar format
+        # ("inputs" -> "outputs"), which half-plus-two-integrated's sample request uses.
+        if not isinstance(request, dict) or ("instances" in request) == ("inputs" in request):
+            self.send_json(400, {"error": 'Missing "instances" key' if not isinstance(request, dict) or
+                                 "inputs" not in request else 'Request has both "instances" and "inputs"'})
             return
+        row_format = "instances" in request
         try:
-            predictions = model.predict(request["instances"])
+            predictions = model.predict(request["instances" if row_format else "inputs"])
         except ValueError as exc:
             self.send_json(400, {"error": str(exc)})
             return
-        if not isinstance(predictions, list):
+        if not isinstance(predictions, list) and row_format:
             predictions = [predictions]
         delay = self.scoring_delay()
         if delay is None:
             return
         time.sleep(delay)
-        self.send_json(200, {"predictions": predictions})
+        self.send_json(200, {"predictions" if row_format else "outputs": predictions})
 
     def scoring_delay(self) -> float | None:
         """Seconds to wait before answering a prediction; None after answering 400 for a bad header."""

@@ -33,7 +33,7 @@ def import_command(address, container, stack_dir, var_assignments, vars_file, st
     """
     from reconciler.operations.adopt import import_container
     desired = load_desired(stack_dir, var_assignments, vars_file)
-    result = import_container(desired, open_store(desired.stack, state_path), stack_dir, address, container,
+    result = import_container(desired, open_store(desired.stack, state_path, Path(stack_dir)), stack_dir, address, container,
                               lock_timeout)
     click.echo(f"Imported {address}: container {result.container_name} ({result.container_id[:12]}) is instance 0.")
     for note in result.notes:
@@ -46,7 +46,7 @@ def import_command(address, container, stack_dir, var_assignments, vars_file, st
 @click.argument("stack_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @stack_options
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="State file to write (default: state/<stack>.json).")
+              help="State file to write (default: the stack's default state, see `reconciler plan --help`).")
 @click.option("--force", is_flag=True, help="Overwrite an existing state file (kept as <state>.backup).")
 @click.option("--lock-timeout", type=float, default=0.0, metavar="SECONDS")
 @handle_errors()
@@ -54,13 +54,14 @@ def recover(stack_dir, var_assignments, vars_file, state_path, force, lock_timeo
     """Rebuild a lost state file from container labels and the model store.
 
     Deployment containers are grouped by address and generation, gateways found by role, models
-    matched by content digest in the store. Keys cannot be recovered: each gateway gets new ones.
+    matched by content digest in the store. Each gateway keeps its port and the keys its live
+    config admits (new keys only when that config cannot be read).
     """
     from reconciler.operations.adopt import recover_state
     desired = load_desired(stack_dir, var_assignments, vars_file)
-    result = recover_state(desired, open_store(desired.stack, state_path), stack_dir, force, lock_timeout)
+    result = recover_state(desired, open_store(desired.stack, state_path, Path(stack_dir)), stack_dir, force, lock_timeout)
     click.echo(f"Recovered {len(result.records)} record(s) for stack {result.stack} into {result.path} "
-               f"(new lineage {result.lineage}):")
+               f"(identity {result.lineage}):")
     for address in sorted(result.records):
         record = result.records[address]
         click.echo(f"  {address}" + (" (tainted)" if record.status == "tainted" else ""))

@@ -111,24 +111,50 @@ def state_options(command):
     command = click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS",
                            help="How long to wait for another operation's state lock.")(command)
     command = click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-                           help="State file (default: state/<stack>.json).")(command)
+                           help="State file (default: per user, by stack directory; $RECONCILER_STATE_DIR overrides the root).")(command)
     return command
 
 
-def open_store(stack: str, state_path: Path | None):
+def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = None):
     from reconciler.operations.plan import open_store as store
-    return store(stack, state_path)
+    return store(stack, state_path, stack_dir)
 
 
 def store_for(stack_ref: str | None, state_path: Path | None):
-    """The store named by --stack (a stack directory or name) and/or --state."""
+    """The store named by --stack (a stack directory, or the name of a stack with a default
+    state) and/or --state."""
     if stack_ref is None and state_path is None:
         raise ReconcilerError("no stack given", "pass --stack STACK_DIR_OR_NAME or --state PATH")
     if stack_ref is None:
-        stack = _stack_in_state_file(state_path)
-    else:
-        stack = Path(stack_ref).resolve().name if Path(stack_ref).is_dir() else stack_ref
-    return open_store(stack, state_path)
+        return open_store(_stack_in_state_file(state_path), state_path)
+    if Path(stack_ref).is_dir():
+        return open_store(Path(stack_ref).resolve().name, state_path, Path(stack_ref))
+    if state_path is not None:
+        return open_store(stack_ref, state_path)
+    return _default_store_named(stack_ref)
+
+
+def default_stores() -> list:
+    """The stores of every state at a default location, and of the old `state/*.json` here."""
+    from reconciler.state.store import LEGACY_STATE_DIR, default_states
+    stores = []
+    for path in default_states() + sorted(LEGACY_STATE_DIR.glob("*.json")):
+        try:
+            stores.append(open_store(_stack_in_state_file(path), path))
+        except ReconcilerError:
+            continue  # an unreadable state elsewhere must not hide the one asked for
+    return stores
+
+
+def _default_store_named(stack: str):
+    found = [store for store in default_stores() if store.stack == stack]
+    if not found:
+        raise ReconcilerError(f"no state for a stack named {stack!r} at the default locations",
+                              "pass --stack STACK_DIR (the directory) or --state PATH")
+    if len(found) > 1:
+        raise ReconcilerError(f"{len(found)} stacks are named {stack!r}: " + ", ".join(str(s.path) for s in found),
+                              "pass --stack STACK_DIR (the directory) or --state PATH")
+    return found[0]
 
 
 def _stack_in_state_file(path: Path) -> str:

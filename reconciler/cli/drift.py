@@ -30,7 +30,7 @@ def drift(stack_dir, state_path, as_json, as_markdown):
     from reconciler.refresh import refresh_state
     from reconciler.render.drift import drift_report, render_drift_markdown, render_drift_report
     stack = Path(stack_dir).resolve().name
-    store = open_store(stack, state_path)
+    store = open_store(stack, state_path, Path(stack_dir))
     if not store.exists():
         raise ReconcilerError(f"no state for stack {stack} at {store.path}",
                               "apply the stack first, pass --state, or rebuild a lost state file with "

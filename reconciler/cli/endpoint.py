@@ -1,4 +1,5 @@
-"""`reconciler endpoint keys ENDPOINT [--regenerate-keys primary|secondary|both]`."""
+"""`reconciler endpoint keys ENDPOINT [--regenerate-keys primary|secondary|both]` and
+`reconciler endpoint token ENDPOINT`."""
 from __future__ import annotations
 
 import json
@@ -7,13 +8,14 @@ import click
 
 from reconciler.cli.common import handle_errors
 from reconciler.cli.drivers import driver_named
-from reconciler.cli.runtime import find_record, which_stack
+from reconciler.cli.runtime import endpoint_token, find_record, which_stack
 from reconciler.drivers.base import StepContext, SupportsKeyRotation, require
+from reconciler.errors import ReconcilerError
 
 
 @click.group()
 def endpoint():
-    """Endpoint operations that are not configuration: keys."""
+    """Endpoint operations that are not configuration: keys and tokens."""
 
 
 @endpoint.command()
@@ -32,10 +34,24 @@ def keys(name, regenerate_keys, lock_timeout, stack_ref, state_path):
             state = store.read()
             record = state.records[record.address]
             ctx = StepContext(stack=store.stack, stack_dir=store.path.parent, state_dir=store.path.parent,
-                              records=lambda: dict(state.records))
+                              records=lambda: dict(state.records), identity=state.lineage,
+                              state_path=store.path.resolve())
             rotator = require(driver_named(record.driver), SupportsKeyRotation,
                               "reconciler endpoint keys --regenerate-keys")
             record = rotator.regenerate_keys(record, regenerate_keys, ctx)
             store.write(state.with_record(record))
     click.echo(json.dumps({"primaryKey": record.outputs["keys"]["primary"],
                            "secondaryKey": record.outputs["keys"]["secondary"]}, indent=2))
+
+
+@endpoint.command()
+@click.argument("name")
+@which_stack
+@handle_errors()
+def token(name, stack_ref, state_path):
+    """Print a token for an aml_token ENDPOINT (like `az ml online-endpoint get-credentials`)."""
+    _, record = find_record("endpoint", name, stack_ref, state_path)
+    if record.spec["auth_mode"] != "aml_token":
+        raise ReconcilerError(f"endpoint {name} uses auth_mode {record.spec['auth_mode']}, not aml_token",
+                              "its credentials are keys: `reconciler endpoint keys " + name + "`")
+    click.echo(json.dumps(endpoint_token(record), indent=2))

@@ -91,7 +91,7 @@ def show(target, state_path, as_json, as_markdown):
     if path.is_file():
         emit_plan(read_plan(path), as_json, as_markdown)
         return
-    store = open_store(path.resolve().name, state_path)
+    store = open_store(path.resolve().name, state_path, path)
     state = store.read()
     if as_json:
         click.echo(json.dumps(mask_state(state.to_dict()), indent=2))

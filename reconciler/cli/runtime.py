@@ -9,15 +9,14 @@ from urllib.parse import urlsplit
 import click
 
 from reconciler.cli import exits
-from reconciler.cli.common import handle_errors, store_for
+from reconciler.cli.common import default_stores, handle_errors, store_for
 from reconciler.cli.drivers import driver_named
 from reconciler.errors import ReconcilerError
-from reconciler.state.store import DEFAULT_STATE_DIR
 
 
 def which_stack(command):
     command = click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-                           help="State file (default: search state/*.json).")(command)
+                           help="State file (default: search every default state, and state/*.json here).")(command)
     command = click.option("--stack", "stack_ref", metavar="DIR_OR_NAME", help="Stack directory or name.")(command)
     return command
 
@@ -27,7 +26,7 @@ def find_record(kind: str, name: str, stack_ref, state_path):
     if stack_ref or state_path:
         stores = [store_for(stack_ref, state_path)]
     else:
-        stores = [store_for(None, path) for path in sorted(DEFAULT_STATE_DIR.glob("*.json"))]
+        stores = default_stores()
     found = []
     for store in stores:
         for address, record in store.read().records.items():
@@ -59,6 +58,18 @@ def post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, dic
         connection.close()
 
 
+def endpoint_token(record) -> dict:
+    """A fresh token for an aml_token endpoint, signed with the secret its gateway checks."""
+    import time
+
+    from reconciler.tokens import issue_token
+    secret = (record.outputs.get("keys") or {}).get("token")
+    if not secret:
+        raise ReconcilerError(f"endpoint {record.spec['name']} has no token secret in state",
+                              "apply the stack again: an endpoint with auth_mode aml_token gets one")
+    return issue_token(record.spec["name"], secret, time.time())
+
+
 @click.command()
 @click.argument("endpoint")
 @click.option("--request-file", type=click.File("rb"), required=True, help="JSON body to send.")
@@ -71,6 +82,8 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
     headers = {}
     if record.spec["auth_mode"] == "key":
         headers["Authorization"] = f"Bearer {record.outputs['keys']['primary']}"
+    elif record.spec["auth_mode"] == "aml_token":
+        headers["Authorization"] = f"Bearer {endpoint_token(record)['accessToken']}"
     if deployment_name:
         headers["azureml-model-deployment"] = deployment_name
     status, _, body = post(record.outputs["scoring_uri"], request_file.read(), headers, timeout=60)

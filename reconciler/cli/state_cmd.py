@@ -13,7 +13,7 @@ from reconciler.errors import ReconcilerError
 
 def which_state(command):
     command = click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
-                           help="State file (default: state/<stack>.json).")(command)
+                           help="State file (default: the stack's default state).")(command)
     command = click.option("--stack", "stack_ref", metavar="DIR_OR_NAME",
                            help="Stack directory or name.")(command)
     return command

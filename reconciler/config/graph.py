@@ -295,7 +295,9 @@ class _GraphBuilder:
                     return
             else:
                 environment = {"image": environment}
-        if environment.get("conda_file"):
+        # A scoring script's conda file is part of one unsupported feature (an image built around
+        # the script), refused once, at code_configuration, below.
+        if environment.get("conda_file") and "code_configuration" not in data:
             self.unsupported.append(document.problem(
                 ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",),
                 "building an image from a conda file is not supported on a local engine yet",
@@ -314,9 +316,11 @@ class _GraphBuilder:
                 f"image {image!r} {why}", "write an image reference Docker accepts, e.g. "
                 "docker.io/tensorflow/serving:latest or myregistry.azurecr.io/team/model:1"))
         if "code_configuration" in data:
+            with_conda = " with environment.conda_file" if environment.get("conda_file") else ""
             self.unsupported.append(document.problem(
-                ("code_configuration",), "code_configuration (scoring scripts) is not supported on a local engine",
-                "bake the scoring code into the image and describe its routes in environment.inference_config"))
+                ("code_configuration",), f"code_configuration (scoring scripts{with_conda}) is not supported on a "
+                "local engine", "bake the scoring code" + (" and its packages" if with_conda else "") +
+                " into the image and describe its routes in environment.inference_config"))
         if "build" in environment:
             self.unsupported.append(document.problem(
                 ("environment", "build"), "environment.build is not supported on a local engine",

@@ -274,8 +274,8 @@ def parse_documents(text: str, file: str, directory: Path,
             problems.append(Problem(file, node.start_mark.line + 1, "", f"YAML error: {error}",
                                     "check the file is valid YAML"))
             continue
-        problems.extend(reader.problems)
         if data is None:
+            problems.extend(reader.problems)
             continue
         line = node.start_mark.line + 1
         if not isinstance(data, dict):
@@ -283,11 +283,14 @@ def parse_documents(text: str, file: str, directory: Path,
             continue
         kind = infer_kind(data)
         if kind is None:
+            # What reconciler does not read is not its to judge: a tool config with a duplicate
+            # key (triton/single-model/olive_model_analyzer in Azure ML's examples) stays ignored.
             schema_url = data.get("$schema")
             ignored.append(Ignored(file, line, f"$schema {schema_url} is no kind reconciler applies" if schema_url
                                    else "neither an Azure ML endpoint, deployment, model or environment document "
                                         "nor stack settings (add `$schema:` if it is one)"))
             continue
+        problems.extend(reader.problems)
         documents.append(Document(file, kind, data, reader.lines, directory))
     return documents, problems
 

@@ -87,11 +87,18 @@ def _explain(document: Document, error) -> list[Problem]:
         if not allowed:
             return [document.problem(path, error.message, hint)]
         return [
-            document.problem(path + (key,), f"unknown key {key!r}", _suggest(key, allowed))
+            document.problem(path + (key,), *(_kubernetes_only(document, path, key)
+                                              or (f"unknown key {key!r}", _suggest(key, allowed))))
             for key in error.instance if key not in allowed
         ]
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
+        no_code = _no_code_model_type(document) if missing == "environment" and not path else None
+        if no_code:
+            return [document.problem(("model", "type"), f"no-code deployments (model type {no_code} without an "
+                                     "environment) are not supported on a local engine",
+                                     "give the deployment an environment whose image serves the model, with its "
+                                     "routes in environment.inference_config (a custom container)")]
         return [document.problem(path, f"missing required key {missing!r}",
                                  hint or f"add `{missing}:` to this {document.kind}")]
     if error.validator == "type":
@@ -109,6 +116,23 @@ def _explain(document: Document, error) -> list[Problem]:
     if error.validator == "propertyNames":
         return [document.problem(path, f"{error.instance!r} is not a valid name", hint)]
     return [document.problem(path, error.message, hint)]
+
+
+def _kubernetes_only(document: Document, path: tuple, key: str) -> tuple[str, str] | None:
+    # kubernetesOnlineDeployment's requests and limits (Azure ML's kubernetes example) have no
+    # local meaning yet; say so rather than call the key unknown.
+    if document.kind != "deployment" or path or key != "resources":
+        return None
+    return ("resources (Kubernetes requests and limits of a kubernetesOnlineDeployment) is not supported "
+            "on a local engine", "remove it and size the deployment with instance_type (its vCPUs and memory "
+            "become the container's limits) or local.memory")
+
+
+def _no_code_model_type(document: Document) -> str | None:
+    # Azure ML builds the server of an MLflow or Triton model itself when no environment is given.
+    model = document.data.get("model") if document.kind == "deployment" else None
+    kind = model.get("type") if isinstance(model, dict) else None
+    return kind if kind in ("mlflow_model", "triton_model") else None
 
 
 def _suggest(key: str, allowed: list[str]) -> str:

@@ -36,6 +36,9 @@ class StepContext:
     state_dir: Path
     records: Callable[[], dict[str, StateRecord]]
     progress: Callable[[str], None] = field(default=lambda message: None)
+    # The state's lineage: every object made is labelled with it (drivers/common/labels.py).
+    identity: str = ""
+    state_path: Path | None = None
 
 
 class Driver(ABC):
@@ -83,6 +86,11 @@ class Driver(ABC):
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
         """(object name, last lines) for each container or service of `record`."""
 
+    def stack_objects(self, stack: str) -> list[tuple[str, dict]]:
+        """(id, labels) of every object labelled with this stack name, whatever its identity:
+        plan names those of other states, and refuses to rebuild a lost state over them."""
+        return []
+
 
 class SupportsImport(ABC):
     """`reconciler import`: adopt an existing container as a deployment's instance."""
@@ -92,7 +100,7 @@ class SupportsImport(ABC):
         """What the container runs (image, env, ports, mounts, labels, ...), None when there is none."""
 
     @abstractmethod
-    def adopt(self, stack: str, info: dict) -> str | None:
+    def adopt(self, ctx: StepContext, info: dict) -> str | None:
         """Make the container reachable by the stack's gateway; the network name when it had to."""
 
 

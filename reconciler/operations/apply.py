@@ -115,7 +115,8 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
             return outcome(CANCELLED)
         driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
         applier = Applier(driver, store, state, plan,
-                          {"stack": plan.stack, "stack_dir": Path(plan.stack_dir), "state_dir": store.path.parent},
+                          {"stack": plan.stack, "stack_dir": Path(plan.stack_dir).resolve(),
+                           "state_dir": store.path.parent},
                           parallelism=request.parallelism, hooks=hooks)
         result = applier.run()
     return outcome(APPLIED if result.ok else FAILED, result)
@@ -134,8 +135,9 @@ def _plan_request(request: ApplyRequest) -> PlanRequest:
 
 def _store_for(request: ApplyRequest, plan: Plan | None, source: Path) -> StateStore:
     if plan is None:
-        return open_store(source.resolve().name, request.state_path)
-    return open_store(plan.stack, saved_plan_state_path(plan, request.state_path, source))
+        return open_store(source.resolve().name, request.state_path, source)
+    return open_store(plan.stack, saved_plan_state_path(plan, request.state_path, source),
+                      Path(plan.stack_dir) if plan.stack_dir else None)
 
 
 def saved_plan_state_path(plan: Plan, requested: Path | None, plan_file: Path) -> Path | None:

@@ -4,10 +4,17 @@ the stack directory, the state file and (when refreshing) the engine; writes not
 `plan(PlanRequest(...))` returns the plan with the (refreshed) state it was made from and the
 driver it chose. The plan records the absolute path of the state file, so that a saved plan is
 applied to the state it was made against.
+
+Objects labelled with this stack's name but another identity (another state: a stack of the
+same folder name elsewhere) are named in the plan's warnings and never touched. When
+the state holds nothing but such objects were made from this very stack directory or state file,
+and their own state file is gone, the state was lost: planning would rebuild everything beside
+them (new port, new keys), so it is refused with a pointer to `reconciler state recover`.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,11 +22,13 @@ from typing import Callable
 
 from reconciler.config.settings import LoadOptions
 from reconciler.config.stack import load_stack, stack_name
+from reconciler.drivers.common.fold import record_ids
+from reconciler.drivers.common.labels import OtherOwner, other_owners
 from reconciler.errors import ReconcilerError, StackInvalid
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
 from reconciler.state.model import StateFile
-from reconciler.state.store import StateStore, default_state_path
+from reconciler.state.store import StateStore, default_state_path, legacy_state_path
 
 MODES = (APPLY, DESTROY, REFRESH_ONLY)
 
@@ -31,7 +40,7 @@ DriverLookup = Callable[[str], object]
 class PlanRequest:
     stack_dir: Path
     variables: dict[str, str] = field(default_factory=dict)
-    state_path: Path | None = None  # default: state/<stack>.json, relative to the working directory
+    state_path: Path | None = None  # default: state.store.default_state_path(stack_dir)
     mode: str = APPLY  # apply | destroy | refresh-only
     targets: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
@@ -61,13 +70,29 @@ def choose_driver(option: str | None, configured: str, state: StateFile) -> str:
     return choose(option, configured, state)
 
 
-def open_store(stack: str, state_path: Path | None) -> StateStore:
-    return StateStore(Path(state_path) if state_path else default_state_path(stack), stack)
+def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = None) -> StateStore:
+    """The store of `--state`, else the stack directory's default one. A state file at the old
+    default location (`state/<stack>.json` in the working directory) is not guessed at: it may
+    be this stack's or another stack's of the same name."""
+    if state_path:
+        return StateStore(Path(state_path), stack)
+    if stack_dir is None:
+        raise ReconcilerError(f"no state file for stack {stack!r}", "pass --stack STACK_DIR or --state PATH")
+    path = default_state_path(stack_dir)
+    legacy = legacy_state_path(stack)
+    if not path.exists() and legacy.exists():
+        raise ReconcilerError(
+            f"found {legacy}, the old default state location (relative to the working directory); "
+            f"the default for {Path(stack_dir).resolve()} is now {path}",
+            f"if {legacy} is this stack's state, keep using it with --state {legacy} (its gateway configs "
+            f"and model copies are beside it); if it belongs to another stack named {stack!r}, "
+            f"pass --state {path}")
+    return StateStore(path, stack)
 
 
 def plan(request: PlanRequest, drivers: DriverLookup | None = None) -> PlanOutcome:
     """Plan `request.stack_dir` against its state (read, not locked: a plan changes nothing)."""
-    store = open_store(stack_name(Path(request.stack_dir)), request.state_path)
+    store = open_store(stack_name(Path(request.stack_dir)), request.state_path, Path(request.stack_dir))
     return plan_with_store(request, store, drivers)
 
 
@@ -82,10 +107,16 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
     driver = driver_lookup(drivers)(chosen) if request.refresh else None
     drift = ()
     if driver is not None:
-        # Also with no records: an apply killed before its first state write leaves labelled
-        # objects that only a refresh finds.
+        # Also with no records: an apply killed during its first step leaves objects labelled
+        # with the identity it wrote before that step, which only a refresh finds.
         from reconciler.refresh import refresh_state
         state, drift = refresh_state(driver, state, store.path.parent)
+        others = other_owners(driver.stack_objects(state.stack), state.lineage,
+                              {cid for record in state.records.values() for cid in record_ids(record)})
+        if request.mode != DESTROY:
+            refuse_if_lost(state, others, store.path, Path(request.stack_dir))
+    else:
+        others = []
     known = {str(a) for a in desired.resources} | set(state.records)
     for address in (*request.targets, *request.replace):
         if address not in known:
@@ -95,5 +126,41 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
                           replace=frozenset(request.replace),
                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), driver=chosen)
     made = make_plan(desired, state, options, drift)
-    made = dataclasses.replace(made, state_path=str(store.path.resolve()))
+    made = dataclasses.replace(made, state_path=str(store.path.resolve()),
+                               warnings=(*made.warnings, *other_state_warnings(others)))
     return PlanOutcome(made, state, driver, store.path)
+
+
+def other_state_warnings(others: list[OtherOwner]) -> tuple[str, ...]:
+    """One warning per other state whose objects carry this stack's name. Pure."""
+    return tuple(f"{other.describe()} carry this stack's name but belong to another state; "
+                 "reconciler leaves them alone" for other in others)
+
+
+def refuse_if_lost(state: StateFile, others: list[OtherOwner], state_path: Path, stack_dir: Path) -> None:
+    """Raise when `state` is empty but live objects were made from this stack directory or state
+    file by a state that no longer exists (lost): a plan now would be a full rebuild."""
+    if state.records:
+        return
+    here, path = str(Path(stack_dir).resolve()), str(Path(state_path).resolve())
+    lost = [o for o in others if o.identity and (o.state == path or o.stack_dir == here)
+            and not _state_alive(o)]
+    if lost:
+        state_option = "" if _is_default_path(state_path, stack_dir) else f" --state {state_path}"
+        raise ReconcilerError(
+            f"state {state_path} holds nothing, but the engine runs "
+            + "; ".join(o.describe() for o in lost) + f" made from {here}: the state was lost",
+            f"rebuild it from the running objects (same port, same keys): reconciler state recover {stack_dir}"
+            f"{state_option}; planning now would start everything again beside them on a new port with new keys")
+
+
+def _is_default_path(state_path: Path, stack_dir: Path) -> bool:
+    return Path(state_path).resolve() == default_state_path(stack_dir).resolve()
+
+
+def _state_alive(owner: OtherOwner) -> bool:
+    """Whether the state file the objects' labels name still exists with their identity."""
+    try:
+        return json.loads(Path(owner.state).read_text()).get("lineage") == owner.identity
+    except (OSError, ValueError, AttributeError):
+        return False

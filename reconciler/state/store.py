@@ -1,5 +1,10 @@
 """The state store: one JSON file per stack, written atomically, guarded by a lock file.
 
+Where a stack's state lives by default does not depend on the working directory: a per-user
+directory keyed by the stack directory's absolute path (`default_state_path`), under
+$RECONCILER_STATE_DIR, else $XDG_STATE_HOME/reconciler, else ~/.local/state/reconciler. Its
+gateway configs and model copies live beside it. `--state` names any other file.
+
 Side effects live here (files, fsync, flock). Writes: temp file in the same directory, fsync,
 rename; the previous file is kept as `<state>.backup`; files are mode 0600 because endpoint
 keys live in state. The lock is an flock on `<state>.lock` (released by the kernel if the
@@ -13,6 +18,7 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -25,11 +31,38 @@ from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError, StateCorrupt, StateLocked
 from reconciler.state.model import StateFile, StateRecord
 
-DEFAULT_STATE_DIR = Path("state")
+STATE_DIR_ENV = "RECONCILER_STATE_DIR"
+STATE_FILE_NAME = "state.json"
+# Before the default moved: `state/<stack>.json` relative to the working directory.
+LEGACY_STATE_DIR = Path("state")
 
 
-def default_state_path(stack: str) -> Path:
-    return DEFAULT_STATE_DIR / f"{stack}.json"
+def state_root() -> Path:
+    """The per-user directory that holds every stack's default state directory."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).expanduser().resolve()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser().resolve() / "reconciler"
+
+
+def default_state_path(stack_dir: Path) -> Path:
+    """`<state root>/<folder name>-<hash of the absolute stack path>/state.json`: the same stack
+    finds its state from any working directory, and envs/prod/fraud and envs/staging/fraud
+    never share one."""
+    absolute = Path(stack_dir).resolve()
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", absolute.name)[:40] or "stack"
+    digest = hashlib.sha256(str(absolute).encode()).hexdigest()[:12]
+    return state_root() / f"{readable}-{digest}" / STATE_FILE_NAME
+
+
+def default_states() -> list[Path]:
+    """Every state file at a default location (for commands given no --stack)."""
+    root = state_root()
+    return sorted(root.glob(f"*/{STATE_FILE_NAME}")) if root.is_dir() else []
+
+
+def legacy_state_path(stack: str) -> Path:
+    return LEGACY_STATE_DIR / f"{stack}.json"
 
 
 @dataclass(frozen=True)

@@ -179,8 +179,10 @@ def test_orphan_containers_with_our_labels_are_removed(stack, tmp_path):
     stack.apply()
     strays = []
     for role, address in (("deployment", DEPLOYMENT), ("gateway", ENDPOINT)):
+        # Issue 12: "this stack's labels" include its identity (the state's lineage).
         strays.append(docker("run", "-d", "--label", "org.reconciler.managed-by=reconciler",
                              "--label", f"org.reconciler.stack={stack.name}", "--label", f"org.reconciler.role={role}",
+                             "--label", f"org.reconciler.identity={json.loads(stack.state.read_text())['lineage']}",
                              "--label", f"org.reconciler.address={address}", "--init", "reconciler/base:bookworm",
                              "sleep", "300"))
     unlabelled = docker("run", "-d", "--init", "reconciler/base:bookworm", "sleep", "300")
@@ -215,7 +217,7 @@ def test_gateway_gone_or_stopped_is_replaced_on_its_port_with_its_keys(stack, tm
 def test_gateway_config_edited_by_hand_is_rewritten_and_reloaded(stack, tmp_path):
     stack.apply()
     keys = stack.endpoint("half-plus-two")["keys"]
-    config = stack.state.parent / "gateways" / stack.name / "half-plus-two" / "nginx.conf"
+    config = stack.state.parent / "gateways" / json.loads(stack.state.read_text())["lineage"] / "half-plus-two" / "nginx.conf"
     config.write_text(config.read_text().replace(keys["primary"], "replaced-by-hand"))
     docker("exec", gateway_name(stack), "nginx", "-s", "reload", "-c", "/etc/reconciler/nginx.conf")
     deadline = time.monotonic() + 30  # `nginx -s reload` returns before the new workers serve
@@ -309,22 +311,25 @@ def test_recover_a_lost_state_file_from_labels(stack, tmp_path):
     stack.apply()
     old_keys = stack.endpoint("half-plus-two")["keys"]
     before = stack.records()
+    before_lineage = json.loads(stack.state.read_text())["lineage"]
     refused = stack.run("state", "recover", str(stack.dir), "--state", str(stack.state))
     assert refused.exit_code == 1 and "recover only rebuilds a lost one" in refused.output
     stack.state.unlink()
     result = stack.run("state", "recover", str(stack.dir), "--state", str(stack.state))
     assert result.exit_code == 0, result.output
-    assert "Recovered 3 record(s)" in result.output and "keys cannot be recovered" in result.output
+    # Issue 12 finding 8: the keys the live gateway config admits are read back (they used to
+    # be replaced by new ones, so every client's key stopped working).
+    assert "Recovered 3 record(s)" in result.output and "keys were read back" in result.output
     after = stack.records()
     for address in (DEPLOYMENT, MODEL):
         assert after[address]["spec"] == before[address]["spec"]
         assert after[address]["outputs"] == before[address]["outputs"]
     assert after[ENDPOINT]["outputs"]["port"] == before[ENDPOINT]["outputs"]["port"]
     assert after[ENDPOINT]["outputs"]["gateway"]["id"] == before[ENDPOINT]["outputs"]["gateway"]["id"]
-    new_keys = after[ENDPOINT]["outputs"]["keys"]
-    assert new_keys["primary"] != old_keys["primary"]
-    assert invoke(stack, tmp_path, key=old_keys["primary"]) == 401
-    assert invoke(stack, tmp_path, key=new_keys["primary"]) == 200
+    assert after[ENDPOINT]["outputs"]["keys"] == old_keys
+    assert json.loads(stack.state.read_text())["lineage"] == before_lineage, "same identity as its objects"
+    assert invoke(stack, tmp_path, key=old_keys["primary"]) == 200
+    assert invoke(stack, tmp_path, key=old_keys["secondary"]) == 200
     drift(stack, expect=0)
     assert stack.plan("--detailed-exitcode").exit_code == 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -21,7 +22,7 @@ docker = pytest.importorskip("docker")
 
 pytestmark = pytest.mark.integration
 
-DEMO_IMAGE = "reconciler/demo-tfserving:latest"
+DEMO_IMAGE = os.environ.get("RECONCILER_DEMO_IMAGE", "reconciler/demo-tfserving:latest")
 GATEWAY_IMAGE = "reconciler/gateway:latest"
 TEST_LABEL = {"org.reconciler.test": "1"}
 MODEL = "half_plus_two"
@@ -150,8 +151,17 @@ def test_demo_rejects_bad_requests(demo):
     _, port = demo
     status, body = predict(port, b"{not json")
     assert status == 400 and "error" in body
-    status, body = predict(port, b'{"inputs": [1.0]}')
+    status, body = predict(port, b'{"rows": [1.0]}')
     assert status == 400 and "instances" in body["error"]
+    status, body = predict(port, b'{"instances": [1.0], "inputs": [1.0]}')
+    assert status == 400 and "both" in body["error"]
+
+
+def test_demo_answers_the_columnar_format(demo):
+    # TF Serving's {"inputs": ...} -> {"outputs": ...}, as half-plus-two-integrated's sample request asks (#13).
+    _, port = demo
+    assert predict(port, b'{"inputs": [[[1, 2, 3, 4]], [[0, 1, 1, 1]]]}') == (
+        200, {"outputs": [[[2.5, 3.0, 3.5, 4.0]], [[2.0, 2.5, 2.5, 2.5]]]})
     status, _, body = request(port, "/v1/models/other:predict", b'{"instances": [1.0]}')
     assert status == 404 and "other" in json.loads(body)["error"]
 

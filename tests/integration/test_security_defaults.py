@@ -1,6 +1,7 @@
 """The security defaults SECURITY.md promises, checked on the real engine."""
 from __future__ import annotations
 
+import json
 import stat
 
 import pytest
@@ -29,9 +30,11 @@ def test_secrets_on_disk_are_private(blue_green):
     state_dir = blue_green.state.parent
     for path in (blue_green.state, blue_green.state.with_name(blue_green.state.name + ".backup")):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    gateway_dir = state_dir / "gateways" / blue_green.name / "blue-green"
+    # Issue 12: by identity (the state's lineage), not by stack name; keys.json holds the keys too.
+    gateway_dir = state_dir / "gateways" / json.loads(blue_green.state.read_text())["lineage"] / "blue-green"
     assert stat.S_IMODE(gateway_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((gateway_dir / "nginx.conf").stat().st_mode) & 0o077 == 0
+    assert stat.S_IMODE((gateway_dir / "keys.json").stat().st_mode) & 0o077 == 0
 
 
 def test_model_store_copy_is_read_only(blue_green):
@@ -39,4 +42,5 @@ def test_model_store_copy_is_read_only(blue_green):
     store = blue_green.state.parent / "models"
     for path in store.rglob("*"):
         mode = stat.S_IMODE(path.lstat().st_mode)
-        assert mode & 0o222 == 0 or path.parent == store, (path, oct(mode))
+        # store/<identity>/<digest>: the two directory levels above a copy stay writable.
+        assert mode & 0o222 == 0 or store in (path.parent, path.parent.parent), (path, oct(mode))

@@ -16,6 +16,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -40,7 +41,8 @@ LABEL_STACK = "org.reconciler.stack"
 # -- pure ------------------------------------------------------------------------------------------
 def test_object_names_are_valid_and_unique_when_cut():
     short = engine.object_name("rc", "blue_green", "ep", "blue", "abc123")
-    assert short == "rc-blue-green-ep-blue-abc123"
+    # Issue 12: every name ends in a hash of the identity and the parts (GREEN vs green).
+    assert short.startswith("rc-blue-green-ep-blue-abc123-") and len(short) == len("rc-blue-green-ep-blue-abc123-") + 8
     long_a = engine.object_name("rc", "s" * 40, "endpoint-" * 4, "a")
     long_b = engine.object_name("rc", "s" * 40, "endpoint-" * 4, "b")
     assert len(long_a) <= 63 and long_a != long_b and long_a[0].isalnum() and long_a[-1].isalnum()
@@ -181,7 +183,8 @@ class SwarmStack:
         return plan
 
     def context(self) -> StepContext:
-        return StepContext(self.name, self.dir, self.store.path.parent, lambda: dict(self.store.read().records))
+        return StepContext(self.name, self.dir, self.store.path.parent, lambda: dict(self.store.read().records),
+                           identity=self.store.read().lineage)
 
     def records(self) -> dict:
         return self.store.read().records
@@ -295,7 +298,8 @@ def test_apply_serves_through_the_gateway_with_keys(stack):
     assert all(s["Spec"]["EndpointSpec"]["Mode"] == "dnsrr" for s in stack.services())
     leftovers = stack.leftovers()
     assert len(leftovers["configs"]) == 5 and len(leftovers["secrets"]) == 1  # 4 model files + the edge config
-    assert leftovers["networks"] == [engine.network_name(stack.name)]
+    owner = SimpleNamespace(stack=stack.name, identity=stack.store.read().lineage)  # the identity names the network
+    assert leftovers["networks"] == [engine.network_name(owner)]
     outputs = stack.records()["endpoint.blue-green"].outputs
     client = stack.client_for()
     # The model files reach the tasks as configs: the server found and loaded them.

@@ -136,7 +136,8 @@ def test_create_chain_calls_the_driver_in_order_and_saves_state_after_every_step
     assert (result.ok, result.counts) == (True, {"added": 3, "changed": 0, "destroyed": 0})
     assert result.completed == ["model.m:1:create", "deployment.ep/blue:create", "endpoint.ep:create"]
     state = store.read()
-    assert state.serial == 3 and state.lineage, "one write per step, lineage assigned at the first"
+    # Issue 12: the identity (lineage) is written before the first step creates anything.
+    assert state.serial == 4 and state.lineage, "the identity's write, then one write per step"
     # Steps after the first went to the journal, folded into the file at unlock: the backup is
     # the file as it was before that fold (#16).
     assert StateFile.from_dict(__import__("json").loads(store.backup_path.read_text())).serial == 1
@@ -149,15 +150,15 @@ def test_create_then_delete_keeps_the_old_record_deposed_until_the_endpoint_move
     plan = make_plan(graph(with_image(CHAIN, "deployment.ep/blue", "i2")), store.read())
     result = run(store, plan, driver)
     assert driver.log() == (
-        "create deployment.ep/blue (prior deployment.ep/blue) | deployment.ep/blue~deposed-3, endpoint.ep, model.m:1\n"
-        "update endpoint.ep | deployment.ep/blue, deployment.ep/blue~deposed-3, endpoint.ep, model.m:1\n"
-        "delete deployment.ep/blue~deposed-3 | deployment.ep/blue, deployment.ep/blue~deposed-3, endpoint.ep, "
+        "create deployment.ep/blue (prior deployment.ep/blue) | deployment.ep/blue~deposed-4, endpoint.ep, model.m:1\n"
+        "update endpoint.ep | deployment.ep/blue, deployment.ep/blue~deposed-4, endpoint.ep, model.m:1\n"
+        "delete deployment.ep/blue~deposed-4 | deployment.ep/blue, deployment.ep/blue~deposed-4, endpoint.ep, "
         "model.m:1\n"
         "finish | deployment.ep/blue, endpoint.ep, model.m:1")
     records = store.read().records
     assert records["deployment.ep/blue"].spec["image"] == "i2"
     # The gateway was re-pointed while the old deployment still existed beside the new one.
-    assert records["endpoint.ep"].outputs["routes"] == ["deployment.ep/blue", "deployment.ep/blue~deposed-3"]
+    assert records["endpoint.ep"].outputs["routes"] == ["deployment.ep/blue", "deployment.ep/blue~deposed-4"]
     assert result.counts == {"added": 1, "changed": 1, "destroyed": 1}
 
 

@@ -1,7 +1,8 @@
 """Deployment containers: run, wait for readiness, scale, remove. Side effects only.
 
-One container per instance, named `rc-<stack>-<endpoint>-<deployment>-<generation>-<n>`.
-A generation is fixed at creation, so a replacement can run beside the old containers.
+One container per instance, named `rc-<stack>-<endpoint>-<deployment>-<generation>-<n>-<hash>`
+(drivers/common/names.py: at most 63 characters, the hash covers the stack identity). A
+generation is fixed at creation, so a replacement can run beside the old containers.
 
 Containers run hardened (`hardening_options`): no published ports (the gateway reaches them by
 name on the stack's network, and readiness is probed at the container's address on that
@@ -22,8 +23,10 @@ from docker.types import Mount
 
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.engine import free_host_port
-from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, label_filter, managed_labels
 from reconciler.config.instance_types import container_cpus, size_of
+from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, label_filter,
+                                              managed_labels, owned_filter)
+from reconciler.drivers.common.names import object_name
 from reconciler.drivers.common.probes import Cancelled, wait_until_ready
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.errors import DriverError
@@ -38,36 +41,40 @@ DEPLOYMENT_CAPABILITIES = ["NET_BIND_SERVICE"]
 TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}
 
 
-def network_name(stack: str) -> str:
-    return f"rc-{stack}"
+def network_name(owner) -> str:
+    """The stack's network (`owner`: a StepContext). Its name carries the identity: two stacks of
+    one folder name applied at once would otherwise each create `rc-<stack>` (Docker allows
+    two networks of one name, and every later use of the name is then ambiguous)."""
+    return object_name("rc", owner.stack, identity=owner.identity)
 
 
 _network_lock = threading.Lock()
 
 
-def ensure_network(client: docker.DockerClient, stack: str) -> str:
+def ensure_network(client: docker.DockerClient, owner) -> str:
     """A per-stack bridge network, so gateways reach deployments by container name."""
-    name = network_name(stack)
+    name = network_name(owner)
     # Parallel steps would otherwise create two networks of the same name (Docker allows it).
     with _network_lock:
         existing = client.networks.list(names=[name])
         if not any(n.name == name for n in existing):
             client.networks.create(name, driver="bridge", labels=managed_labels(
-                stack, f"network.{stack}", "", **{LABEL_ROLE: "network"}))
+                owner, f"network.{owner.stack}", "", **{LABEL_ROLE: "network"}))
     return name
 
 
-def remove_network(client: docker.DockerClient, stack: str) -> None:
+def remove_network(client: docker.DockerClient, owner) -> None:
     """Remove the stack's network once nothing of the stack uses it (ours only, by label)."""
-    for network in client.networks.list(names=[network_name(stack)], filters=label_filter(stack)):
+    for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner)):
         try:
             network.remove()
         except (NotFound, APIError):
             pass  # still in use by a container started meanwhile; the next destroy removes it
 
 
-def container_name(stack: str, spec: dict, generation: str, instance: int) -> str:
-    return f"rc-{stack}-{spec['endpoint']}-{spec['name']}-{generation}-{instance}"
+def container_name(owner, spec: dict, generation: str, instance: int) -> str:
+    return object_name("rc", owner.stack, spec["endpoint"], spec["name"], generation, str(instance),
+                       identity=owner.identity)
 
 
 def container_ports(spec: dict) -> list[int]:
@@ -101,14 +108,14 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
     mounts = []
     if model_dir is not None:
         mounts.append(Mount(target=spec["model"]["mount_path"], source=str(model_dir), type="bind", read_only=True))
-    name = container_name(ctx.stack, spec, generation, instance)
-    labels = managed_labels(ctx.stack, address, spec_hash, **{
+    name = container_name(ctx, spec, generation, instance)
+    labels = managed_labels(ctx, address, spec_hash, **{
         LABEL_GENERATION: generation, LABEL_INSTANCE: str(instance), LABEL_ROLE: "deployment"})
     run_options = dict(
         image=spec["image"], name=name, detach=True, labels=labels, environment=spec["environment_variables"],
         ports={f"{p}/tcp": ("127.0.0.1", host) for p, host in ports.items()},
         mounts=mounts, restart_policy={"Name": spec["restart_policy"]} if spec["restart_policy"] != "no" else None,
-        network=ensure_network(client, ctx.stack), hostname=f"{spec['name']}-{instance}",
+        network=ensure_network(client, ctx), hostname=f"{spec['name']}-{instance}",
         **hardening_options(spec, engine_cpus),
     )
     if spec.get("command"):
@@ -124,14 +131,14 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
     return {"id": container.id, "name": name, "instance": instance, "ports": ports}
 
 
-def network_address(client: docker.DockerClient, container_id: str, stack: str) -> str | None:
+def network_address(client: docker.DockerClient, container_id: str, owner: StepContext) -> str | None:
     """The container's IP on the stack's network (reachable from the host on Linux engines),
     or None while it has none (not started yet, or gone)."""
     try:
         networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
     except (NotFound, KeyError, TypeError):
         return None
-    return (networks.get(network_name(stack)) or {}).get("IPAddress") or None
+    return (networks.get(network_name(owner)) or {}).get("IPAddress") or None
 
 
 def _remove_leftover(client: docker.DockerClient, name: str) -> None:
@@ -160,7 +167,7 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
 
     def target() -> tuple[str, int] | None:
         # Looked up per probe: a container restarted by its policy may get another address.
-        host = network_address(client, instance["id"], ctx.stack)
+        host = network_address(client, instance["id"], ctx)
         return (host, route["port"]) if host else None
 
     def sleep(seconds: float) -> None:

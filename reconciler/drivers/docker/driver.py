@@ -18,7 +18,7 @@ from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
-from reconciler.drivers.common.labels import LABEL_GENERATION, base_address, label_filter, new_generation
+from reconciler.drivers.common.labels import LABEL_GENERATION, base_address, new_generation, owned_filter
 from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe, updaters
 from reconciler.drivers.docker import fold as docker_fold
 from reconciler.drivers.docker.engine import remove_container
@@ -60,8 +60,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
         if address.kind == "model":
-            stored = model_store.materialise(ctx.state_dir, ctx.stack_dir / spec["path"], ctx.stack_dir,
-                                             spec["content_digest"])
+            stored = model_store.materialise(ctx.state_dir, ctx.identity, ctx.stack_dir / spec["path"],
+                                             ctx.stack_dir, spec["content_digest"])
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
@@ -84,8 +84,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         """After an apply: the stack's network goes once nothing of the stack is left.
         Not per delete step, where a parallel create may be about to attach to it."""
         if not ctx.records() and not self.client.containers.list(all=True, sparse=True,
-                                                                 filters=label_filter(ctx.stack)):
-            containers.remove_network(self.client, ctx.stack)
+                                                                 filters=owned_filter(ctx)):
+            containers.remove_network(self.client, ctx)
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, outputs={**record.outputs,
@@ -103,11 +103,11 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 # No traffic is routed to a container no record owns: no need to wait long.
                 remove_container(self.client, container_id, ORPHAN_STOP_TIMEOUT, adopted=container_id in adopted)
         elif kind == "model":
-            digest = record.spec["content_digest"]
-            still_used = any(r.spec.get("content_digest") == digest for a, r in ctx.records().items()
+            stored = record.outputs.get("store_path")
+            still_used = any(r.outputs.get("store_path") == stored for a, r in ctx.records().items()
                              if a != record.address and a.kind == "model")
-            if not still_used:
-                model_store.release(ctx.state_dir, digest)
+            if stored and not still_used:
+                model_store.release(ctx.state_dir, ctx.identity, Path(stored))
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
         else:
@@ -202,7 +202,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         # Also whatever an interrupted apply started but never recorded.
         # sparse: a full list inspects each container, and a parallel step may be removing one.
         for container in self.client.containers.list(all=True, sparse=True,
-                                                     filters=label_filter(ctx.stack, base_address(record.address))):
+                                                     filters=owned_filter(ctx, base_address(record.address))):
             if generation and (container.attrs.get("Labels") or {}).get(LABEL_GENERATION) == generation:
                 ids.add(container.id)
         self._remove_containers(sorted(ids), adopted)
@@ -237,17 +237,20 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
 
     # -- import and recover ------------------------------------------------------------------
     def list_managed(self, stack: str) -> list[Observed]:
-        """One label-filtered list call (sparse: no per-container inspect)."""
+        """One label-filtered list call (sparse: no per-container inspect), every identity."""
         return observe.list_managed(self.client, stack)
+
+    def stack_objects(self, stack: str) -> list[tuple[str, dict]]:
+        return [(o.driver_id, o.labels) for o in observe.list_managed(self.client, stack)]
 
     def inspect_container(self, reference: str) -> dict | None:
         return self._inspector().inspect(reference)
 
-    def adopt(self, stack: str, info: dict) -> str | None:
-        return adoption.connect_to_stack(self.client, stack, info)
+    def adopt(self, ctx: StepContext, info: dict) -> str | None:
+        return adoption.connect_to_stack(self.client, ctx, info)
 
-    def stored_models(self, state_dir: Path, digests: list[str]) -> dict[str, str | None]:
-        return adoption.stored_models(state_dir, digests)
+    def stored_models(self, state_dir: Path, identity: str, digests: list[str]) -> dict[str, str | None]:
+        return adoption.stored_models(state_dir, identity, digests)
 
     def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
         return adoption.recover_gateway(self.client, ctx, record)

@@ -1,12 +1,16 @@
 """Endpoint gateways: one nginx container per endpoint. Side effects only.
 
-The config lives in `<state dir>/gateways/<stack>/<endpoint>/` (mode 0700: it holds the keys),
-bind-mounted as a directory so a rewritten file is seen by the container; changes are
+The config lives in `<state dir>/gateways/<stack identity>/<endpoint>/` (mode 0700: it holds the
+keys; by identity, so stacks of one folder name sharing a state folder never share it), with the
+keys also in `keys.json` there, which `state recover` reads back. The directory is
+bind-mounted so a rewritten file is seen by the container; changes are
 applied with a graceful `nginx -s reload`, which never drops a connection.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +22,8 @@ from docker.types import Mount
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.engine import free_host_port
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
-from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, label_filter, managed_labels, new_generation
+from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, managed_labels, new_generation, owned_filter
+from reconciler.drivers.common.names import object_name
 from reconciler.drivers.common.probes import wait_answering
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.drivers.docker.engine import remove_container
@@ -51,8 +56,53 @@ def hardening_options() -> dict:
             "read_only": True, "tmpfs": tmpfs, "pids_limit": PIDS_LIMIT, "mem_limit": MEMORY_LIMIT}
 
 
+KEYS_FILE = "keys.json"
+
+
+def own_config_dir(ctx: StepContext, endpoint: str) -> Path:
+    """Where a gateway started now keeps its config."""
+    return (ctx.state_dir / "gateways" / (ctx.identity or ctx.stack) / endpoint).resolve()
+
+
 def config_dir(ctx: StepContext, endpoint: str) -> Path:
-    return (ctx.state_dir / "gateways" / ctx.stack / endpoint).resolve()
+    """The config directory of a running gateway: gateways started before identities existed
+    keep the `gateways/<stack>/<endpoint>` directory they mount."""
+    directory = own_config_dir(ctx, endpoint)
+    legacy = (ctx.state_dir / "gateways" / ctx.stack / endpoint).resolve()
+    return legacy if not directory.exists() and (legacy / "nginx.conf").exists() else directory
+
+
+def write_keys(directory: Path, keys: dict[str, str]) -> None:
+    """The keys beside the config they are rendered into, so that a lost state file can get
+    them back (`state recover`); same directory, same 0700 protection."""
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".keys.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(keys, handle)
+    os.replace(temp, directory / KEYS_FILE)
+
+
+def read_keys(directory: Path) -> dict[str, str] | None:
+    """The keys the gateway config in `directory` admits, or None when unknown."""
+    try:
+        keys = json.loads((directory / KEYS_FILE).read_text())
+        if isinstance(keys, dict) and {"primary", "secondary"} <= set(keys):
+            return {"primary": str(keys["primary"]), "secondary": str(keys["secondary"])}
+    except (OSError, ValueError):
+        pass
+    try:
+        return keys_in_config((directory / "nginx.conf").read_text())
+    except OSError:
+        return None
+
+
+_BEARER = re.compile(r'"Bearer ([A-Za-z0-9_\-]+)"')
+
+
+def keys_in_config(text: str) -> dict[str, str] | None:
+    """Keys of a gateway config written before keys.json existed: its `"Bearer KEY"` map
+    entries, primary first as rendered."""
+    found = list(dict.fromkeys(_BEARER.findall(text)))
+    return {"primary": found[0], "secondary": found[1]} if len(found) == 2 else None
 
 
 def write_config(directory: Path, text: str) -> str:
@@ -86,23 +136,24 @@ def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
           keys: dict[str, str], port: int | None) -> dict:
     """Start the gateway; returns the outputs kept in state."""
-    directory = config_dir(ctx, spec["name"])
+    directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
+    write_keys(directory, keys)
     generation = new_generation()
-    name = f"rc-{ctx.stack}-{spec['name']}-gw-{generation}"
+    name = object_name("rc", ctx.stack, spec["name"], "gw", generation, identity=ctx.identity)
     port = port or free_host_port()
     # A gateway of this endpoint that no record owns (an apply killed after `docker run`) would
     # hold the endpoint's port; under the state lock, any existing one is such a leftover.
-    for leftover in client.containers.list(all=True, sparse=True, filters=label_filter(ctx.stack, address)):
+    for leftover in client.containers.list(all=True, sparse=True, filters=owned_filter(ctx, address)):
         remove_container(client, leftover.id, stop_timeout=1)
     try:
         container = client.containers.run(
             GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
-            labels=managed_labels(ctx.stack, address, spec_hash, **{LABEL_ROLE: "gateway",
+            labels=managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway",
                                                                       LABEL_GENERATION: generation}),
             ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", port)},
             mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
-            restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx.stack),
+            restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx),
             **hardening_options())
     except APIError as error:
         raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
@@ -142,6 +193,7 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     if result.exit_code != 0:
         raise DriverError(f"gateway of endpoint {spec['name']} did not reload",
                           result.output.decode("utf-8", "replace").strip())
+    write_keys(directory, outputs["keys"])  # the keys of the config now in force
     _wait_gone(container, old_workers)
     return digest
 

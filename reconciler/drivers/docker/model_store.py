@@ -1,7 +1,11 @@
 """The content-addressed model store under the state directory. Side effects: files only.
 
-`<state dir>/models/<digest>/<basename>/...` holds a read-only copy of a model's files, so a
-running container never sees a half-edited model and changed content gets a new directory.
+`<state dir>/models/<stack identity>/<digest>/<basename>/...` holds a read-only copy of a
+model's files, so a running container never sees a half-edited model and changed content gets
+a new directory. One store per stack identity: stacks whose state files share a folder never
+share a copy, so destroying one (which checks only its own records) cannot delete a copy
+another one mounts. Copies made before identities existed (`models/<digest>`, possibly shared)
+are left in place by destroy, never deleted.
 """
 from __future__ import annotations
 
@@ -15,21 +19,23 @@ from reconciler.config.model_content import fingerprint
 from reconciler.errors import DriverError
 
 
-def store_root(state_dir: Path) -> Path:
-    return (state_dir / "models").resolve()
+def store_root(state_dir: Path, identity: str) -> Path:
+    if not identity:
+        raise RuntimeError("model store asked for without a stack identity")
+    return (state_dir / "models" / identity).resolve()
 
 
-def store_path(state_dir: Path, digest: str) -> Path:
-    return store_root(state_dir) / digest.replace("sha256:", "")
+def store_path(state_dir: Path, identity: str, digest: str) -> Path:
+    return store_root(state_dir, identity) / digest.replace("sha256:", "")
 
 
-def materialise(state_dir: Path, source: Path, stack_root: Path, digest: str) -> Path:
-    """Copy `source` into the store (once per digest) and return the directory to mount."""
-    target = store_path(state_dir, digest)
+def materialise(state_dir: Path, identity: str, source: Path, stack_root: Path, digest: str) -> Path:
+    """Copy `source` into the stack's store (once per digest) and return the directory to mount."""
+    target = store_path(state_dir, identity, digest)
     if target.exists():
         if stored_digest(target) == digest:
             return target
-        release(state_dir, digest)  # changed by hand; containers mounting it are being replaced
+        release(state_dir, identity, target)  # changed by hand; containers mounting it are being replaced
     actual = fingerprint(source, stack_root).digest
     if actual != digest:
         raise DriverError(f"model files under {source} changed since the plan was made",
@@ -57,8 +63,11 @@ def stored_digest(target: Path) -> str | None:
     return fingerprint(entries[0], target).digest
 
 
-def release(state_dir: Path, digest: str) -> None:
-    target = store_path(state_dir, digest)
+def release(state_dir: Path, identity: str, target: Path) -> None:
+    """Delete the copy at `target` when it is in this stack's own store (only there)."""
+    target = Path(target).resolve()
+    if target.parent != store_root(state_dir, identity):
+        return  # a copy from before identities (maybe another stack's too): never deleted
     if target.exists():
         _make_writable(target)
         shutil.rmtree(target)

@@ -2,7 +2,9 @@
 never a change.
 
 `read` makes one refresh's reads. `list_managed` is the one label-filtered list call a refresh
-always makes (sparse: the list endpoint's data, no per-container inspect). `inspect` and
+always makes (sparse: the list endpoint's data, no per-container inspect); it lists by stack
+name, and `read` keeps only this state's own objects (its identity, labels.is_own): objects of
+another stack of the same name are never seen, so never called orphans. `inspect` and
 `observe` are the targeted reads the fold asks for when list data is not enough: a container that was recreated or whose list data
 disagrees with state (environment variables are not in list data), and containers adopted by
 `reconciler import`, which carry no labels and so never show up in the labelled list.
@@ -19,7 +21,8 @@ from docker.errors import NotFound
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.gateway import GATEWAY_PORT
 from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE,
-                                              LABEL_SPEC_HASH, label_filter)
+                                              LABEL_SPEC_HASH, is_own, label_filter)
+from reconciler.drivers.common.fold import record_ids
 from reconciler.drivers.docker import gateway, model_store
 from reconciler.drivers.docker.fold import DockerObservation, Observed, adopted_ids, needed_inspections
 from reconciler.state.model import StateFile
@@ -30,13 +33,14 @@ def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
     """Docker API calls: one list, plus one inspect per adopted container (import) and per
     container whose list data shows a difference; the model store and gateway config files
     are files, not Docker."""
-    listed = list_managed(client, state.stack)
+    known = {cid for record in state.records.values() for cid in record_ids(record)}
+    listed = [o for o in list_managed(client, state.stack) if is_own(o.labels, state.lineage, o.driver_id, known)]
     adopted = adopted_ids(state, listed)
     if adopted:
         listed += inspector.observe(adopted)
     model_digests = {a: model_store.stored_digest(Path(r.outputs.get("store_path", "/nonexistent")))
                      for a, r in state.records.items() if a.kind == "model" and not a.is_derived}
-    gateway_configs = {a: gateway_config(state_dir, state.stack, r) for a, r in state.records.items()
+    gateway_configs = {a: gateway_config(state_dir, state, r) for a, r in state.records.items()
                        if a.kind == "endpoint" and not a.is_derived} if state_dir is not None else {}
     inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
     return DockerObservation(listed, model_digests, inspected, gateway_configs)
@@ -174,9 +178,10 @@ class Inspector:
         return observed
 
 
-def gateway_config(state_dir: Path, stack: str, record) -> dict:
+def gateway_config(state_dir: Path, state: StateFile, record) -> dict:
     """The endpoint's gateway config on disk, and what the gateway container should look like."""
-    ctx = StepContext(stack=stack, stack_dir=state_dir, state_dir=state_dir, records=dict)
+    ctx = StepContext(stack=state.stack, stack_dir=state_dir, state_dir=state_dir, records=dict,
+                      identity=state.lineage)
     directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.name)
     return {"dir": str(directory), "dir_exists": directory.is_dir(), "digest": gateway.config_digest(directory),
             "container_port": str(GATEWAY_PORT), "mount_destination": gateway.CONFIG_DIR_IN_CONTAINER}

@@ -54,7 +54,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
         if address.kind == "model":
-            outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, address, spec, spec_hash)
+            outputs = models.create_configs(self.client, ctx, ctx.stack_dir, address, spec, spec_hash)
             return dataclasses.replace(record, outputs=outputs, driver_ids=_config_ids(outputs))
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
@@ -68,7 +68,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         kind = record.address.kind
         if kind == "model":
             # Always through create_configs: it reuses what exists and remakes what is missing.
-            outputs = models.create_configs(self.client, ctx.stack, ctx.stack_dir, record.address, spec, spec_hash)
+            outputs = models.create_configs(self.client, ctx, ctx.stack_dir, record.address, spec, spec_hash)
             old = {c["name"] for c in record.outputs.get("configs", [])} - {c["name"] for c in outputs["configs"]}
             # Deployments still mount the old configs until they rolled: swarm refuses to remove
             # those now, and the deployments release them after their update.
@@ -102,7 +102,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         """After a successful apply: the stack's network goes once nothing of the stack is left
         (not per delete step, where a parallel create may be about to attach to it)."""
         if not ctx.records():
-            engine.remove_network_if_unused(self.client, ctx.stack)
+            engine.remove_network_if_unused(self.client, ctx)
 
     # -- deployments -----------------------------------------------------------------------------
     def _model_outputs(self, spec: dict, ctx: StepContext) -> dict | None:
@@ -133,7 +133,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             container, resources=Resources(mem_limit=parse_bytes(spec["memory"])) if spec.get("memory") else None,
             restart_policy=RestartPolicy(condition=RESTART_CONDITIONS.get(spec["restart_policy"], "any"), delay=NANOS),
             networks=[{"Target": network_id}])
-        labels = managed_labels(ctx.stack, base_address(address), spec_hash,
+        labels = managed_labels(ctx, base_address(address), spec_hash,
                                 **{LABEL_ROLE: "deployment", LABEL_GENERATION: generation})
         if model_outputs:
             labels[observe.LABEL_MODEL_MOUNT] = spec["model"]["mount_path"]
@@ -153,9 +153,9 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
     def _create_deployment(self, record: StateRecord, ctx: StepContext, generation: str | None = None) -> StateRecord:
         spec = record.spec
         generation = generation or new_generation()
-        name = service_name(ctx.stack, spec, generation)
+        name = service_name(ctx, spec, generation)
         kwargs = self._service_spec(ctx, record.address, spec, record.spec_hash, generation,
-                                    engine.ensure_network(self.client, ctx.stack))
+                                    engine.ensure_network(self.client, ctx))
         service_id, since = engine.deploy_service(self.client, name, None, **kwargs)
         record = dataclasses.replace(record, driver_ids={"generation": generation, "service": service_id},
                                      outputs={"service": {"id": service_id, "name": name}, "instances": []})
@@ -171,7 +171,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             return self._create_deployment(record, ctx, generation)
         before = _config_names(service["Spec"]["TaskTemplate"])
         kwargs = self._service_spec(ctx, record.address, record.spec, record.spec_hash, generation,
-                                    engine.ensure_network(self.client, ctx.stack))
+                                    engine.ensure_network(self.client, ctx))
         service_id, since = engine.deploy_service(self.client, service["Spec"]["Name"], service, **kwargs)
         record = dataclasses.replace(record, driver_ids={"generation": generation, "service": service_id},
                                      outputs={**record.outputs, "service": {"id": service_id,
@@ -203,7 +203,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         generation = record.driver_ids.get("generation")
         if generation:
             # Also a service an interrupted apply started but never recorded.
-            ids |= {s["ID"] for s in engine.owned_services(self.client, ctx.stack, base_address(record.address),
+            ids |= {s["ID"] for s in engine.owned_services(self.client, ctx, base_address(record.address),
                                                              **{LABEL_GENERATION: generation})}
         released: set[str] = set()
         for service_id in sorted(ids):
@@ -236,6 +236,11 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         """Two list calls (the stack's services by label, the tasks meant to run) and each model's configs."""
         return observe.read(self.client, state)
 
+    def stack_objects(self, stack: str) -> list[tuple[str, dict]]:
+        from reconciler.drivers.common.labels import label_filter
+        engine.require_manager(self.client)
+        return [(s["ID"], s["Spec"].get("Labels") or {}) for s in self.client.api.services(filters=label_filter(stack))]
+
     def fold(self, state: StateFile, observation: SwarmObservation) -> FoldResult:
         return swarm_fold.fold(state, observation)
 
@@ -252,8 +257,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         return result
 
 
-def service_name(stack: str, spec: dict, generation: str) -> str:
-    return engine.object_name("rc", stack, spec["endpoint"], spec["name"], generation)
+def service_name(owner, spec: dict, generation: str) -> str:
+    return engine.object_name("rc", owner.stack, spec["endpoint"], spec["name"], generation, identity=owner.identity)
 
 
 def monitor_seconds(probe: dict) -> int:

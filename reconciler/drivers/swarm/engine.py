@@ -25,8 +25,9 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.types import Healthcheck
 
-from reconciler.drivers.common.labels import (LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, LABEL_STACK, MANAGED_BY,
-                                              label_filter, managed_labels)
+from reconciler.drivers.common.labels import (LABEL_IDENTITY, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY,
+                                              managed_labels, owned_filter)
+from reconciler.drivers.common.names import object_name as common_object_name
 from reconciler.errors import DriverError
 
 LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
@@ -52,14 +53,10 @@ def require_manager(client: docker.DockerClient) -> None:
 
 
 # -- names ------------------------------------------------------------------------------------
-def object_name(*parts: str, limit: int = MAX_NAME) -> str:
-    """A name valid for services (a DNS label), configs, secrets and networks alike. A name that
-    would be too long keeps its start and gets a hash of the whole, so it stays unique."""
-    full = "-".join(parts)
-    name = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9-]", "-", full)).strip("-")
-    if len(name) > limit:
-        name = name[:limit - 9].rstrip("-") + "-" + hashlib.sha256(full.encode()).hexdigest()[:8]
-    return name
+def object_name(*parts: str, identity: str = "", limit: int = MAX_NAME) -> str:
+    """A name valid for services (a DNS label), configs, secrets and networks alike: the one
+    naming function both drivers share (drivers/common/names.py)."""
+    return common_object_name(*parts, identity=identity, limit=limit)
 
 
 def content_hash(value) -> str:
@@ -67,43 +64,45 @@ def content_hash(value) -> str:
 
 
 # -- network ----------------------------------------------------------------------------------
-def network_name(stack: str) -> str:
+def network_name(owner) -> str:
     # Not `rc-<stack>`: that is the docker driver's bridge network, and a leftover of it
     # would otherwise be taken for ours.
-    return object_name("rc", stack, "swarm")
+    return object_name("rc", owner.stack, "swarm", identity=owner.identity)
 
 
 _network_lock = threading.Lock()
 
 
-def ensure_network(client: docker.DockerClient, stack: str) -> str:
+def ensure_network(client: docker.DockerClient, owner) -> str:
     """The stack's attachable overlay network (its id): every node can join it, and services
     find each other on it by name through the swarm's DNS."""
-    name = network_name(stack)
+    name = network_name(owner)
     with _network_lock:  # parallel steps would create two networks of the same name
         for network in client.networks.list(names=[name]):
             if network.name != name:
                 continue
             labels = network.attrs.get("Labels") or {}
-            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_STACK) != stack:
+            if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_IDENTITY) != owner.identity:
                 raise DriverError(f"network {name} exists but is not this stack's",
                                   "remove or rename it (`docker network rm`), it is not managed by reconciler")
+            if not network.attrs.get("Driver"):
+                network.reload()  # list data of a network the manager has just made can lack its driver
             if network.attrs.get("Driver") != "overlay":
                 raise DriverError(f"network {name} is a {network.attrs.get('Driver')} network, not overlay",
                                   "destroy the stack with the driver that made it first")
             return network.id
         network = client.networks.create(name, driver="overlay", attachable=True, scope="swarm",
-                                         labels=managed_labels(stack, f"network.{stack}", "",
+                                         labels=managed_labels(owner, f"network.{owner.stack}", "",
                                                                **{LABEL_ROLE: "network"}))
         return network.id
 
 
-def remove_network_if_unused(client: docker.DockerClient, stack: str) -> None:
+def remove_network_if_unused(client: docker.DockerClient, owner) -> None:
     """When no service of the stack is left; their tasks may still be detaching, so retry a
     while (and leave it for the next destroy if something else still uses it)."""
-    if client.api.services(filters=label_filter(stack)):
+    if client.api.services(filters=owned_filter(owner)):
         return
-    for network in client.networks.list(names=[network_name(stack)], filters=label_filter(stack)):
+    for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner)):
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -127,10 +126,10 @@ def inspect_service(client: docker.DockerClient, service_id: str | None) -> dict
         return None
 
 
-def owned_services(client: docker.DockerClient, stack: str, address: str | None = None,
+def owned_services(client: docker.DockerClient, owner, address: str | None = None,
                    **labels: str) -> list[dict]:
-    """Our services of the stack (and address), optionally matching more labels."""
-    found = client.api.services(filters=label_filter(stack, address))
+    """Our services of the stack's identity (and address), optionally matching more labels."""
+    found = client.api.services(filters=owned_filter(owner, address))
     return [s for s in found if all((s["Spec"].get("Labels") or {}).get(k) == v for k, v in labels.items())]
 
 

@@ -24,8 +24,8 @@ from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.engine import free_host_port
 from reconciler.drivers.common.gateway import (GATEWAY_IMAGE, GATEWAY_PORT, render_gateway_config, serving_routes,
                                                template, text_digest)
-from reconciler.drivers.common.labels import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, label_filter, \
-    managed_labels
+from reconciler.drivers.common.labels import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, managed_labels, \
+    owned_filter
 from reconciler.drivers.common.probes import wait_answering
 from reconciler.drivers.swarm import engine
 from reconciler.drivers.swarm.engine import NANOS, object_name
@@ -83,8 +83,9 @@ def digest_of(text: str) -> str:
     return text_digest(text)
 
 
-def names(stack: str, endpoint: str) -> dict[str, str]:
-    return {"gateway": object_name("rc", stack, endpoint, "gw"), "edge": object_name("rc", stack, endpoint, "edge")}
+def names(owner, endpoint: str) -> dict[str, str]:
+    return {"gateway": object_name("rc", owner.stack, endpoint, "gw", identity=owner.identity),
+            "edge": object_name("rc", owner.stack, endpoint, "edge", identity=owner.identity)}
 
 
 # -- secrets and configs -------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def gateway_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str
         {"File": {"Name": SECRET_FILE, "UID": "0", "GID": "0", "Mode": 0o400},
          "SecretID": secret["id"], "SecretName": secret["name"]}])
     return {"task_template": task,
-            "labels": managed_labels(ctx.stack, address, spec_hash, **{LABEL_ROLE: "gateway"}),
+            "labels": managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway"}),
             "mode": {"Replicated": {"Replicas": 1}}, "endpoint_spec": {"Mode": "dnsrr"},
             **_update_configs("start-first")}
 
@@ -157,7 +158,7 @@ def edge_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str, c
         {"File": {"Name": EDGE_CONFIG_FILE, "UID": "0", "GID": "0", "Mode": 0o444},
          "ConfigID": config["id"], "ConfigName": config["name"]}])
     return {"task_template": task,
-            "labels": managed_labels(ctx.stack, address, spec_hash, **{LABEL_ROLE: "edge"}),
+            "labels": managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "edge"}),
             "mode": {"Global": {}},
             # Host mode: published on each node running an edge task (every node), without IPVS.
             "endpoint_spec": {"Mode": "dnsrr", "Ports": [{"Protocol": "tcp", "TargetPort": GATEWAY_PORT,
@@ -172,30 +173,30 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     """Start gateway and edge and wait until a request through the port reaches the gateway;
     returns the outputs kept in state. Nothing is left behind when that fails."""
     endpoint = spec["name"]
-    service_names = names(ctx.stack, endpoint)
+    service_names = names(ctx, endpoint)
     # Services of this endpoint that no record owns (an apply killed half-way) hold its names
     # and its port; under the state lock, any existing one is such a leftover.
-    for leftover in engine.owned_services(client, ctx.stack, address):
+    for leftover in engine.owned_services(client, ctx, address):
         engine.remove_service(client, leftover["ID"])
-    network_id = engine.ensure_network(client, ctx.stack)
+    network_id = engine.ensure_network(client, ctx)
     text = render(spec, deployment_routes(endpoint, ctx.records()), keys)
     digest = digest_of(text)
-    secret = {"name": object_name("rc", ctx.stack, endpoint, "gw", digest[7:19])}
+    secret = {"name": object_name("rc", ctx.stack, endpoint, "gw", digest[7:19], identity=ctx.identity)}
     edge_text = render_edge(endpoint, service_names["gateway"])
-    config = {"name": object_name("rc", ctx.stack, endpoint, "edge", digest_of(edge_text)[7:19])}
+    config = {"name": object_name("rc", ctx.stack, endpoint, "edge", digest_of(edge_text)[7:19], identity=ctx.identity)}
     # Host-mode publishing binds every address, so the port must be free on all of them.
     port = port or free_host_port("0.0.0.0")
     created: list[str] = []
     try:
         secret["id"] = _ensure_blob(client, "secret", secret["name"], text.encode(), managed_labels(
-            ctx.stack, address, spec_hash, **{LABEL_ROLE: "gateway-config"}))
+            ctx, address, spec_hash, **{LABEL_ROLE: "gateway-config"}))
         service_spec = gateway_spec(ctx, address, spec_hash, network_id, secret)
         gateway_id, since = engine.deploy_service(client, service_names["gateway"], None, **service_spec)
         created.append(gateway_id)
         engine.wait_converged(client, gateway_id, engine.rollout_of(service_spec), since, START_TIMEOUT,
                               f"gateway of endpoint {endpoint}", 1)
         config["id"] = _ensure_blob(client, "config", config["name"], edge_text.encode(), managed_labels(
-            ctx.stack, address, spec_hash, **{LABEL_ROLE: "edge-config"}))
+            ctx, address, spec_hash, **{LABEL_ROLE: "edge-config"}))
         service_spec = edge_spec(ctx, address, spec_hash, network_id, config, port)
         edge_id, since = engine.deploy_service(client, service_names["edge"], None, **service_spec)
         created.append(edge_id)
@@ -240,10 +241,10 @@ def reload(client: docker.DockerClient, ctx: StepContext, address: str, spec: di
             (service["Spec"].get("Labels") or {}).get(LABEL_SPEC_HASH) == spec_hash:
         return outputs
     old_secret = outputs.get("secret") or {}
-    secret = {"name": object_name("rc", ctx.stack, endpoint, "gw", digest[7:19])}
+    secret = {"name": object_name("rc", ctx.stack, endpoint, "gw", digest[7:19], identity=ctx.identity)}
     secret["id"] = _ensure_blob(client, "secret", secret["name"], text.encode(), managed_labels(
-        ctx.stack, address, spec_hash, **{LABEL_ROLE: "gateway-config"}))
-    network_id = engine.ensure_network(client, ctx.stack)
+        ctx, address, spec_hash, **{LABEL_ROLE: "gateway-config"}))
+    network_id = engine.ensure_network(client, ctx)
     try:
         service_spec = gateway_spec(ctx, address, spec_hash, network_id, secret)
         _, since = engine.deploy_service(client, outputs["gateway"]["name"], service, **service_spec)
@@ -262,9 +263,9 @@ def remove(client: docker.DockerClient, ctx: StepContext, address: str, outputs:
     """Edge and gateway (both at once: the endpoint is going away), then every secret and
     config of the endpoint, including those an interrupted apply left."""
     ids = [(outputs.get(key) or {}).get("id") for key in ("edge", "gateway")]
-    ids += [s["ID"] for s in engine.owned_services(client, ctx.stack, address) if s["ID"] not in ids]
+    ids += [s["ID"] for s in engine.owned_services(client, ctx, address) if s["ID"] not in ids]
     engine.remove_services(client, ids)
-    for secret in client.secrets.list(filters=label_filter(ctx.stack, address)):
+    for secret in client.secrets.list(filters=owned_filter(ctx, address)):
         _remove_blob(client, "secret", secret.name)
-    for config in client.configs.list(filters=label_filter(ctx.stack, address)):
+    for config in client.configs.list(filters=owned_filter(ctx, address)):
         _remove_blob(client, "config", config.name)

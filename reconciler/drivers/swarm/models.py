@@ -19,7 +19,7 @@ from docker.errors import APIError, NotFound
 
 from reconciler.config.model_content import fingerprint
 from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY,
-                                              label_filter, managed_labels)
+                                              managed_labels, owned_filter)
 from reconciler.drivers.swarm.engine import object_name
 from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
@@ -44,12 +44,12 @@ def model_files(source: Path) -> list[tuple[str, Path]]:
     return sorted(files)
 
 
-def config_name(stack: str, spec: dict, address: str, relative: str) -> str:
-    digest = hashlib.sha256(f"{stack}\0{address}\0{spec['content_digest']}\0{relative}".encode()).hexdigest()
-    return object_name("rc", stack, spec["name"], spec["version"], digest[:16])
+def config_name(owner, spec: dict, address: str, relative: str) -> str:
+    digest = hashlib.sha256(f"{owner.stack}\0{address}\0{spec['content_digest']}\0{relative}".encode()).hexdigest()
+    return object_name("rc", owner.stack, spec["name"], spec["version"], digest[:16], identity=owner.identity)
 
 
-def create_configs(client: docker.DockerClient, stack: str, stack_dir: Path, address: str, spec: dict,
+def create_configs(client: docker.DockerClient, owner, stack_dir: Path, address: str, spec: dict,
                    spec_hash: str) -> dict:
     """The configs of this model version (created, or reused when they already exist); returns
     the outputs kept in state. Every file is checked before the first config is made."""
@@ -68,15 +68,15 @@ def create_configs(client: docker.DockerClient, stack: str, stack_dir: Path, add
         if size == 0:
             raise DriverError(f"model file {relative} of {address} is empty; Docker configs cannot be empty",
                               "remove the empty file, or bake the model into the image")
-    existing = {c.name: c for c in client.configs.list(filters=label_filter(stack, address))}
+    existing = {c.name: c for c in client.configs.list(filters=owned_filter(owner, address))}
     outputs = []
     for relative, path in files:
-        name = config_name(stack, spec, address, relative)
+        name = config_name(owner, spec, address, relative)
         mode = 0o555 if path.stat().st_mode & 0o111 else 0o444
         config = existing.get(name)
         labels = (config.attrs["Spec"].get("Labels") or {}) if config else {}
         if config is None or labels.get(LABEL_MODEL_DIGEST) != spec["content_digest"]:
-            labels = managed_labels(stack, address, spec_hash, **{LABEL_ROLE: "model",
+            labels = managed_labels(owner, address, spec_hash, **{LABEL_ROLE: "model",
                                                                   LABEL_MODEL_DIGEST: spec["content_digest"],
                                                                   LABEL_MODEL_FILE: relative})
             try:

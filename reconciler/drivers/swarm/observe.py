@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import docker
 
-from reconciler.drivers.common.labels import LABEL_ADDRESS, LABEL_PREFIX, LABEL_ROLE, label_filter
+from reconciler.drivers.common.labels import LABEL_ADDRESS, LABEL_PREFIX, LABEL_ROLE, is_own, label_filter
 from reconciler.drivers.swarm import models
 from reconciler.drivers.swarm.engine import LIVE_STATES, require_manager
 from reconciler.drivers.swarm.fold import ServiceView, SwarmObservation
@@ -23,15 +23,30 @@ _RANK = {state: rank for rank, state in enumerate(["new", "allocated", "pending"
 
 
 def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
-    services = list_services(client, state.stack)
+    # Listed by stack name; only this state's identity is ours (another stack of the same
+    # name is never seen, so never an orphan).
+    known = {value for record in state.records.values() for value in _strings((record.driver_ids, record.outputs))}
+    services = list_services(client, state.stack, lambda s: is_own(s["Spec"].get("Labels"), state.lineage,
+                                                                   s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
                      if a.kind == "model" and not a.is_derived}
     return SwarmObservation(services, model_digests)
 
 
-def list_services(client: docker.DockerClient, stack: str) -> list[ServiceView]:
+def _strings(value) -> set[str]:
+    """Every string in a record's ids and outputs (service ids among them)."""
+    if isinstance(value, str):
+        return {value}
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_strings(v) for v in value)) if value else set()
+    return set()
+
+
+def list_services(client: docker.DockerClient, stack: str, keep=lambda service: True) -> list[ServiceView]:
     require_manager(client)  # a plain engine answers the service list with a 503
-    services = client.api.services(filters=label_filter(stack))
+    services = [s for s in client.api.services(filters=label_filter(stack)) if keep(s)]
     by_service: dict[str, list[dict]] = {}
     if services:
         for task in client.api.tasks(filters={"desired-state": "running"}):

@@ -1,0 +1,140 @@
+"""Every public Azure ML example the corpus drives, assembled as its script deploys it, has
+exactly the outcome its entry in conformance_examples.EXAMPLES says (#13): it plans; it plans,
+applies and answers its sample request through the endpoint; or validate and plan both refuse it
+with located problems, one of them the precise one named."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conformance_examples import EXAMPLES, DEMO_IMAGE, Answers, Plans, Refused, assemble
+from reconciler.cli.main import cli
+
+GATEWAY_IMAGE = "reconciler/gateway:latest"
+LOCATED = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): ")
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def variables(example) -> list[str]:
+    return [f"--var={name}={value}" for name, value in example.vars.items()]
+
+
+def plan(example, stack: Path, state: Path):
+    return run("plan", str(stack), "--no-refresh", "--state", str(state), *variables(example))
+
+
+def problems(output: str, stack: Path) -> list[str]:
+    """The `file:line: ...` lines of an output, with paths relative to the stack."""
+    prefix = f"{stack}/"
+    return [line[len(prefix):] for line in output.splitlines() if line.startswith(prefix) and LOCATED.match(line)]
+
+
+def by_outcome(kind):
+    return [pytest.param(e, id=e.id) for e in EXAMPLES if isinstance(e.expect, kind)]
+
+
+@pytest.mark.parametrize("example", by_outcome(Plans))
+def test_plans(example, online, tmp_path, record):
+    stack = assemble(example, online)
+    result = plan(example, stack, tmp_path / "state.json")
+    assert result.exit_code == 0, result.output
+    assert "Plan: " in result.output and '+ deployment "' in result.output
+    assert "reconciler/demo-tfserving" in result.output or not example.images
+    record(example, "plans", _warning(result.output).replace(f"{stack}/", ""))
+
+
+@pytest.mark.parametrize("example", by_outcome(Refused))
+def test_refused_precisely(example, online, tmp_path, record):
+    stack = assemble(example, online)
+    planned = plan(example, stack, tmp_path / "state.json")
+    validated = run("validate", str(stack), *variables(example))
+    assert planned.exit_code == 1 and validated.exit_code == 1, planned.output + validated.output
+    found = problems(planned.output, stack)
+    assert found == problems(validated.output, stack), "validate and plan must refuse alike"
+    precise = [line for line in found if line.startswith(f"{example.expect.file}:") and example.expect.fragment in line]
+    assert len(precise) == 1, "\n".join(found)
+    assert len(found) == example.expect.count, "\n".join(found)
+    assert not (tmp_path / "state.json").exists()
+    record(example, "refused", precise[0])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("example", by_outcome(Answers))
+def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_client):
+    expect: Answers = example.expect
+    stack = assemble(example, online)
+    state = tmp_path / "state.json"
+    built = None
+    try:
+        if expect.build:
+            built = build_with_stand_in(docker_client, stack, expect.build, expect.build_tag, tmp_path)
+        planned = plan(example, stack, state)
+        assert planned.exit_code == 0, planned.output
+        applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
+        assert applied.exit_code == 0, applied.output
+        invoked = run("invoke", expect.endpoint, "--request-file", str(stack / expect.request), "--state", str(state))
+        assert invoked.exit_code == 0, invoked.output
+        assert json.loads(invoked.output) == expect.expected
+        record(example, "answers", f"`invoke {expect.endpoint} --request-file {expect.request}` answers "
+                                   f"`{json.dumps(expect.expected)}`")
+    finally:
+        if state.exists():
+            destroyed = run("destroy", str(stack), "--state", str(state), "--auto-approve", *variables(example))
+            assert destroyed.exit_code == 0, destroyed.output
+        if built:
+            docker_client.images.remove(built, force=True)
+
+
+def build_with_stand_in(client, stack: Path, dockerfile: str, tag: str, tmp_path: Path) -> str:
+    """Build a copy of the stack's Docker context with its FROM mapped to the stand-in; the tag."""
+    context = tmp_path / "context"
+    shutil.copytree(stack, context)
+    text = (context / dockerfile).read_text()
+    mapped = re.sub(r"(?im)^FROM\s+docker\.io/tensorflow/serving:latest\s*$", f"FROM {DEMO_IMAGE}", text)
+    assert mapped != text, f"{dockerfile} does not start FROM docker.io/tensorflow/serving:latest"
+    (context / dockerfile).write_text(mapped)
+    # The Dockerfile lays its model out as TF Serving reads it: $MODEL_BASE_PATH/$MODEL_NAME/<version>,
+    # MODEL_NAME from its ENV, MODEL_BASE_PATH TF Serving's default /models, which the stand-in shares.
+    assert re.search(r"(?m)^ENV MODEL_NAME=hpt$", text) and re.search(r"(?m)^COPY models /models\s*$", text)
+    assert (context / "models" / "hpt" / "1" / "saved_model.pb").is_file()
+    assert "MODEL_BASE_PATH=/models" in client.images.get(DEMO_IMAGE).attrs["Config"]["Env"]
+    client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
+                        labels={"org.reconciler.test": "conformance"}, timeout=120)
+    return tag
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    docker = pytest.importorskip("docker")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as error:  # noqa: BLE001 - any failure means no engine to test against
+        pytest.skip(f"no Docker Engine: {error}")
+    for image in (DEMO_IMAGE, GATEWAY_IMAGE):
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            pytest.skip(f"image {image} missing: run images/build.sh")
+    return client
+
+
+def _warning(output: str) -> str:
+    warnings = [line.strip() for line in output.splitlines() if "no live traffic" in line.lower()]
+    return warnings[0] if warnings else ""
+
+
+def test_every_example_has_one_entry_and_a_stack_of_its_own():
+    ids = [e.id for e in EXAMPLES]
+    stacks = [e.stack for e in EXAMPLES]
+    assert len(set(ids)) == len(ids) and len(set(stacks)) == len(stacks)
+    scripts = {e.script for e in EXAMPLES if e.script}
+    assert len(scripts) == 16, sorted(scripts)
