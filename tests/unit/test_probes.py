@@ -73,6 +73,8 @@ CASES = [
     # A probe that times out: the grid is kept (timeout < period)...
     ({"answers": "slow slow ok", "initial_delay": 0, "period": 3, "timeout": 2},
      "probes at [0 3 6] -> ready at 6 after 3"),
+    ({"answers": "slow slow slow", "initial_delay": 0, "period": 3, "timeout": 2, "failure_threshold": 3},
+     "probes at [0 3 6] -> failed (timed out) at 8 after 3"),
     # ...and a probe that overruns its period is followed by one late probe at once, then the grid.
     ({"answers": "slow slow ok", "initial_delay": 0, "period": 1, "timeout": 3},
      "probes at [0 3 6] -> ready at 6 after 3"),
