@@ -1,4 +1,6 @@
-"""HTTP readiness probing with Azure ML's probe settings. Side effects: HTTP to 127.0.0.1 or to\na container's address on a stack network."""
+"""HTTP readiness probing with Azure ML's probe settings, on a kubelet's schedule (`next_probe_at`,
+pure: the first probe at initial_delay, then one every period). Side effects: HTTP to 127.0.0.1
+or to a container's address on a stack network; the clock and sleep are injectable."""
 from __future__ import annotations
 
 import http.client
