@@ -113,12 +113,18 @@ def _with_dependency_updates(changes: dict[str, Change], policy: ChangePolicy) -
                                                     if d in result):
             result[address] = dataclasses.replace(change, action=Action.replacing(policy.replace_mode["deployment"]),
                                                   reason="dependency-replaced")
+    # Old containers an interrupted rollout left (deposed records) may be what a gateway still
+    # routes to: the rollout was cut before it re-pointed the gateway. Deleting them without
+    # re-pointing first is an outage that no plan or drift shows (issue #12).
+    leaving = {a.base for a, c in result.items() if a.is_deposed and c.action is DELETE}
     for address in (a for a in changes if a.kind == "endpoint"):
         change = result[address]
         deployments = [result[d] for d in change.depends_on if d in result]
         view_fields = _view_fields(deployments, policy)
         fields = tuple(sorted(change.fields + view_fields, key=lambda f: f.path))
-        if change.action == NO_OP and any(_moves_containers(d, policy) for d in deployments):
+        moves = any(_moves_containers(d, policy) for d in deployments) or \
+            any(d in leaving for d in (*change.depends_on, *change.prior_depends_on))
+        if change.action == NO_OP and moves:
             result[address] = dataclasses.replace(change, action=UPDATE, reason="dependency-replaced", fields=fields)
         elif change.action == NO_OP and view_fields:
             result[address] = dataclasses.replace(change, action=UPDATE, reason="gateway-view-changed",

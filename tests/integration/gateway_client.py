@@ -15,8 +15,8 @@ class GatewayClient:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
     def score(self, body: bytes = SAMPLE, key: str | None = None, deployment: str | None = None,
-              path: str = "/score") -> tuple[int, dict, bytes]:
-        headers = {"Content-Type": "application/json"}
+              path: str = "/score", headers: dict | None = None) -> tuple[int, dict, bytes]:
+        headers = {"Content-Type": "application/json", **(headers or {})}
         key = key if key is not None else self.key
         if key:
             headers["Authorization"] = f"Bearer {key}"

@@ -50,6 +50,38 @@ def test_key_auth_accepts_both_keys_and_refuses_others(blue_green):
     assert client.score(key=fresh["secondary"])[0] == 200
 
 
+def test_keys_are_compared_exactly_and_case_sensitively(blue_green):
+    """#12: nginx compares string map sources ignoring case, so `BEARER` and an upper-cased key
+    were accepted."""
+    blue_green.apply()
+    key = blue_green.endpoint("blue-green")["keys"]["primary"]
+    client = client_for(blue_green)
+    assert key.upper() != key and key.lower() != key
+
+    def status(authorization: str) -> int:
+        return client.score(key="", headers={"Authorization": authorization})[0]
+
+    assert status(f"Bearer {key}") == 200
+    assert status(f"Bearer {key.upper()}") == 401
+    assert status(f"Bearer {key.lower()}") == 401
+    assert status(f"BEARER {key}") == 401
+    assert status(f"bearer {key}") == 401
+    assert status(f"Bearer {key}x") == 401 and status(f"xBearer {key}") == 401
+    assert status(f"Bearer {key[:-1]}") == 401
+
+
+def test_the_deployment_header_is_never_echoed_unescaped(blue_green):
+    """#12: the azureml-model-deployment header was pasted into the 404 body as it came."""
+    import json
+    blue_green.apply()
+    client = client_for(blue_green)
+    status, _, body = client.score(deployment='x", "injected": "1')
+    assert status == 404 and json.loads(body) == {
+        "error": "no deployment named (not a deployment name) in endpoint blue-green"}
+    status, _, body = client.score(deployment="purple")
+    assert status == 404 and json.loads(body) == {"error": "no deployment named purple in endpoint blue-green"}
+
+
 def test_keys_never_appear_in_plan_or_state_output(blue_green):
     blue_green.apply()
     key = blue_green.endpoint("blue-green")["keys"]["primary"]

@@ -39,9 +39,11 @@ def test_orphans_and_other_endpoints_never_get_traffic():
 def test_config_has_split_keys_and_header_routing():
     records = {f"deployment.ep/{n}": deployment(f"deployment.ep/{n}", n, f"{n}-0") for n in ("blue", "green")}
     config = render_gateway_config(ENDPOINT, deployment_routes("ep", records), KEYS)
-    assert '"Bearer ' + "k" * 43 + '" 1;' in config and '"Bearer ' + "s" * 43 + '" 1;' in config
+    # #12: keys are matched by a case-sensitive regex, no longer by a (case-insensitive) string.
+    assert '"~^Bearer ' + "k" * 43 + '\\\\z" 1;' in config and '"~^Bearer ' + "s" * 43 + '\\\\z" 1;' in config
     assert "90% d_" in config and "10% d_" in config
-    assert "server blue-0:8501 max_fails=0;" in config
+    # #12: containers are resolved per request (a stopped one no longer keeps nginx from starting).
+    assert f'd_{deployment_routes("ep", records)["blue"]["id"]} "blue-0:8501";' in config
     assert '"green" d_' in config
     assert "proxy_read_timeout 7000ms;" in config
 
@@ -57,20 +59,79 @@ def test_auth_off_when_not_key():
     assert "Bearer " + "k" * 43 not in config and "default 1;" in config
 
 
-def test_one_template_static_upstreams_or_names_resolved_per_request():
-    """The docker gateway lists containers in upstream blocks; the swarm one resolves service
-    names per request. Everything else in the two configs is the same text."""
+def test_one_template_for_containers_and_services_both_resolved_per_request():
+    """The docker gateway names containers, the swarm one service names; both are resolved
+    through the engine's DNS per request (#12: no more upstream blocks resolved at start).
+    Everything else in the two configs is the same text."""
     from reconciler.drivers.common.gateway import render_gateway_config as render_shared
     records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
-    static = deployment_routes("ep", records)
-    dns = {name: {**route, "server": "svc-blue:8501"} for name, route in static.items()}
-    fixed, resolved = render_shared(ENDPOINT, static, KEYS), render_shared(ENDPOINT, dns, KEYS, resolve_per_request=True)
-    assert fixed == render_gateway_config(ENDPOINT, static, KEYS)
-    assert "upstream d_" in fixed and "resolver " not in fixed and "$target_server" not in fixed
-    assert "upstream d_" not in resolved and "resolver 127.0.0.11 valid=1s ipv6=off;" in resolved
-    assert "proxy_pass http://$target_server$target_path;" in resolved
-    only_fixed = set(fixed.splitlines()) - set(resolved.splitlines())
-    assert {line.strip() for line in only_fixed} == {
-        "# Rendered by reconciler for endpoint ep; do not edit (changes show up as drift).",
-        f"upstream d_{static['blue']['id']} {{", "server blue-0:8501 max_fails=0;", "keepalive 32;",
-        "proxy_pass http://$target$target_path;", "proxy_pass http://$mirror_target$mirror_path;"}
+    containers = deployment_routes("ep", records)
+    services = {name: {key: value for key, value in route.items() if key != "servers"} | {"server": "svc-blue:8501"}
+                for name, route in containers.items()}
+    docker, swarm = render_shared(ENDPOINT, containers, KEYS), render_shared(ENDPOINT, services, KEYS, driver="swarm")
+    assert docker == render_gateway_config(ENDPOINT, containers, KEYS)
+    for config in (docker, swarm):
+        assert "upstream d_" not in config and "resolver 127.0.0.11 valid=1s ipv6=off;" in config
+        assert "proxy_pass http://$target_server$target_path;" in config
+    only_docker = set(docker.splitlines()) - set(swarm.splitlines())
+    route_id = containers["blue"]["id"]
+    assert {line.strip() for line in only_docker} == {
+        '# Rendered by reconciler for endpoint "ep" (docker driver); do not edit (changes show up as drift).',
+        f'd_{route_id} "blue-0:8501";'}
+
+
+# -- #12: one escaping function, keys compared exactly, names resolved per request -------------
+def test_one_escaping_function_quotes_or_refuses():
+    import pytest
+    from reconciler.drivers.common.gateway import UnsafeGatewayValue, nginx_string
+    assert nginx_string('a"b\\c; } server {') == '"a\\"b\\\\c; } server {"'
+    assert nginx_string(8501) == '"8501"'
+    for value in ("/v1/$http_x", "a\nb", "a\rb", "a\x00b", "é", True, None, 1.5):
+        with pytest.raises(UnsafeGatewayValue):
+            nginx_string(value)
+
+
+def test_the_template_cannot_print_a_value_without_an_escaping_filter():
+    import jinja2
+    import pytest
+    from reconciler.drivers.common.gateway import template
+    environment = template("reconciler.drivers.common", "gateway.conf.j2").environment
+    with pytest.raises(TypeError, match="without an escaping filter"):
+        environment.from_string("x {{ value }};").render(value="a")
+    assert environment.from_string("x {{ value | q }};").render(value="a") == 'x "a";'
+    assert isinstance(environment, jinja2.Environment)
+
+
+def test_keys_are_exact_case_sensitive_regexes():
+    import re
+    from reconciler.drivers.common.gateway import bearer_pattern
+    pattern = bearer_pattern("a-B_c")
+    assert pattern == "~^Bearer a-B_c\\z"
+    regex = re.compile(pattern[1:].replace("\\z", r"\Z"))
+    assert regex.match("Bearer a-B_c")
+    for wrong in ("Bearer A-B_C", "BEARER a-B_c", "bearer a-B_c", "Bearer a-B_cx", "Bearer a-B_", " Bearer a-B_c"):
+        assert not regex.match(wrong), wrong
+
+
+def test_every_instance_is_a_first_choice_and_the_next_ones_are_tried_in_turn():
+    record = deployment("deployment.ep/blue", "blue", "blue-0")
+    record.outputs["instances"] = [{"id": f"blue-{i}", "name": f"blue-{i}", "instance": i, "ports": {}}
+                                   for i in range(4)]
+    routes = deployment_routes("ep", {"deployment.ep/blue": record})
+    config = render_gateway_config(ENDPOINT, routes, KEYS)
+    route_id = routes["blue"]["id"]
+    assert f'split_clients "${{request_id}}servers" $d_{route_id}_first {{' in config
+    assert "25.00% 0;\n        25.00% 1;\n        25.00% 2;\n        * 3;" in config
+    for attempt, first in ((1, 0), (2, 1), (3, 2)):
+        assert f'map $d_{route_id}_first $d_{route_id}_try{attempt} {{\n        0 "blue-{first}:8501";' in config
+    assert f"map $d_{route_id}_first $d_{route_id}_try4" not in config  # at most 3 tries, as before
+    assert "upstream d_" not in config and "error_page 502 504 = @try2;" in config
+
+
+def test_an_upstream_name_that_could_change_the_request_is_refused():
+    import pytest
+    from reconciler.drivers.common.gateway import UnsafeGatewayValue
+    for name in ("evil@host", "host/path", "a b", "x" * 64, "host?q"):
+        record = deployment("deployment.ep/blue", "blue", name)
+        with pytest.raises(UnsafeGatewayValue):
+            render_gateway_config(ENDPOINT, deployment_routes("ep", {"deployment.ep/blue": record}), KEYS)

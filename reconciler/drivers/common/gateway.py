@@ -1,6 +1,18 @@
 """The endpoint gateway every driver runs: which records serve, the routes the config is
 rendered from, and the nginx.conf itself. Pure (keys are drawn from `secrets`, nothing else).
 
+Every value interpolated into nginx.conf goes through one escaping function, `nginx_escape`
+(filter `q`: a double-quoted nginx string; `qi`: the inside of one written in the template),
+or is a checked bare word (filter `word`: identifiers and numbers). The template environment
+refuses to print anything else, so a value can never end a string, a directive or a block.
+What an nginx string cannot hold (`$` always starts a variable, control characters) is
+refused, never mangled. Validate refuses such input with file:line long before; this is the
+last line of defence for what reaches the renderer from elsewhere (state, stack folder names).
+
+Upstreams are names resolved per request through the engine's DNS (127.0.0.11), never at
+start: nginx refuses to start when a name in an upstream block does not resolve, so one
+stopped deployment would otherwise keep the whole gateway down after a restart.
+
 Routes are built from the planned gateway view of each deployment
 (reconciler.planning.gateway_view), so nothing the gateway uses of a deployment's spec can
 change without the plan showing it. What only apply knows, the servers a deployment runs as,
@@ -10,18 +22,33 @@ service name the engine's DNS resolves at request time (swarm).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import secrets
 from functools import lru_cache
 from typing import Callable
 
 import jinja2
 
+from reconciler.errors import DriverError
 from reconciler.planning.gateway_view import gateway_view
 
 GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 GATEWAY_PORT = 8080
 DEFAULT_READ_TIMEOUT_MS = 5000
+# Servers of one deployment tried per request (the first picked at random): as many as nginx's
+# proxy_next_upstream_tries allowed with the former upstream blocks.
+MAX_TRIES = 3
+# A key in an `Authorization: Bearer KEY` header: the URL-safe alphabet of `secrets.token_urlsafe`.
+KEY_GRAMMAR = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# host:port of an upstream: a DNS name (labels of at most 63 characters, or it never resolves).
+SERVER_GRAMMAR = re.compile(r"(?=.{1,253}:)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+                            r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*:[0-9]{1,5}")
+WORD_GRAMMAR = re.compile(r"[A-Za-z0-9_.]+")
+# Source values that a `map` block reads as its own parameters (`include` opens a file,
+# `default` sets the default); a leading backslash makes them plain strings.
+_MAP_SPECIAL = {"default", "include", "hostnames", "volatile"}
 
 
 def new_keys() -> dict[str, str]:
@@ -47,12 +74,100 @@ def text_digest(text: str | bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+class UnsafeGatewayValue(DriverError):
+    """A value that cannot be written into nginx.conf as it is: refused, never mangled."""
+
+
+class NginxText(str):
+    """Text already made safe for nginx.conf by one of the template filters."""
+
+
+def _refuse(value: str, why: str) -> None:
+    raise UnsafeGatewayValue(f"cannot write {value!r} into the gateway config: {why}",
+                             "validate refuses such values in the stack; check the state file and the stack "
+                             "folder name for hand edits")
+
+
+def nginx_escape(value: object) -> NginxText:
+    """The inside of a double-quoted nginx string holding exactly `value`: `\\` and `"` escaped.
+    nginx expands `$name` in most strings and has no escape for `$`; control characters and
+    non-ASCII have no place in anything the gateway is rendered from: all refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        _refuse(repr(value), f"a {type(value).__name__} is not text")
+    text = str(value)
+    for character in text:
+        if character == "$":
+            _refuse(text, "`$` would start an nginx variable")
+        if not " " <= character <= "~":
+            _refuse(text, f"character {character!r} is not printable ASCII")
+    return NginxText(text.replace("\\", "\\\\").replace('"', '\\"'))
+
+
+def nginx_string(value: object) -> NginxText:
+    """`value` as one double-quoted nginx string token (filter `q`)."""
+    return NginxText(f'"{nginx_escape(value)}"')
+
+
+def nginx_word(value: object) -> NginxText:
+    """A bare token of the config's own making (an id, a number): checked, not escaped."""
+    text = str(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not WORD_GRAMMAR.fullmatch(text):
+        _refuse(text, "only letters, digits, `_` and `.` may stand unquoted")
+    return NginxText(text)
+
+
+def nginx_map_source(value: str) -> NginxText:
+    """A literal source value of a `map` block (matched as a string, case-insensitively)."""
+    special = value in _MAP_SPECIAL or value.startswith(("~", "\\"))
+    return nginx_string("\\" + value if special else value)
+
+
+def bearer_pattern(key: str) -> str:
+    """The `map` regex source matching exactly `Authorization: Bearer KEY`, case-sensitively
+    (string sources of a map are compared ignoring case: `BEARER` or an upper-cased key would
+    pass). `\\z` anchors the end: `$` would start an nginx variable. The key alphabet has no
+    regex metacharacter, so the key stands verbatim in the file (drift looks for it there)."""
+    if not KEY_GRAMMAR.fullmatch(key or ""):
+        _refuse(key, "endpoint keys are 1-256 characters of A-Z a-z 0-9 _ -")
+    return "~^Bearer " + re.sub(r"([\\^$.|?*+()\[\]{}])", r"\\\1", key) + "\\z"
+
+
+def json_text(value: object) -> str:
+    """`value` as JSON (for bodies the gateway answers itself)."""
+    return json.dumps(value)
+
+
+def json_inner(value: str) -> str:
+    """The inside of a JSON string holding `value` (for a body that also carries a variable)."""
+    return json.dumps(str(value))[1:-1]
+
+
+def upstream_server(server: str) -> str:
+    """host:port of a deployment's server, checked: it is pasted into `http://HOST:PORT/path`,
+    where `@`, `/`, `?` or `#` would change what is requested."""
+    if not isinstance(server, str) or not SERVER_GRAMMAR.fullmatch(server):
+        _refuse(str(server), "an upstream must be HOST:PORT, HOST a DNS name with labels of at most 63 "
+                             "characters (longer ones never resolve)")
+    return server
+
+
+def _only_escaped(value: object) -> object:
+    """Every `{{ }}` of a gateway template must end in a filter that made its value safe."""
+    if not isinstance(value, NginxText):
+        raise TypeError(f"gateway template printed {value!r} without an escaping filter")
+    return value
+
+
 @lru_cache(maxsize=None)
 def template(package: str, name: str) -> jinja2.Template:
-    """A driver template (the gateway's here, the swarm edge's in its own package)."""
+    """A driver template (the gateway's here, the swarm edge's in its own package); values reach
+    it only through the filters above."""
     environment = jinja2.Environment(loader=jinja2.PackageLoader(package, "templates"),
                                      trim_blocks=True, lstrip_blocks=True, autoescape=False,
-                                     undefined=jinja2.StrictUndefined)
+                                     undefined=jinja2.StrictUndefined, finalize=_only_escaped)
+    environment.filters.update(q=nginx_string, qi=nginx_escape, word=nginx_word, map_source=nginx_map_source,
+                               bearer=bearer_pattern, json=json_text, json_inner=json_inner,
+                               server=upstream_server)
     return environment.get_template(name)
 
 
@@ -90,15 +205,34 @@ def serving_routes(endpoint: str, records: dict, upstream: Callable[[object, int
     return routes
 
 
-def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str],
-                          resolve_per_request: bool = False) -> str:
-    """nginx.conf for the endpoint; traffic to deployments without containers is dropped.
-    `resolve_per_request`: each route has one `server` name, resolved through the engine's DNS
-    per request; otherwise each has `servers`, a fixed upstream block."""
+def instance_shares(count: int) -> list[str]:
+    """split_clients percentages giving `count` servers an equal share (the last one takes the
+    rest, `*`): nginx allows two decimals."""
+    return [f"{int(10000 / count) / 100:.2f}" for _ in range(count - 1)]
+
+
+def _with_tries(route: dict) -> dict:
+    """A route with `servers` (the docker driver's containers, or the one swarm service name)
+    and `tries`: tries[k][r] is the server of try k when a request picked server r first."""
+    servers = [upstream_server(s) for s in route.get("servers") or [route["server"]]]
+    count = len(servers)
+    # A lone server is tried twice: a name is looked up per request, and one lookup that
+    # failed (a busy engine's DNS) should not fail the request. Only a server never reached is
+    # tried again, so no request is processed twice.
+    tries = [[servers[(first + k) % count] for first in range(count)] for k in range(min(max(count, 2), MAX_TRIES))]
+    return {**route, "servers": servers, "tries": tries, "shares": instance_shares(count)}
+
+
+def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker") -> str:
+    """nginx.conf for the endpoint; traffic to deployments without servers is dropped. Each
+    route has `servers` (or one `server`): names resolved through the engine's DNS per
+    request. A docker deployment's containers are each a server; a swarm service is one name
+    that resolves to all of its tasks."""
     traffic = [(name, percent) for name, percent in sorted(spec["traffic"].items()) if name in routes]
     mirror = [(name, percent) for name, percent in sorted(spec["mirror_traffic"].items()) if name in routes]
     read_timeout = max([r["timeout_ms"] for r in routes.values()] or [DEFAULT_READ_TIMEOUT_MS])
+    deployments = {name: _with_tries(route) for name, route in routes.items()}
     return template("reconciler.drivers.common", "gateway.conf.j2").render(
-        endpoint=spec["name"], deployments=routes, traffic=traffic, mirror=mirror,
+        endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
         keys=[keys["primary"], keys["secondary"]], auth_required=spec["auth_mode"] == "key",
-        read_timeout_ms=read_timeout, resolve_per_request=resolve_per_request)
+        read_timeout_ms=read_timeout, driver=driver, max_tries=MAX_TRIES)

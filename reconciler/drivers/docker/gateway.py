@@ -4,7 +4,10 @@ The config lives in `<state dir>/gateways/<stack identity>/<endpoint>/` (mode 07
 keys; by identity, so stacks of one folder name sharing a state folder never share it), with the
 keys also in `keys.json` there, which `state recover` reads back. The directory is
 bind-mounted so a rewritten file is seen by the container; changes are
-applied with a graceful `nginx -s reload`, which never drops a connection.
+applied with a graceful `nginx -s reload`, which never drops a connection. Deployments'
+container names are resolved per request through Docker's embedded DNS, so the gateway
+starts (after a reboot, a `docker restart`) and serves the healthy deployments while others
+are stopped.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from reconciler.errors import DriverError
 CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
 CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
 DRAIN_TIMEOUT_SECONDS = 30
+RESOLVE_TIMEOUT_SECONDS = 5
 # The gateway runs as this user when reconciler runs as root (images/gateway makes it the
 # image's USER): an id no host account normally has, so owning the 0700 config directory (it
 # holds the keys) gives no one on the host access. Run as another user, reconciler starts the
@@ -133,6 +137,22 @@ def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
     return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys)
 
 
+def upstream_hosts(ctx: StepContext, endpoint: str) -> list[str]:
+    """The container names the endpoint's config sends requests to."""
+    return sorted({server.rpartition(":")[0] for route in deployment_routes(endpoint, ctx.records()).values()
+                   for server in route["servers"]})
+
+
+def _wait_resolvable(container, hosts: list[str], timeout: float = RESOLVE_TIMEOUT_SECONDS) -> None:
+    """Until Docker's embedded DNS answers for `hosts` inside the gateway (it can lag behind a
+    container that has just started), so that no request is sent to a name not known yet.
+    Bounded, and not an error: a stopped deployment never resolves and is served a 502."""
+    deadline = time.monotonic() + timeout
+    while hosts and container.exec_run(["getent", "hosts", *hosts]).exit_code != 0 \
+            and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
           keys: dict[str, str], port: int | None) -> dict:
     """Start the gateway; returns the outputs kept in state."""
@@ -163,6 +183,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     except DriverError:
         remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
         raise
+    _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
     return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
             "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest}
 
@@ -188,6 +209,9 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
             write_config(directory, previous)
         raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
                           check.output.decode("utf-8", "replace").strip())
+    # Names already in the config were resolvable before; only new containers may lag.
+    _wait_resolvable(container, [host for host in upstream_hosts(ctx, spec["name"])
+                                 if previous is None or f'"{host}:' not in previous])
     old_workers = _worker_pids(container)
     result = container.exec_run(["nginx", "-s", "reload", "-c", CONFIG_FILE])
     if result.exit_code != 0:
@@ -198,15 +222,10 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     return digest
 
 
-def _check_config(container, attempts: int = 5):
-    """`nginx -t`, retried while an upstream name does not resolve yet: Docker's embedded DNS
-    can lag behind a container that has just started, or answer late on a loaded host."""
-    for attempt in range(attempts):
-        check = container.exec_run(["nginx", "-t", "-q", "-c", CONFIG_FILE])
-        if check.exit_code == 0 or b"host not found in upstream" not in check.output:
-            return check
-        time.sleep(0.5 * (attempt + 1))
-    return check
+def _check_config(container):
+    """`nginx -t`. Names are resolved per request, so nothing here depends on which
+    deployments are running (a stopped one used to make nginx refuse the whole config)."""
+    return container.exec_run(["nginx", "-t", "-q", "-c", CONFIG_FILE])
 
 
 # `[ ]` keeps the pattern from matching the command line of this very script.

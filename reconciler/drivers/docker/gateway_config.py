@@ -1,4 +1,5 @@
-"""The docker gateway's routes: a static upstream block of container names per deployment. Pure.
+"""The docker gateway's routes: the container names of each deployment, resolved per request
+through Docker's embedded DNS (a stopped one must not keep nginx from starting). Pure.
 
 Rendering and the choice of serving records are shared (reconciler/drivers/common/gateway.py)."""
 from __future__ import annotations

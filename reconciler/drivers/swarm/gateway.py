@@ -70,8 +70,9 @@ def deployment_routes(endpoint: str, records: dict) -> dict[str, dict]:
 
 
 def render(spec: dict, routes: dict[str, dict], keys: dict[str, str]) -> str:
-    """nginx.conf of the gateway: the shared one, with names resolved per request."""
-    return render_gateway_config(spec, routes, keys, resolve_per_request=True)
+    """nginx.conf of the gateway: the shared one; each deployment is one service name that
+    resolves to all of its tasks."""
+    return render_gateway_config(spec, routes, keys, driver="swarm")
 
 
 def render_edge(endpoint: str, gateway: str) -> str:
