@@ -413,11 +413,13 @@ class _GraphBuilder:
             self.problems.append(document.problem(
                 ("auth_mode",), f"{data['auth_mode']!r} is not one of: {', '.join(AUTH_MODES)}",
                 "use key (the gateway checks `Authorization: Bearer KEY`; see `reconciler endpoint keys`)"))
-        elif auth_mode != "key":
+        elif auth_mode == "aad_token":
+            # Microsoft Entra tokens name a tenant and an audience that only Azure can issue
+            # and check; a local gateway has no sound meaning for them.
             self.unsupported.append(document.problem(
-                ("auth_mode",), f"auth_mode {data['auth_mode']} is not supported on a local engine",
-                "use auth_mode: key; the gateway then checks `Authorization: Bearer KEY` "
-                "(see `reconciler endpoint keys`)"))
+                ("auth_mode",), f"auth_mode {data['auth_mode']} (Microsoft Entra ID tokens) is not supported on a "
+                "local engine", "use auth_mode: aml_token (short-lived tokens from `reconciler endpoint token`) "
+                "or key (`reconciler endpoint keys`)"))
         self._check_split(document, traffic, mirror)
         spec = {
             "name": name,

@@ -166,7 +166,6 @@ CODE_REFUSAL = ("code_configuration: code_configuration (scoring scripts) is not
                 "(bake the scoring code into the image")
 CODE_CONDA_REFUSAL = ("code_configuration: code_configuration (scoring scripts with environment.conda_file) is not "
                       "supported on a local engine (bake the scoring code and its packages into the image")
-AML_TOKEN_REFUSAL = "auth_mode: auth_mode aml_token is not supported on a local engine (use auth_mode: key"
 HPT_ANSWER = {"predictions": [2.5, 3.0, 4.5]}
 HPT_INTEGRATED_ANSWER = {"outputs": [[[2.5, 3.0, 3.5, 4.0]], [[2.0, 2.5, 2.5, 2.5]]]}
 SAMPLE = "managed/sample"
@@ -184,20 +183,8 @@ EXAMPLES: tuple[Example, ...] = (
         # The script downloads https://aka.ms/half_plus_two-model; the same SavedModel ships with
         # the integrated example (corpus README), laid out as the tarball is.
         stand_ins={"half_plus_two/00000123": "copy:custom-container/tfserving/half-plus-two-integrated/models/hpt/1"},
-        expect=Refused("tfserving-endpoint.yml", AML_TOKEN_REFUSAL),
-        note="as written (auth_mode: aml_token); the same stack with key auth answers, see the next row"),
-    Example(
-        id="tfserving-half-plus-two-key", title="custom-container/tfserving/half-plus-two",
-        script="deploy-custom-container-tfserving-half-plus-two.sh", kind=CC,
-        stack="custom-container/tfserving/cf-hpt-key", assets="custom-container/tfserving/half-plus-two",
-        documents=(Doc("custom-container/tfserving/half-plus-two/tfserving-endpoint.yml",
-                       set={"name": "endpt-tfserving-1", "auth_mode": "key"}),
-                   Doc("custom-container/tfserving/half-plus-two/tfserving-deployment.yml",
-                       set={"name": "tfserving-deployment", "endpoint_name": "endpt-tfserving-1"})),
-        vars={"MODEL_VERSION": "1"}, images={"docker.io/tensorflow/serving": TFS_STANDIN},
-        stand_ins={"half_plus_two/00000123": "copy:custom-container/tfserving/half-plus-two-integrated/models/hpt/1"},
         expect=Answers("endpt-tfserving-1", "sample_request.json", HPT_ANSWER),
-        note="the script's stack with `--set auth_mode=key` on the endpoint (aml_token is not implemented yet)"),
+        note="as written: auth_mode aml_token (invoke signs a token as `az ml online-endpoint invoke` gets one)"),
     Example(
         id="tfserving-half-plus-two-integrated", title="custom-container/tfserving/half-plus-two-integrated",
         script="deploy-custom-container-tfserving-half-plus-two-integrated.sh", kind=CC,
@@ -220,21 +207,8 @@ EXAMPLES: tuple[Example, ...] = (
                        set={"endpoint_name": "endpt-torchserve-1"})),
         images={f"{ACR}.azurecr.io/torchserve": TFS_STANDIN},
         stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n"},
-        expect=Refused("torchserve-endpoint.yml", AML_TOKEN_REFUSAL),
-        note="as written (auth_mode: aml_token)"),
-    Example(
-        id="torchserve-densenet-key", title="custom-container/torchserve/densenet",
-        script="deploy-custom-container-torchserve-densenet.sh", kind=CC,
-        stack="custom-container/torchserve/cf-densenet-key", assets="custom-container/torchserve/densenet",
-        documents=(Doc("custom-container/torchserve/densenet/torchserve-endpoint.yml",
-                       set={"name": "endpt-torchserve-1", "auth_mode": "key"}),
-                   Doc("custom-container/torchserve/densenet/torchserve-deployment.yml",
-                       sed={"ACR_NAME": ACR},
-                       set={"endpoint_name": "endpt-torchserve-1"})),
-        images={f"{ACR}.azurecr.io/torchserve": TFS_STANDIN},
-        stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n"},
-        expect=Plans(), note="the script's stack with `--set auth_mode=key`; its image (built by `az acr build` "
-                             "from torchserve.dockerfile) mapped to a stand-in"),
+        expect=Plans(), note="as written (auth_mode aml_token); its image (built by `az acr build` from "
+                             "torchserve.dockerfile) mapped to a stand-in"),
     Example(
         id="triton-single-model-cc", title="custom-container/triton/single-model",
         script="deploy-custom-container-triton-single-model.sh", kind=CC,
@@ -309,8 +283,8 @@ EXAMPLES: tuple[Example, ...] = (
                    Doc("custom-container/r/multimodel-plumber/r-deployment.yml", sed={"ACR_NAME": ACR},
                        set={"name": "r-deployment", "endpoint_name": "endpt-r-1"})),
         images={f"{ACR}.azurecr.io/r_server": TFS_STANDIN},
-        expect=Refused("r-endpoint.yml", AML_TOKEN_REFUSAL, count=2),
-        note="auth_mode: aml_token; its deployment also has a scoring script (plumber.R)"),
+        expect=Refused("r-deployment.yml", CODE_REFUSAL),
+        note="a scoring script (plumber.R) beside its custom container; auth_mode aml_token is served"),
     Example(
         id="managed-online-endpoint", title="managed/sample (blue)", script="deploy-managed-online-endpoint.sh",
         kind=SCRIPT, stack="managed/cf-managed-online-endpoint", assets=SAMPLE,
@@ -372,7 +346,7 @@ EXAMPLES: tuple[Example, ...] = (
         stand_ins={"models/model_1/config.pbtxt": b'name: "model_1"\n', "models/model_1/1/model.onnx": b"stand-in\n"},
         expect=Refused("create-managed-deployment.yaml", "model.type: no-code deployments (model type triton_model "
                                                          "without an environment) are not supported"),
-        note="its endpoint also says auth_mode: aml_token (reported once the deployment passes the schema)"),
+        note="its endpoint says auth_mode aml_token, which is served; the no-code deployment is not"),
     # Example folders no script of the corpus drives, assembled as their README or how-to does.
     Example(
         id="sample-curated-environment", title="managed/sample (curated environment)", script="", kind=SCRIPT,

@@ -19,10 +19,19 @@ def test_auth_mode_is_read_as_the_sdk_reads_it(demo_stack, written, read):
     assert load_stack(demo_stack).by_kind("endpoint")[0].spec["auth_mode"] == read
 
 
-@pytest.mark.parametrize("written", ["AMLToken", "aml_token", "AADToken"])
-def test_token_auth_modes_are_known_but_not_yet_served(demo_stack, written):
+@pytest.mark.parametrize("written", ["AMLToken", "aml_token"])
+def test_aml_token_is_served(demo_stack, written):
     edit(demo_stack / "endpoint.yml", "auth_mode: key", f"auth_mode: {written}")
-    assert load_stack(demo_stack).unsupported[0].message == f"auth_mode {written} is not supported on a local engine"
+    graph = load_stack(demo_stack)
+    assert graph.unsupported == () and graph.by_kind("endpoint")[0].spec["auth_mode"] == "aml_token"
+
+
+@pytest.mark.parametrize("written", ["AADToken", "aad_token"])
+def test_aad_token_is_a_precise_refusal(demo_stack, written):
+    edit(demo_stack / "endpoint.yml", "auth_mode: key", f"auth_mode: {written}")
+    [problem] = load_stack(demo_stack).unsupported
+    assert problem.message == f"auth_mode {written} (Microsoft Entra ID tokens) is not supported on a local engine"
+    assert "aml_token" in problem.hint
 
 
 def test_an_unknown_auth_mode_is_a_located_error(demo_stack):

@@ -33,6 +33,7 @@ import jinja2
 
 from reconciler.errors import DriverError
 from reconciler.planning.gateway_view import gateway_view
+from reconciler.tokens import new_token_secret
 
 GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 GATEWAY_PORT = 8080
@@ -52,20 +53,28 @@ _MAP_SPECIAL = {"default", "include", "hostnames", "volatile"}
 
 
 def new_keys() -> dict[str, str]:
-    return {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32)}
+    """The two keys of `auth_mode: key`, and the secret that signs the tokens of
+    `auth_mode: aml_token` (reconciler/tokens.py): every endpoint has all three, so a change
+    of auth_mode needs no new secrets."""
+    return {"primary": secrets.token_urlsafe(32), "secondary": secrets.token_urlsafe(32),
+            "token": new_token_secret()}
 
 
 def kept_keys_and_port(prior) -> tuple[dict[str, str], int | None]:
-    """A replaced endpoint keeps the keys and port of the record it replaces; a new one gets
-    new keys (and a free port, chosen by the driver)."""
-    keys = (prior.outputs.get("keys") if prior else None) or new_keys()
+    """A replaced endpoint keeps the keys and port of the record it replaces (a record made
+    before token secrets existed gets one); a new one gets new keys (and a free port, chosen
+    by the driver)."""
+    kept = (prior.outputs.get("keys") if prior else None)
+    keys = {"token": new_token_secret(), **kept} if kept else new_keys()
     return keys, (prior.outputs.get("port") if prior else None)
 
 
 def rotated_keys(keys: dict[str, str], which: str) -> dict[str, str]:
-    """`which` ("primary", "secondary" or "both") replaced by fresh keys, the other kept."""
+    """`which` ("primary", "secondary" or "both" keys) replaced by fresh ones, the rest kept
+    (the token secret too: rotating it would end every token issued)."""
     fresh = new_keys()
-    return {name: fresh[name] if which in (name, "both") else key for name, key in keys.items()}
+    return {name: fresh[name] if which == name or (which == "both" and name in ("primary", "secondary")) else key
+            for name, key in keys.items()}
 
 
 def text_digest(text: str | bytes) -> str:
@@ -234,5 +243,6 @@ def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, s
     deployments = {name: _with_tries(route) for name, route in routes.items()}
     return template("reconciler.drivers.common", "gateway.conf.j2").render(
         endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
-        keys=[keys["primary"], keys["secondary"]], auth_required=spec["auth_mode"] == "key",
+        keys=[keys["primary"], keys["secondary"]], auth_mode=spec["auth_mode"],
+        token_secret=keys.get("token") if spec["auth_mode"] == "aml_token" else None,
         read_timeout_ms=read_timeout, driver=driver, max_tries=MAX_TRIES)
