@@ -1,4 +1,6 @@
-"""HTTP readiness probing with Azure ML's probe settings. Side effects: HTTP to 127.0.0.1 or to\na container's address on a stack network."""
+"""HTTP readiness probing with Azure ML's probe settings, on a kubelet's schedule (`next_probe_at`,
+pure: the first probe at initial_delay, then one every period). Side effects: HTTP to 127.0.0.1
+or to a container's address on a stack network; the clock and sleep are injectable."""
 from __future__ import annotations
 
 import http.client
@@ -45,28 +47,56 @@ def wait_answering(port: int, path: str, timeout: float, interval: float) -> str
 Target = Callable[[], "tuple[str, int] | None"]
 
 
+class Cancelled(Exception):
+    """Raised by a `sleep` to end a wait early (a sibling instance failed: the step fails anyway)."""
+
+
+def next_probe_at(settings: dict, first_at: float, last_probe_slot: float | None, now: float) -> float:
+    """When the next probe is due (pure): the first at `first_at` (start + initial_delay), then one
+    every `period` on that grid. A probe that overran its slot is followed at once by one late
+    probe, then the grid resumes, as a kubelet's ticker does (missed ticks are dropped, not
+    caught up)."""
+    if last_probe_slot is None:
+        return first_at
+    slot = last_probe_slot + settings["period"]
+    while slot + settings["period"] <= now:
+        slot += settings["period"]
+    return slot
+
+
 def wait_until_ready(target: "int | Target", path: str, settings: dict, still_running: Callable[[], bool],
-                     sleep: Callable[[float], None] = time.sleep) -> ProbeResult:
-    """Probe like a kubelet: after initial_delay, every period; ready after success_threshold
-    successes in a row, failed after failure_threshold failures in a row or when the container stops.
-    `target`: a port on 127.0.0.1, or a function giving (host, port) per probe (None: no address
-    yet, which counts as a failed probe)."""
+                     sleep: Callable[[float], None] = time.sleep,
+                     clock: Callable[[], float] = time.monotonic,
+                     probe: "Callable[[str, int, str, float], tuple[bool, str]] | None" = None) -> ProbeResult:
+    """Probe like a kubelet: the first probe at initial_delay after the call (the container has
+    just started), then every period; ready after success_threshold successes in a row, failed
+    after failure_threshold failures in a row or when the container stops. `target`: a port on
+    127.0.0.1, or a function giving (host, port) per probe (None: no address yet, which counts as
+    a failed probe). `sleep` may raise Cancelled to give up (the result is then not ready)."""
     where: Target = (lambda: ("127.0.0.1", target)) if isinstance(target, int) else target
-    sleep(settings["initial_delay"])
+    probe = probe or http_ok
+    first_at = clock() + settings["initial_delay"]
+    slot: float | None = None
     successes = failures = attempts = 0
     last_error = ""
-    while True:
-        if not still_running():
-            return ProbeResult(False, attempts, "container stopped")
-        attempts += 1
-        address = where()
-        ok, error = http_ok(*address, path, settings["timeout"]) if address else (False, "container has no address")
-        if ok:
-            successes, failures = successes + 1, 0
-            if successes >= settings["success_threshold"]:
-                return ProbeResult(True, attempts, "")
-        else:
-            successes, failures, last_error = 0, failures + 1, error
-            if failures >= settings["failure_threshold"]:
-                return ProbeResult(False, attempts, last_error)
-        sleep(settings["period"])
+    try:
+        while True:
+            slot = next_probe_at(settings, first_at, slot, clock())
+            delay = slot - clock()
+            if delay > 0:
+                sleep(delay)
+            if not still_running():
+                return ProbeResult(False, attempts, "container stopped")
+            attempts += 1
+            address = where()
+            ok, error = probe(*address, path, settings["timeout"]) if address else (False, "container has no address")
+            if ok:
+                successes, failures = successes + 1, 0
+                if successes >= settings["success_threshold"]:
+                    return ProbeResult(True, attempts, "")
+            else:
+                successes, failures, last_error = 0, failures + 1, error
+                if failures >= settings["failure_threshold"]:
+                    return ProbeResult(False, attempts, last_error)
+    except Cancelled:
+        return ProbeResult(False, attempts, "cancelled: another instance failed")

@@ -14,6 +14,7 @@ deployment's instance type and a pids limit. The user is the image's own (USER).
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import docker
@@ -26,7 +27,7 @@ from reconciler.config.instance_types import container_cpus, size_of
 from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, label_filter,
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name
-from reconciler.drivers.common.probes import wait_until_ready
+from reconciler.drivers.common.probes import Cancelled, wait_until_ready
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.errors import DriverError
 
@@ -149,9 +150,12 @@ def _remove_leftover(client: docker.DockerClient, name: str) -> None:
     remove_container(client, leftover.id, STOP_TIMEOUT)
 
 
-def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict) -> None:
+def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict,
+               cancel: threading.Event | None = None) -> None:
     """Block until the instance passes readiness, or raise with its last log lines. Probes go
-    to the container's address on the stack network: its ports are not published."""
+    to the container's address on the stack network: its ports are not published. Called right
+    after the container started: the first probe is at initial_delay from now. `cancel` set: stop
+    waiting (a sibling instance failed, so the step fails anyway)."""
     route = spec["routes"]["readiness"]
 
     def still_running() -> bool:
@@ -166,7 +170,13 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
         host = network_address(client, instance["id"], ctx)
         return (host, route["port"]) if host else None
 
-    result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running)
+    def sleep(seconds: float) -> None:
+        if cancel is None:
+            time.sleep(seconds)
+        elif cancel.wait(seconds):
+            raise Cancelled()
+
+    result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running, sleep=sleep)
     if not result.ready:
         raise DriverError(
             f"deployment {spec['endpoint']}/{spec['name']} never became ready: {result.last_error} "

@@ -6,6 +6,8 @@ deployments are containers, endpoints are nginx gateways in front of them.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -26,6 +28,9 @@ from reconciler.state.model import StateFile, StateRecord
 
 DRIVER_NAME = "docker"
 ORPHAN_STOP_TIMEOUT = 2
+# Instances of one deployment started and awaited at once, at most this many (each is one
+# thread that mostly sleeps between probes; the engine serialises most of the starting anyway).
+INSTANCE_PARALLELISM = 8
 
 
 class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, SupportsKeyRotation):
@@ -125,20 +130,44 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return self._add_instances(record, ctx, range(spec["instance_count"]))
 
     def _add_instances(self, record: StateRecord, ctx: StepContext, indexes) -> StateRecord:
+        """Start the instances and await their readiness all at once (each on its own probe
+        schedule from its own start); the step fails with the first instance that fails, and
+        the others stop waiting then. Every instance started is in the record either way."""
         spec = record.spec
         generation = record.driver_ids["generation"]
         model_dir = self._model_dir(spec, ctx)
+        engine_cpus = self.engine_cpus()
+        indexes = list(indexes)
         instances = list(record.outputs["instances"])
-        try:
-            started = []
-            for index in indexes:
+        started: list[dict] = []
+        failures: list[BaseException] = []
+        failed = threading.Event()
+        lock = threading.Lock()
+
+        def start_and_wait(index: int) -> None:
+            if failed.is_set():
+                return  # the step fails anyway: start nothing more
+            try:
                 instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
-                                                   generation, index, model_dir, engine_cpus=self.engine_cpus())
-                instances.append(instance)
-                started.append(instance)
-            for instance in started:
-                containers.wait_ready(self.client, ctx, spec, instance)
-        except DriverError as error:
+                                                   generation, index, model_dir, engine_cpus=engine_cpus)
+                with lock:
+                    started.append(instance)
+                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed)
+            except BaseException as error:  # noqa: BLE001 - handed to the step below
+                with lock:
+                    if not failed.is_set():
+                        failures.append(error)
+                        failed.set()
+
+        if indexes:
+            with ThreadPoolExecutor(max_workers=min(INSTANCE_PARALLELISM, len(indexes)),
+                                    thread_name_prefix="instance") as pool:
+                list(pool.map(start_and_wait, indexes))
+        instances.extend(started)
+        if failures:
+            error = failures[0]
+            if not isinstance(error, DriverError):
+                raise error
             # Tainted, so the next apply replaces them; stopped meanwhile, not restart-looping.
             for instance in started:
                 containers.stop_failed(self.client, instance)
@@ -153,9 +182,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             return self._add_instances(record, ctx, range(next_index, next_index + wanted - len(instances)))
         kept = _with_instances(record, instances[:wanted], "ready")
         self._stop_routing_to_removed(kept, ctx)
-        for instance in instances[wanted:]:
-            remove_container(self.client, instance["id"], containers.STOP_TIMEOUT,
-                             adopted=instance.get("adopted", False))
+        self._remove_containers([i["id"] for i in instances[wanted:]],
+                                {i["id"] for i in instances[wanted:] if i.get("adopted")})
         return kept
 
     def _stop_routing_to_removed(self, kept: StateRecord, ctx: StepContext) -> None:
@@ -177,8 +205,23 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                                                      filters=owned_filter(ctx, base_address(record.address))):
             if generation and (container.attrs.get("Labels") or {}).get(LABEL_GENERATION) == generation:
                 ids.add(container.id)
-        for container_id in sorted(ids):
-            remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
+        self._remove_containers(sorted(ids), adopted)
+
+    def _remove_containers(self, ids: list[str], adopted: set[str]) -> None:
+        """Stop and remove instances all at once (each stop waits for its server to exit, up to
+        STOP_TIMEOUT); every one is tried, and the first error is raised after."""
+        if not ids:
+            return
+        def remove(container_id: str) -> BaseException | None:
+            try:
+                remove_container(self.client, container_id, containers.STOP_TIMEOUT, adopted=container_id in adopted)
+            except Exception as error:  # noqa: BLE001 - raised below, once the others were tried
+                return error
+            return None
+        with ThreadPoolExecutor(max_workers=min(INSTANCE_PARALLELISM, len(ids)), thread_name_prefix="remove") as pool:
+            errors = [error for error in pool.map(remove, ids) if error is not None]
+        if errors:
+            raise errors[0]
 
     # -- reading (refresh: observe.py reads, fold.py folds) --------------------------------
     def read(self, state: StateFile, state_dir: Path | None) -> DockerObservation:
