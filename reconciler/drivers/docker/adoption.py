@@ -58,7 +58,8 @@ def live_keys(client: docker.DockerClient, ctx: StepContext, record: StateRecord
         result = container.exec_run(["cat", f"{gateway.CONFIG_DIR_IN_CONTAINER}/{gateway.KEYS_FILE}"])
         if result.exit_code == 0:
             keys = json.loads(result.output)
-            return {"primary": str(keys["primary"]), "secondary": str(keys["secondary"])}
+            return {name: str(keys[name]) for name in ("primary", "secondary", "token") if name in keys} \
+                if {"primary", "secondary"} <= set(keys) else None
         result = container.exec_run(["cat", gateway.CONFIG_FILE])
         return gateway.keys_in_config(result.output.decode("utf-8", "replace")) if result.exit_code == 0 else None
     except (NotFound, APIError, ValueError, KeyError, TypeError):

@@ -90,7 +90,8 @@ def read_keys(directory: Path) -> dict[str, str] | None:
     try:
         keys = json.loads((directory / KEYS_FILE).read_text())
         if isinstance(keys, dict) and {"primary", "secondary"} <= set(keys):
-            return {"primary": str(keys["primary"]), "secondary": str(keys["secondary"])}
+            # The token secret too (aml_token endpoints): tokens issued before the loss stay valid.
+            return {name: str(keys[name]) for name in ("primary", "secondary", "token") if name in keys}
     except (OSError, ValueError):
         pass
     try:
