@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from conformance_examples import corpus_dir  # noqa: E402
+from harness import docker_client  # noqa: E402,F401  (the engine, and the images it needs)
 
 RECORD = os.environ.get("RECONCILER_CONFORMANCE_RECORD")
 

@@ -15,7 +15,6 @@ from click.testing import CliRunner
 from conformance_examples import EXAMPLES, DEMO_IMAGE, Answers, Plans, Refused, assemble
 from reconciler.cli.main import cli
 
-GATEWAY_IMAGE = "reconciler/gateway:latest"
 LOCATED = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): ")
 
 
@@ -109,22 +108,6 @@ def build_with_stand_in(client, stack: Path, dockerfile: str, tag: str, tmp_path
     client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
                         labels={"org.reconciler.test": "conformance"}, timeout=120)
     return tag
-
-
-@pytest.fixture(scope="session")
-def docker_client():
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as error:  # noqa: BLE001 - any failure means no engine to test against
-        pytest.skip(f"no Docker Engine: {error}")
-    for image in (DEMO_IMAGE, GATEWAY_IMAGE):
-        try:
-            client.images.get(image)
-        except docker.errors.ImageNotFound:
-            pytest.skip(f"image {image} missing: run images/build.sh")
-    return client
 
 
 def _warning(output: str) -> str:
