@@ -22,19 +22,12 @@ class GatewayClient:
             headers["Authorization"] = f"Bearer {key}"
         if deployment:
             headers["azureml-model-deployment"] = deployment
-        for attempt in (1, 2):
-            try:
-                self.connection.request("POST", path, body=body, headers=headers)
-                response = self.connection.getresponse()
-                return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                # A keep-alive connection closed by the server between requests is not a failed
-                # request (no response was lost); open a new one, as any HTTP client does.
-                self.connection.close()
-                self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=self.timeout)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        # No retry: a request lost to a closed connection is a failed request, as it is for a
+        # client that does not retry (the gateway answers `Connection: close`, so http.client
+        # opens a new connection for the next request by itself).
+        self.connection.request("POST", path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
     def predictions(self, **kwargs) -> list:
         status, _, body = self.score(**kwargs)
