@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything reconciler needs on a Debian 12 machine, installed or started only when missing:
-#   - Debian's docker.io (the engine) and debootstrap (for the offline images),
+#   - Debian's docker.io (the engine), debootstrap (for the offline images) and hey (a load
+#     client that does not retry, for the zero-failed-requests tests),
 #   - the Python package with its test extras (pip, editable),
 #   - a running dockerd (started in the background when none answers; ours to leave running),
 #   - the offline images (images/build.sh: debootstrap once, then the build cache).
@@ -15,6 +16,8 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# hey: the load client that does not retry (tests of zero failed requests during rollouts).
+command -v hey >/dev/null 2>&1 || missing+=(hey)
 if ((${#missing[@]})); then
   if ((EUID != 0)); then
     log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"

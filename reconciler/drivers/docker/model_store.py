@@ -44,15 +44,41 @@ def materialise(state_dir: Path, identity: str, source: Path, stack_root: Path, 
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".incoming-"))
     try:
         if source.is_dir():
-            shutil.copytree(source, staging / source.name, symlinks=False)
+            shutil.copytree(source, staging / source.name, symlinks=False, copy_function=copy_sparse)
         else:
-            shutil.copy2(source, staging / source.name)
+            copy_sparse(source, staging / source.name)
         _make_read_only(staging)
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def copy_sparse(source, target) -> None:
+    """Copy a file keeping its holes (SEEK_DATA/SEEK_HOLE): a sparse 1 GiB model stays a few
+    blocks in the store instead of a gigabyte of zeros. Mode and times as shutil.copy2."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                data = os.lseek(src.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # no data after offset (ENXIO), or SEEK_DATA unsupported: the rest is a hole
+                break
+            hole = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+            src.seek(data)
+            dst.seek(data)
+            remaining = hole - data
+            while remaining:
+                chunk = src.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                dst.write(chunk)
+                remaining -= len(chunk)
+            offset = hole
+        dst.truncate(size)
+    shutil.copystat(source, target)
 
 
 def stored_digest(target: Path) -> str | None:
