@@ -362,3 +362,68 @@ def test_refresh_only_markdown_plan_does_not_claim_no_changes():
     text = render_plan_markdown(make_plan(desired(state), state, PlanOptions(mode="refresh-only"), drift))
     assert "**Refresh only: 1 change(s) made outside reconciler would be accepted" in text
     assert "No changes" not in text and "| `deployment.ep/blue` |" in text
+
+
+# -- issue 12: what the gateway really routes to --------------------------------------------------
+SERVING = {"blue": [f"{instance(0)['name']}:8501", f"{instance(1)['name']}:8501"]}
+NEW = [{**instance(n), "id": f"e{n}" + "0" * 62, "name": f"rc-s-ep-blue-g2-{n}"} for n in (0, 1)]
+
+
+def with_routes(state: StateFile, routes: dict | None) -> StateFile:
+    endpoint = state.records[Address.parse(ENDPOINT)]
+    outputs = {k: v for k, v in endpoint.outputs.items() if k != "routes"}
+    return state.with_record(dataclasses.replace(endpoint, outputs={**outputs, **({"routes": routes} if routes is not
+                                                                                     None else {})}))
+
+
+def interrupted_rollout(status: str = "ready") -> StateFile:
+    """blue replaced (create-before-destroy): the new record saved, the old one deposed, the
+    gateway never re-pointed: it still routes to the g1 containers."""
+    state = with_routes(base_state(), SERVING)
+    old = state.records[Address.parse(DEPLOYMENT)]
+    state = state.with_record(dataclasses.replace(old, address=Address.parse(f"{DEPLOYMENT}~deposed-g1")))
+    return state.with_record(dataclasses.replace(
+        old, status=status, driver_ids={"generation": "g2", "containers": [i["id"] for i in NEW]},
+        outputs={**old.outputs, "instances": NEW}))
+
+
+def new_containers() -> list[Observed]:
+    return [container(n, driver_id=NEW[n]["id"], name=NEW[n]["name"], attributes={"generation": "g2"})
+            for n in (0, 1)]
+
+
+ROUTE_CASES = [
+    ("routes as recorded", lambda: with_routes(base_state(), SERVING), healthy, [], "No changes."),
+    ("written before routes were recorded", base_state, healthy, [], "No changes."),
+    ("the gateway still routes to containers of the deposed record",
+     interrupted_rollout, lambda: healthy() + new_containers(), [("gateway-stale", "update")],
+     "! endpoint.ep (gateway-stale)|~ endpoint.ep [drifted]"),
+    ("the deposed containers are gone too",
+     interrupted_rollout, lambda: new_containers() + [gateway()], [("gateway-stale", "update")],
+     "! endpoint.ep (gateway-stale)|~ endpoint.ep [drifted]"),
+    ("the replacement is tainted: the deposed record serves, as routed",
+     lambda: interrupted_rollout("tainted"), lambda: healthy() + new_containers(), [], "-/+ deployment.ep/blue"),
+    ("routes recorded to a deployment since deleted are no drift",
+     lambda: with_routes(base_state(), {**SERVING, "green": ["rc-s-ep-green-g1-0:8501"]}), healthy, [],
+     "No changes."),
+    ("a serving deployment the gateway does not route to",
+     lambda: with_routes(base_state(), {}), healthy, [("gateway-stale", "update")], "! endpoint.ep (gateway-stale)|~ endpoint.ep [drifted]"),
+]
+
+
+@pytest.mark.parametrize("name,state,observed,expected_drift,expected_plan", ROUTE_CASES, ids=[c[0] for c in ROUTE_CASES])
+def test_gateway_routes_against_records_and_containers(name, state, observed, expected_drift, expected_plan):
+    start = state()
+    refreshed, drift = fold(observed(), state=start)
+    assert [(d.kind, d.repair) for d in drift if d.kind == "gateway-stale" or d.address.kind == "endpoint"] \
+        == expected_drift
+    plan = str(make_plan(desired(refreshed), refreshed, PlanOptions(), drift))
+    assert all(line in plan for line in expected_plan.split("|")), plan
+
+
+def test_gateway_stale_says_what_it_routes_to_and_that_apply_reloads():
+    _, drift = fold(new_containers() + [gateway()], state=interrupted_rollout())
+    [stale] = [d for d in drift if d.kind == "gateway-stale"]
+    assert stale.detail == ("the gateway routes blue to rc-s-ep-blue-g1-0, rc-s-ep-blue-g1-1, which state no longer "
+                            "considers serving (rc-s-ep-blue-g1-0, rc-s-ep-blue-g1-1 not running); "
+                            "apply re-renders and reloads it")

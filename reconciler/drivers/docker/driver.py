@@ -77,7 +77,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             return self._scale_deployment(updated, ctx)
         if record.address.kind == "endpoint":
             digest = gateway.reload(self.client, ctx, spec, record.outputs)
-            return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
+            return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest,
+                                                         "routes": gateway.routes_of(ctx, spec["name"])})
         return updated
 
     def finish(self, ctx: StepContext) -> None:
@@ -91,7 +92,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         updated = dataclasses.replace(record, outputs={**record.outputs,
                                                        "keys": rotated_keys(record.outputs["keys"], which)})
         digest = gateway.reload(self.client, ctx, record.spec, updated.outputs)
-        return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest})
+        return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest,
+                                                     "routes": gateway.routes_of(ctx, record.spec["name"])})
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
         kind = record.address.kind

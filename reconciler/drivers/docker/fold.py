@@ -20,7 +20,11 @@ Drift is expressed as state the planner already understands:
     differs has no place in the spec (a port bound to 0.0.0.0, a writable model mount);
   * a missing, stopped or recreated gateway container replaces its endpoint (the apply engine
     hands the old record to create, so port and keys stay); a hand-edited gateway config file
-    (digest in the endpoint's outputs) asks for an in-place update, which rewrites and reloads it.
+    (digest in the endpoint's outputs) asks for an in-place update, which rewrites and reloads it;
+  * a gateway whose recorded routes (what its config was last rendered to route to, `routes` in
+    the endpoint's outputs) differ from what the records now say should serve (an apply cut
+    between saving a new deployment and re-pointing its gateway) is "gateway-stale": an
+    in-place update re-renders and reloads it. Records written before `routes` existed are not.
 
 Docker shapes live here only: loopback port bindings, bind-mount paths into the model store,
 the gateway container and its config directory.
@@ -36,6 +40,7 @@ from reconciler.drivers.common.fold import (REPAIR_REPLACE, REPAIR_UPDATE, FoldP
                                             gateway_keep, gateway_missing, gateway_recreated, gateway_stopped,
                                             missing_instance, normalise_image, record_ids, with_lowered_count)
 from reconciler.drivers.common.labels import LABEL_ROLE, label_address
+from reconciler.drivers.docker.gateway_config import routed_servers
 from reconciler.planning.diff import FieldChange
 from reconciler.planning.plan import Drift
 from reconciler.state.model import StateFile, StateRecord
@@ -373,9 +378,39 @@ class _Fold(FoldPass):
                                    (FieldChange("config_digest", recorded, config.get("digest"), False),),
                                    REPAIR_UPDATE))
             outputs = {**outputs, "config_digest": config.get("digest")}
+        if not found and (stale := self._stale_routes(record)) is not None:
+            found.append(stale)
         self.drift += found
         if outputs is not record.outputs:
             self.updated[address] = dataclasses.replace(record, outputs=outputs)
+
+    def _stale_routes(self, record: StateRecord) -> Drift | None:
+        """The gateway routes (as recorded when its config was written) against what state
+        says should serve now and what runs. Kept as recorded: it is what nginx does."""
+        routed = record.outputs.get("routes")
+        if routed is None:  # written before routes were recorded
+            return None
+        wanted = routed_servers(record.spec["name"], self.records)
+        # Only the deployments that should serve: a deleted one's leftover upstream serves nothing
+        # state wants served (an endpoint update re-renders before a deployment is deleted).
+        if all(routed.get(name) == servers for name, servers in wanted.items()):
+            return None
+        running = {item.name for item in self.observed if item.running}
+        problems = []
+        for name in sorted(wanted):
+            have, want = routed.get(name, []), wanted.get(name, [])
+            if have == want:
+                continue
+            hosts = [server.rpartition(":")[0] or server for server in have if server not in want]
+            gone = [host for host in hosts if host not in running]
+            if hosts:
+                problems.append(f"routes {name} to {', '.join(hosts)}, which state no longer considers serving"
+                                + (f" ({', '.join(gone)} not running)" if gone else ""))
+            else:
+                problems.append(f"does not route {name} to {', '.join(s.rpartition(':')[0] or s for s in want)}")
+        return Drift(record.address, "gateway-stale",
+                     f"the gateway {'; '.join(problems)}; apply re-renders and reloads it",
+                     (FieldChange("routes", routed, wanted, False),), REPAIR_UPDATE)
 
     def _gateway_fields(self, record: StateRecord, item: Observed, config: dict | None) -> tuple[FieldChange, ...]:
         attrs, fields = item.attributes, []

@@ -30,7 +30,7 @@ from reconciler.drivers.common.names import object_name
 from reconciler.drivers.common.probes import wait_answering
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.drivers.docker.engine import remove_container
-from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config
+from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config, routed_servers
 from reconciler.errors import DriverError
 
 CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
@@ -138,6 +138,11 @@ def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
     return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys)
 
 
+def routes_of(ctx: StepContext, endpoint: str) -> dict[str, list[str]]:
+    """What a config rendered now routes to (recorded in the endpoint's outputs as `routes`)."""
+    return routed_servers(endpoint, ctx.records())
+
+
 def upstream_hosts(ctx: StepContext, endpoint: str) -> list[str]:
     """The container names the endpoint's config sends requests to."""
     return sorted({server.rpartition(":")[0] for route in deployment_routes(endpoint, ctx.records()).values()
@@ -186,7 +191,8 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         raise
     _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
     return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest}
+            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest,
+            "routes": routes_of(ctx, spec["name"])}
 
 
 def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from reconciler.drivers.common.gateway import GATEWAY_PORT, render_gateway_config, serving_records, serving_routes
 
-__all__ = ["GATEWAY_PORT", "deployment_routes", "render_gateway_config", "serving_records"]
+__all__ = ["GATEWAY_PORT", "deployment_routes", "render_gateway_config", "routed_servers", "serving_records"]
 
 
 def _containers(record, port: int) -> dict | None:
@@ -17,3 +17,10 @@ def _containers(record, port: int) -> dict | None:
 def deployment_routes(endpoint: str, records: dict) -> dict[str, dict]:
     """The serving deployments of `endpoint` as upstreams: {name: {id, servers, scoring_path, timeout_ms}}."""
     return serving_routes(endpoint, records, _containers)
+
+
+def routed_servers(endpoint: str, records: dict) -> dict[str, list[str]]:
+    """{deployment name: [host:port, ...]}: what a config rendered from `records` routes to.
+    Kept in the endpoint's outputs when the config is written, so that refresh can tell a
+    gateway still routing to containers state no longer considers serving (issue #12)."""
+    return {name: list(route["servers"]) for name, route in sorted(deployment_routes(endpoint, records).items())}

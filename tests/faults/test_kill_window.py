@@ -1,0 +1,174 @@
+"""Kill-window test (issue 12, finding 3): a blue/green rollout (blue's image replaced,
+create-before-destroy) killed with SIGKILL at every step boundary, under load.
+
+After each kill: the endpoint has answered every request (bound: 0 failures, the kill
+included: SIGKILL after a completed step lands between engine calls, and a reload already
+sent has finished draining before its step completes); `drift` does not say "No drift" while
+the gateway's config on disk routes to anything but what state considers serving; `plan` is
+not "No changes" while anything is half-way (a deposed record, or such a gateway); the next
+apply converges (plan then says No changes) and the endpoint still answers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway_client import GatewayClient  # tests/integration, on the path by conftest.py
+from harness import DEMO_IMAGE, ROOT
+
+from reconciler.state.store import StateStore
+
+pytestmark = pytest.mark.integration
+
+MAX_STEPS = 8          # a rollout of one deployment has 3 steps; beyond this something is wrong
+MAX_REQUESTS = 20000
+MAX_SECONDS = 150
+
+# Runs one apply in its own process and SIGKILLs it right after its Nth completed step.
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+from reconciler.events import Hook, StepCompleted
+from reconciler.operations.apply import ApplyRequest, apply
+
+class KillAfter(Hook):
+    completed = 0
+    def on_event(self, event):
+        if isinstance(event, StepCompleted):
+            self.completed += 1
+            print("completed", event.step.id, flush=True)
+            if self.completed == int(sys.argv[3]):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+outcome = apply(ApplyRequest(Path(sys.argv[1]), state_path=Path(sys.argv[2])), hooks=[KillAfter()])
+print("finished", outcome.status, flush=True)
+"""
+
+
+class Load(threading.Thread):
+    """Requests to the endpoint with its key, bounded in count and time; every answer counted."""
+
+    def __init__(self, port: int, key: str) -> None:
+        super().__init__(daemon=True)
+        self.client = GatewayClient(port, key, timeout=10)
+        self.stop = threading.Event()
+        self.sent = 0
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + MAX_SECONDS
+        while not self.stop.is_set() and self.sent < MAX_REQUESTS and time.monotonic() < deadline:
+            try:
+                status, _, body = self.client.score()
+                if status != 200:
+                    self.note(f"{status}: {body[:120]!r}")
+            except Exception as error:  # noqa: BLE001 - any failed request counts
+                self.note(f"{type(error).__name__}: {error}")
+            self.sent += 1
+            time.sleep(0.01)
+        self.client.close()
+
+    def note(self, failure: str) -> None:
+        with self.lock:
+            self.failures.append(failure)
+
+    def failed(self) -> int:
+        with self.lock:
+            return len(self.failures)
+
+
+def routed_hosts(state_path: Path) -> set[str]:
+    """The container names the gateway config on disk (what nginx runs) sends requests to."""
+    [config] = list((state_path.parent / "gateways").glob("*/blue-green/nginx.conf"))
+    return set(re.findall(r'"(rc-[A-Za-z0-9_.-]+):8501"', config.read_text())) or \
+        set(re.findall(r"(rc-[A-Za-z0-9_.-]+):8501", config.read_text()))
+
+
+def records_now(stack) -> dict:
+    """State as the next command reads it: the file with its per-step journal replayed (a
+    killed apply leaves its completed steps in the journal, not yet in the file)."""
+    state = StateStore(stack.state, stack.name).read()
+    return {str(a): {"status": r.status, "outputs": r.outputs} for a, r in state.records.items()}
+
+
+def serving_hosts(records: dict) -> set[str]:
+    """What state considers serving: per deployment, its ready record, else a ready deposed one."""
+    chosen: dict[str, dict] = {}
+    for address, record in sorted(records.items()):
+        if not address.startswith("deployment.") or "~orphan-" in address or record.get("status", "ready") != "ready":
+            continue
+        name = address.split("/", 1)[1].split("~", 1)[0]
+        if "~deposed-" not in address or name not in chosen:
+            chosen[name] = record
+    return {i["name"] for r in chosen.values() for i in r["outputs"].get("instances", [])}
+
+
+def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_client):
+    stack = blue_green
+    tag = f"reconciler/demo-tfserving:kw-{stack.name}"
+    docker_client.images.get(DEMO_IMAGE).tag(tag)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.monotonic()
+    try:
+        stack.apply()
+        outputs = stack.endpoint("blue-green")
+        load = Load(outputs["port"], outputs["keys"]["primary"])
+        load.start()
+        images = [tag, DEMO_IMAGE]
+        current = DEMO_IMAGE
+        boundaries, stale_seen = [], 0
+        for kill_after in range(1, MAX_STEPS + 1):
+            target = images[(kill_after - 1) % 2]
+            stack.edit("blue.yml", f"image: {current}", f"image: {target}")
+            current = target
+            before = load.failed()
+            run = subprocess.run([sys.executable, "-c", KILLER, str(stack.dir), str(stack.state), str(kill_after)],
+                                 capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+            if run.returncode == 0:
+                assert "finished applied" in run.stdout, run.stdout + run.stderr
+                assert boundaries, "the rollout never had a step boundary to kill at"
+                break
+            assert run.returncode == -9, run.stdout + run.stderr
+            boundaries.append(kill_after)
+            records = records_now(stack)
+            routed, serving = routed_hosts(stack.state), serving_hosts(records)
+            gateway_stale = routed != serving
+            stale_seen += gateway_stale
+            half_way = gateway_stale or any("~deposed-" in a or "~orphan-" in a for a in records)
+            drift = stack.run("drift", str(stack.dir), "--state", str(stack.state))
+            plan = stack.run("plan", str(stack.dir), "--state", str(stack.state), "--detailed-exitcode")
+            label = f"killed after step {kill_after} ({run.stdout.strip()})"
+            if gateway_stale:
+                assert drift.exit_code == 2 and "gateway-stale" in drift.output, f"{label}: routes {routed}, " \
+                    f"state serves {serving}:\n{drift.output}"
+            assert drift.exit_code in (0, 2), f"{label}:\n{drift.output}"
+            if half_way:
+                assert plan.exit_code == 2 and "No changes" not in plan.output, f"{label}:\n{plan.output}"
+            stack.apply()
+            converged = stack.plan("--detailed-exitcode")
+            assert converged.exit_code == 0 and "No changes" in converged.output, f"{label}:\n{converged.output}"
+            assert routed_hosts(stack.state) == serving_hosts(records_now(stack)), label
+            assert load.failed() == before, f"{label}: {load.failures[before:]}"
+        else:
+            pytest.fail(f"apply still had steps left after {MAX_STEPS} kills")
+        load.stop.set()
+        load.join(timeout=15)
+        assert load.sent > 0 and load.failures == [], load.failures[:5]
+        assert len(boundaries) >= 2, boundaries  # new blue created, gateway re-pointed, old blue deleted
+        assert stale_seen, "no kill left the gateway routing to the deposed blue: the window was not hit"
+        print(f"killed after steps {boundaries}; {load.sent} requests, 0 failed; {stale_seen} stale gateway(s)")
+    finally:
+        try:
+            docker_client.images.remove(tag, noprune=True)
+        except Exception:  # noqa: BLE001 - a tag still in use by a container goes with the stack's cleanup
+            pass
+    assert time.monotonic() - started < 240
