@@ -17,6 +17,18 @@ GATEWAY_IMAGE = "reconciler/gateway:latest"
 LABEL_STACK = "org.reconciler.stack"
 
 
+SAMPLE_REQUEST = '{"instances": [1.0, 2.0, 5.0]}'
+
+
+def invoke_sample(stack, tmp_path, endpoint: str = "half-plus-two") -> dict:
+    """`reconciler invoke` with the demo model's sample request; the parsed answer."""
+    request = tmp_path / "request.json"
+    request.write_text(SAMPLE_REQUEST)
+    result = stack.run("invoke", endpoint, "--request-file", str(request), "--state", str(stack.state))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
 @pytest.fixture(scope="session")
 def docker_client():
     docker = pytest.importorskip("docker")

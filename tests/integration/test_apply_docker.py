@@ -5,19 +5,12 @@ import json
 
 import pytest
 
+from harness import invoke_sample as invoke
+
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "deployment.half-plus-two/tfserving"
 MODEL = "model.tfserving-mounted:1"
-SAMPLE = '{"instances": [1.0, 2.0, 5.0]}'
-
-
-def invoke(stack, tmp_path) -> dict:
-    request = tmp_path / "request.json"
-    request.write_text(SAMPLE)
-    result = stack.run("invoke", "half-plus-two", "--request-file", str(request), "--state", str(stack.state))
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
 
 
 def container_ids(stack) -> set[str]:

@@ -15,13 +15,14 @@ import time
 
 import pytest
 
+from harness import invoke_sample as invoke
+
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE
 
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "deployment.half-plus-two/tfserving"
 ENDPOINT = "endpoint.half-plus-two"
-SAMPLE = '{"instances": [1.0, 2.0, 5.0]}'
 PREDICTIONS = {"predictions": [2.5, 3.0, 4.5]}
 DEMO_IMAGE = os.environ.get("RECONCILER_TEST_DEMO_IMAGE", "reconciler/demo-tfserving:latest")
 GIB = 1024 ** 3
@@ -31,14 +32,6 @@ def docker(*args: str) -> str:
     result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr}"
     return result.stdout.strip()
-
-
-def invoke(stack, tmp_path) -> dict:
-    request = tmp_path / "request.json"
-    request.write_text(SAMPLE)
-    result = stack.run("invoke", "half-plus-two", "--request-file", str(request), "--state", str(stack.state))
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
 
 
 def drift_report(stack, expect: int) -> dict:
