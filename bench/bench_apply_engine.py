@@ -23,7 +23,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks_md import replace_section
+from benchmarks_md import publish
 from reconciler.addresses import Address
 from reconciler.apply import Applier
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
@@ -139,9 +139,7 @@ def main() -> None:
               + f". Linear: {per_step_first * 1000:.2f} ms per step at {first[0]:,}, "
               f"{per_step_last * 1000:.2f} ms at {biggest[0]:,} ({per_step_last / per_step_first:.2f}x)."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        replace_section(SECTION, text)
+    publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import docker
 
-from benchmarks_md import replace_section
+from benchmarks_md import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Rollout and readiness on the docker driver (issue 16)"
@@ -279,9 +279,7 @@ def main() -> None:
             client.images.remove(IMAGE_B, noprune=True)
     median = {key: statistics.median(values) for key, values in samples.items()}
     text = render(args, median, samples, at_start)
-    print(text)
-    if not args.no_write:
-        replace_section(SECTION, text)
+    publish(SECTION, text, write=not args.no_write)
 
 
 def render(args, median: dict, samples: dict, at_start: str) -> str:

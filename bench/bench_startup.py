@@ -22,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks_md import replace_section
+from benchmarks_md import publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Start-up and the model fingerprint cache (issue 16)"
@@ -94,9 +94,7 @@ def main() -> None:
               f"Target: at most +0.05 s with the 1 GiB model: {overhead:+.3f} s, "
               + ("PASS" if overhead <= 0.05 else "FAIL") + "."]
     text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        replace_section(SECTION, text)
+    publish(SECTION, text, write=not args.no_write)
 
 
 if __name__ == "__main__":

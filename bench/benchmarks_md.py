@@ -16,3 +16,10 @@ def replace_section(title: str, text: str, path: Path = BENCHMARKS) -> None:
     updated = pattern.sub(lambda _: replacement, current) if pattern.search(current) else \
         current.rstrip() + "\n\n" + replacement
     path.write_text(updated.rstrip("\n") + "\n")
+
+
+def publish(title: str, text: str, write: bool) -> None:
+    """Print a benchmark's section and, unless told not to, put it into BENCHMARKS.md."""
+    print(text)
+    if write:
+        replace_section(title, text)

@@ -122,10 +122,6 @@ class Address:
         return self.name.rpartition("/")[2]
 
 
-def as_address(value: "str | Address") -> Address:
-    return Address.parse(value)
-
-
 def model_address(name: str, version: str) -> Address:
     return Address("model", f"{name}:{version}")
 

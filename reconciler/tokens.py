@@ -44,7 +44,8 @@ def issue_token(endpoint: str, secret: str, now: float, lifetime: int = TOKEN_LI
 
 
 def check_token(token: str, endpoint: str, secret: str, now: float) -> str:
-    """"ok", "expired" or "invalid": what the gateway answers a token with (for tests and invoke)."""
+    """"ok", "expired" or "invalid": the gateway's secure_link verdict on a token, computed
+    the same way (the tests hold the two to each other)."""
     expires, dot, given = token.partition(".")
     if not dot or not expires.isdigit() or not secrets.compare_digest(given, signature(expires, endpoint, secret)):
         return "invalid"

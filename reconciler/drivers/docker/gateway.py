@@ -145,8 +145,7 @@ def routes_of(ctx: StepContext, endpoint: str) -> dict[str, list[str]]:
 
 def upstream_hosts(ctx: StepContext, endpoint: str) -> list[str]:
     """The container names the endpoint's config sends requests to."""
-    return sorted({server.rpartition(":")[0] for route in deployment_routes(endpoint, ctx.records()).values()
-                   for server in route["servers"]})
+    return sorted({server.rpartition(":")[0] for servers in routes_of(ctx, endpoint).values() for server in servers})
 
 
 def _wait_resolvable(container, hosts: list[str], timeout: float = RESOLVE_TIMEOUT_SECONDS) -> None:
