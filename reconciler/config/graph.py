@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import posixpath
 import re
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
@@ -22,7 +23,8 @@ from reconciler.config.image_map import substitute
 from reconciler.config.settings import LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
 
-DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
+AZUREML_APP_PATH = "/var/azureml-app"
+DEFAULT_MODEL_MOUNT_BASE = f"{AZUREML_APP_PATH}/azureml-models"
 # Azure ML gives a model or environment created without a version the next free one; locally
 # there is no registry to count in, so the rule is fixed: version 1 (a second one of the same
 # name and no version is a duplicate, and says so).
@@ -41,6 +43,8 @@ DEPLOYMENT_DEFAULTS: dict[str, Any] = {
     "description": "",
     "tags": {},
     "model": None,
+    # code_configuration: {path, content_digest, mount_path, scoring_script}.
+    "code": None,
     "environment_variables": {},
     "routes": {"liveness": DEFAULT_HEALTH_ROUTE, "readiness": DEFAULT_HEALTH_ROUTE, "scoring": DEFAULT_ROUTE},
     "instance_type": "",
@@ -302,9 +306,7 @@ class _GraphBuilder:
         if why:
             self.problems.append(document.problem(conda_path, f"conda file {conda!r} {why}",
                                                   "point conda_file at the environment's conda YAML"))
-        # A scoring script's conda file is part of one unsupported feature (an image built around
-        # the script), refused once, at code_configuration, below.
-        if environment.get("conda_file") and "code_configuration" not in data:
+        if environment.get("conda_file"):
             self.unsupported.append(document.problem(
                 ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",),
                 "building an image from a conda file is not supported on a local engine yet",
@@ -322,18 +324,16 @@ class _GraphBuilder:
                 ("environment", "image") if isinstance(data["environment"], dict) else ("environment",),
                 f"image {image!r} {why}", "write an image reference Docker accepts, e.g. "
                 "docker.io/tensorflow/serving:latest or myregistry.azurecr.io/team/model:1"))
-        if "code_configuration" in data:
-            with_conda = " with environment.conda_file" if environment.get("conda_file") else ""
-            self.unsupported.append(document.problem(
-                ("code_configuration",), f"code_configuration (scoring scripts{with_conda}) is not supported on a "
-                "local engine", "bake the scoring code" + (" and its packages" if with_conda else "") +
-                " into the image and describe its routes in environment.inference_config"))
+        code = self._code(document) if "code_configuration" in data else None
+        if code is False:
+            self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+            return
         if "build" in environment:
             self.unsupported.append(document.problem(
                 ("environment", "build"), "environment.build is not supported on a local engine",
                 "build the image yourself and give environment.image"))
         self.resources[address] = _resource(
-            address, self.deployment_spec(document, environment, model), [model] if model else [], document)
+            address, self.deployment_spec(document, environment, model, code), [model] if model else [], document)
         self.deployments_of.setdefault(endpoint, []).append(address)
 
     def _deployment_model(self, document: Document):
@@ -350,7 +350,53 @@ class _GraphBuilder:
         # A model whose files could not be read is already reported; the deployment waits for it.
         return address if address in self.resources else False
 
-    def deployment_spec(self, document: Document, environment: dict, model: Address | None) -> dict:
+    def _code(self, document: Document) -> dict | None | bool:
+        """The deployment's `code` spec: its code folder fingerprinted like a model (a change of
+        content replaces the deployment) and where Azure ML puts it, /var/azureml-app/<folder>/.
+        False when the folder or the scoring script is not there (reported)."""
+        configuration = document.data["code_configuration"]
+        where = ("code_configuration",)
+        if "code" not in configuration or "scoring_script" not in configuration:
+            missing = "code" if "code" not in configuration else "scoring_script"
+            self.problems.append(document.problem(
+                where, f"code_configuration has no {missing}",
+                "give both: `code:` (the folder of the scoring code) and `scoring_script:` (the file in it "
+                "that defines init() and run())"))
+            return False
+        folder = document.directory / configuration["code"]
+        try:
+            content = fingerprint(folder, self.stack_root) if folder.is_dir() or not folder.exists() else None
+        except ModelPathError as error:
+            self.problems.append(document.problem(
+                where + ("code",), f"code folder {configuration['code']!r} {error}",
+                f"resolved to {folder}; code paths are relative to the YAML file and must stay inside "
+                f"{self.stack_root} (name a folder above the stack as the root: `--root DIR` or `root:` in the "
+                "stack settings)"))
+            return False
+        if content is None:
+            self.problems.append(document.problem(
+                where + ("code",), f"code {configuration['code']!r} is a file, not a folder",
+                "point code at the folder that holds the scoring script"))
+            return False
+        script = str(configuration["scoring_script"])
+        script_path = folder / script
+        inside = script_path.resolve().is_relative_to(folder.resolve())
+        if not inside or not script_path.is_file():
+            listing = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.py"))[:10]
+            self.problems.append(document.problem(
+                where + ("scoring_script",),
+                f"scoring script {script!r} is not in the code folder {configuration['code']!r}" if inside else
+                f"scoring script {script!r} leads out of the code folder {configuration['code']!r}",
+                f"resolved to {script_path}; scoring_script is relative to the code folder" +
+                (f" (Python files there: {', '.join(listing)})" if listing else "")))
+            return False
+        mount = f"{AZUREML_APP_PATH}/{folder.resolve().name}"
+        return {"path": folder.resolve().relative_to(self.stack_root.resolve()).as_posix(),
+                "content_digest": content.digest, "mount_path": mount,
+                "scoring_script": PurePosixPath(script).as_posix()}
+
+    def deployment_spec(self, document: Document, environment: dict, model: Address | None,
+                        code: dict | None = None) -> dict:
         data = document.data
         routes = environment.get("inference_config") or {
             "liveness_route": DEFAULT_HEALTH_ROUTE, "readiness_route": DEFAULT_HEALTH_ROUTE,
@@ -368,6 +414,9 @@ class _GraphBuilder:
             model_spec = {"address": str(model), "content_digest": model_resource.spec["content_digest"],
                           "mount_path": mount}
             variables.setdefault("AZUREML_MODEL_DIR", mount)
+        if code is not None:
+            for name, value in scoring_variables(code).items():
+                variables.setdefault(name, value)
         local = data.get("local", {})
         default = DEPLOYMENT_DEFAULTS
         return {
@@ -377,6 +426,7 @@ class _GraphBuilder:
             "tags": _plain_tags(data.get("tags", default["tags"])),
             "image": environment["image"],
             "model": model_spec,
+            "code": code,
             "environment_variables": dict(sorted(variables.items())),
             "routes": {kind.removesuffix("_route"): {"port": r["port"], "path": r["path"]}
                        for kind, r in sorted(routes.items())},
@@ -475,6 +525,15 @@ def auth_mode_of(text: str) -> str:
     case ("Key" and "KEY" -> key, "AMLToken" -> aml_token), as its StringTransformedEnum does."""
     snake = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", str(text)))
     return snake.lower()
+
+
+def scoring_variables(code: dict) -> dict[str, str]:
+    """What Azure ML's local endpoints set for a scoring script (azure-ai-ml's AzureMlImageContext):
+    AML_APP_ROOT is the folder of the script inside the mounted code folder, with a trailing
+    slash; AZUREML_ENTRY_SCRIPT the script's file name, which the inference server loads from there."""
+    script = PurePosixPath(code["scoring_script"])
+    return {"AML_APP_ROOT": posixpath.join(code["mount_path"] + "/", str(script.parent) if script.parent.name else ""),
+            "AZUREML_ENTRY_SCRIPT": script.name}
 
 
 def _env_value(value: Any) -> str:

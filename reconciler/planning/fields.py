@@ -85,6 +85,11 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
     FieldDescriptor("model", DriverField("read-only bind mount of the model store", None, "container Mounts"),
                     DriverField("docker configs at mount_path", ROLL, "service labels"),
                     "volume from the model's PersistentVolumeClaim"),
+    # The code folder of code_configuration goes the way of models (the model store / configs);
+    # new content is a new deployment, as on Azure ML, which builds a new container around it.
+    FieldDescriptor("code", DriverField("read-only bind mount of the code folder's store copy", None, "container Mounts"),
+                    DriverField("docker configs at mount_path", None),
+                    "volume with the code folder at /var/azureml-app/<folder>"),
     FieldDescriptor("environment_variables", DriverField("container environment", None, "container Config.Env"),
                     DriverField("task template env", ROLL, "service ContainerSpec.Env"),
                     "container.env (sensitive names as secretKeyRefs)"),

@@ -31,7 +31,8 @@ from reconciler.drivers.common.probes import Cancelled, wait_until_ready
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.errors import DriverError
 
-LOG_LINES_ON_FAILURE = 20
+# Enough for a Python traceback of a scoring script's init() and the server's lines after it.
+LOG_LINES_ON_FAILURE = 40
 STOP_TIMEOUT = 10
 # Enough for a threaded or pre-forking model server; a fork bomb stops here.
 PIDS_LIMIT = 1024
@@ -100,7 +101,8 @@ def hardening_options(spec: dict, engine_cpus: int) -> dict:
 
 def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
                  generation: str, instance: int, model_dir: Path | None,
-                 host_ports: dict[str, int] | None = None, engine_cpus: int = 0) -> dict:
+                 host_ports: dict[str, int] | None = None, engine_cpus: int = 0,
+                 code_dir: Path | None = None) -> dict:
     """Start one instance; returns its state entry {id, name, instance, ports}: `ports` names
     host ports only when `publish_ports` asks for them (debugging), and is {} otherwise."""
     ports = {str(p): (host_ports or {}).get(str(p)) or free_host_port() for p in container_ports(spec)} \
@@ -108,6 +110,8 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
     mounts = []
     if model_dir is not None:
         mounts.append(Mount(target=spec["model"]["mount_path"], source=str(model_dir), type="bind", read_only=True))
+    if code_dir is not None:
+        mounts.append(Mount(target=spec["code"]["mount_path"], source=str(code_dir), type="bind", read_only=True))
     name = container_name(ctx, spec, generation, instance)
     labels = managed_labels(ctx, address, spec_hash, **{
         LABEL_GENERATION: generation, LABEL_INSTANCE: str(instance), LABEL_ROLE: "deployment"})
@@ -178,10 +182,26 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
 
     result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running, sleep=sleep)
     if not result.ready:
+        ended = exit_reason(client, instance["id"]) if result.last_error == "container stopped" else None
         raise DriverError(
             f"deployment {spec['endpoint']}/{spec['name']} never became ready: {result.last_error} "
-            f"(container {instance['name']}, {result.attempts} probe(s))",
+            f"(container {instance['name']}, {result.attempts} probe(s))" + (f"; {ended}" if ended else ""),
             "last log lines:\n" + last_logs(client, instance["id"]))
+
+
+def exit_reason(client: docker.DockerClient, container_id: str) -> str | None:
+    """How a container that stopped during its readiness wait ended ("its server exited with
+    code 3"): a model server whose start-up fails (a scoring script's init() that raises) exits."""
+    try:
+        state = client.api.inspect_container(container_id)["State"]
+    except (NotFound, KeyError, TypeError):
+        return None
+    if state.get("OOMKilled"):
+        return "its server was killed for want of memory (OOM)"
+    code = state.get("ExitCode")
+    # A container its restart policy is bringing back is Running and Restarting at once.
+    stopped = state.get("Restarting") or not state.get("Running")
+    return f"its server exited with code {code}" if code is not None and stopped else None
 
 
 def stop_failed(client: docker.DockerClient, instance: dict) -> None:

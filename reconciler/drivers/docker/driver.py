@@ -128,7 +128,15 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def _create_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
         spec = record.spec
         generation = new_generation()
-        record = dataclasses.replace(record, driver_ids={"generation": generation}, outputs={"instances": []})
+        outputs: dict = {"instances": []}
+        if spec.get("code"):
+            # The scoring code reaches the container the way a model does: a read-only copy in
+            # the stack's content-addressed store (so an edit after the plan is refused, and a
+            # running container never sees a half-edited script).
+            code = spec["code"]
+            outputs["code_store_path"] = str(model_store.materialise(
+                ctx.state_dir, ctx.identity, ctx.stack_dir / code["path"], ctx.stack_dir, code["content_digest"]))
+        record = dataclasses.replace(record, driver_ids={"generation": generation}, outputs=outputs)
         return self._add_instances(record, ctx, range(spec["instance_count"]))
 
     def _add_instances(self, record: StateRecord, ctx: StepContext, indexes) -> StateRecord:
@@ -138,6 +146,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         spec = record.spec
         generation = record.driver_ids["generation"]
         model_dir = self._model_dir(spec, ctx)
+        code_dir = code_source(spec, record.outputs)
         engine_cpus = self.engine_cpus()
         indexes = list(indexes)
         instances = list(record.outputs["instances"])
@@ -151,7 +160,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 return  # the step fails anyway: start nothing more
             try:
                 instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
-                                                   generation, index, model_dir, engine_cpus=engine_cpus)
+                                                   generation, index, model_dir, engine_cpus=engine_cpus,
+                                                   code_dir=code_dir)
                 with lock:
                     started.append(instance)
                 containers.wait_ready(self.client, ctx, spec, instance, cancel=failed)
@@ -208,6 +218,11 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             if generation and (container.attrs.get("Labels") or {}).get(LABEL_GENERATION) == generation:
                 ids.add(container.id)
         self._remove_containers(sorted(ids), adopted)
+        stored = record.outputs.get("code_store_path")
+        # A replacement with the same code shares the copy; it goes with the last one using it.
+        if stored and not any(r.outputs.get("code_store_path") == stored and r is not record
+                              and r.driver_ids.get("generation") != generation for r in ctx.records().values()):
+            model_store.release(ctx.state_dir, ctx.identity, Path(stored))
 
     def _remove_containers(self, ids: list[str], adopted: set[str]) -> None:
         """Stop and remove instances all at once (each stop waits for its server to exit, up to
@@ -266,6 +281,13 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 text = "(container is gone; `reconciler plan` will show the drift)\n"
             result.append((instance["name"], text))
         return result
+
+
+def code_source(spec: dict, outputs: dict) -> Path | None:
+    """The host folder mounted at the code's mount path: the code folder inside its store copy."""
+    if not spec.get("code") or not outputs.get("code_store_path"):
+        return None
+    return Path(outputs["code_store_path"]) / Path(spec["code"]["path"]).name
 
 
 def _with_instances(record: StateRecord, instances: list[dict], status: str) -> StateRecord:

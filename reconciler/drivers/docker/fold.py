@@ -233,7 +233,7 @@ class _Fold(FoldPass):
                     found.append(missing_instance(address, instance["name"]))
                     continue
                 self.owned.add(claimant.driver_id)
-                fields, seen = self._compare(spec, instance, claimant, info)
+                fields, seen = self._compare(spec, record.outputs, instance, claimant, info)
                 view = view or seen
                 found.append(Drift(address, "recreated",
                                    f"container {instance['name']} was replaced outside reconciler by "
@@ -256,13 +256,13 @@ class _Fold(FoldPass):
                 found.append(Drift(address, "stopped", f"container {instance['name']} is {item.status}; "
                                                        "apply replaces it"))
                 continue
-            if self._list_data_differs(spec, instance, item):
+            if self._list_data_differs(spec, record.outputs, instance, item):
                 info = self._inspect(item.driver_id)
                 if info is None:  # removed between the list and the inspect
                     self.owned.discard(item.driver_id)
                     found.append(missing_instance(address, instance["name"]))
                     continue
-                fields, seen = self._compare(spec, instance, item, info)
+                fields, seen = self._compare(spec, record.outputs, instance, item, info)
                 view = view or seen
                 if fields:
                     found.append(Drift(address, "changed",
@@ -292,11 +292,15 @@ class _Fold(FoldPass):
             return None  # started again by hand or by the daemon, not by its restart policy
         return f"restarted {info['restart_count']} time(s) by its restart policy, last {item.attributes.get('up', 'just now')}"
 
-    def _expected_mounts(self, spec: dict) -> list[dict]:
-        model = spec.get("model")
-        if not model:
-            return []
-        return [{"source": self._model_source(model), "destination": model["mount_path"], "read_only": True}]
+    def _expected_mounts(self, spec: dict, outputs: dict) -> list[dict]:
+        model, code = spec.get("model"), spec.get("code")
+        mounts = [{"source": self._model_source(model), "destination": model["mount_path"], "read_only": True}] \
+            if model else []
+        if code:
+            stored = outputs.get("code_store_path")
+            mounts.append({"source": posixpath.join(stored, posixpath.basename(code["path"])) if stored else None,
+                           "destination": code["mount_path"], "read_only": True})
+        return mounts
 
     def _model_source(self, model: dict) -> str | None:
         """Where the model's store copy is on the host; None when state cannot say."""
@@ -307,13 +311,14 @@ class _Fold(FoldPass):
         store = record.outputs.get("store_path") if record else None
         return posixpath.join(posixpath.dirname(store), digest.removeprefix("sha256:")) if store else None
 
-    def _list_data_differs(self, spec: dict, instance: dict, item: Observed) -> bool:
+    def _list_data_differs(self, spec: dict, outputs: dict, instance: dict, item: Observed) -> bool:
         attrs = item.attributes
         return (normalise_image(attrs.get("image")) != normalise_image(spec.get("image"))
                 or (attrs.get("ports") or {}) != expected_ports(instance)
-                or not _mounts_match(self._expected_mounts(spec), attrs.get("mounts") or []))
+                or not _mounts_match(self._expected_mounts(spec, outputs), attrs.get("mounts") or []))
 
-    def _compare(self, spec: dict, instance: dict, item: Observed, info: dict) -> tuple[tuple[FieldChange, ...], dict]:
+    def _compare(self, spec: dict, outputs: dict, instance: dict, item: Observed,
+                 info: dict) -> tuple[tuple[FieldChange, ...], dict]:
         """Field-level drift of one container against its record, and the spec values observed."""
         attrs, fields, view = item.attributes, [], {}
         listed_image = attrs.get("image") or info.get("image")
@@ -333,7 +338,7 @@ class _Fold(FoldPass):
         ports = attrs.get("ports") or {}
         if ports != expected_ports(instance):
             fields.append(FieldChange("ports", expected_ports(instance), ports, True))
-        mounts, expected = attrs.get("mounts") or [], self._expected_mounts(spec)
+        mounts, expected = attrs.get("mounts") or [], self._expected_mounts(spec, outputs)
         if not _mounts_match(expected, mounts):
             fields.append(FieldChange("mounts", expected, mounts, True))
             model = model_view(spec.get("model"), mounts, self.store_dir)

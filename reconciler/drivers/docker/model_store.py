@@ -48,8 +48,18 @@ def materialise(state_dir: Path, identity: str, source: Path, stack_root: Path, 
         else:
             copy_sparse(source, staging / source.name)
         _make_read_only(staging)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            # Another step stored the same content meanwhile (two models of one content, e.g. the
+            # quickstart's model-1 and model-2): theirs is as good as ours.
+            if stored_digest(target) != digest:
+                raise
+            _make_writable(staging)
+            shutil.rmtree(staging, ignore_errors=True)
     except BaseException:
+        if staging.exists():
+            _make_writable(staging)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target

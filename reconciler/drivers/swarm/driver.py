@@ -13,6 +13,7 @@ and config digest.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 
 from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 from docker.utils import parse_bytes
@@ -117,6 +118,18 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
                               "deployment expects", "run `reconciler plan` again and apply the new plan")
         return model.outputs
 
+    def _code_configs(self, ctx: StepContext, address: str, spec: dict, spec_hash: str) -> list[dict]:
+        """The code folder of code_configuration as configs, made and mounted as a model's files
+        are (a config per file, replicated to every node): the folder appears at its mount path.
+        They are released with the service that mounts them (no model record lists them)."""
+        code = spec.get("code")
+        if not code:
+            return []
+        as_model = {"name": spec["name"], "version": "code", "path": code["path"],
+                    "content_digest": code["content_digest"]}
+        outputs = models.create_configs(self.client, ctx, ctx.stack_dir, base_address(address), as_model, spec_hash)
+        return models.config_references(outputs, posixpath.dirname(code["mount_path"]))
+
     def _service_spec(self, ctx: StepContext, address: str, spec: dict, spec_hash: str, generation: str,
                       network_id: str) -> dict:
         model_outputs = self._model_outputs(spec, ctx)
@@ -126,7 +139,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             # Swarm fills in the slot: blue-1, blue-2, ... as the docker driver names hosts.
             hostname=f"{spec['name']}-{{{{.Task.Slot}}}}",
             env=[f"{k}={v}" for k, v in sorted(spec["environment_variables"].items())],
-            configs=models.config_references(model_outputs, spec["model"]["mount_path"]) if model_outputs else None,
+            configs=(models.config_references(model_outputs, spec["model"]["mount_path"]) if model_outputs else [])
+            + self._code_configs(ctx, address, spec, spec_hash) or None,
             healthcheck=engine.http_healthcheck(readiness["port"], readiness["path"], probe),
             stop_grace_period=STOP_GRACE_SECONDS * NANOS)
         template = TaskTemplate(
