@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -69,7 +70,7 @@ def build_image(client, dockerfile: str, files: dict[str, bytes] | None = None, 
             info = tarfile.TarInfo(path)
             info.size, info.mode = len(data), 0o644
             archive.addfile(info, io.BytesIO(data))
-    result = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=context.getvalue(),
+    result = subprocess.run(["docker", "build", "-q", "--force-rm", "-t", tag, "-"], input=context.getvalue(),
                             capture_output=True, timeout=BUILD_TIMEOUT)
     if result.returncode != 0:
         raise AssertionError(f"docker build of {tag} failed:\n{result.stderr.decode()[-3000:]}")
@@ -86,7 +87,8 @@ class ExampleStack(StackRun):
     """A stack of documents copied from an example's folder into a copy of the `online/` tree (the
     root), as the deploy scripts assemble it; other files of the folder are the test's to copy."""
 
-    def __init__(self, tmp_path: Path, client, folder: str, documents: list[str]) -> None:
+    def __init__(self, tmp_path: Path, client, folder: str, documents: list[str], assets: bool = False,
+                 fill: dict[str, str] | None = None) -> None:
         self.name = f"it-{secrets.token_hex(3)}"
         self.online = tmp_path / "online"
         if not self.online.exists():
@@ -95,8 +97,17 @@ class ExampleStack(StackRun):
         # lead in the corpus.
         self.dir = self.online / Path(folder).parent / self.name
         self.dir.mkdir()
+        if assets:  # the folder's other files (code, models, sample inputs), not its documents
+            for item in sorted((self.online / folder).iterdir()):
+                if item.is_dir():
+                    shutil.copytree(item, self.dir / item.name)
+                elif item.suffix not in (".yml", ".yaml") or item.name in ("env.yml",):
+                    shutil.copy2(item, self.dir / item.name)
         for document in documents:
-            shutil.copy(self.online / folder / document, self.dir / Path(document).name)
+            text = (self.online / folder / document).read_text()
+            for placeholder, value in (fill or {}).items():
+                text = text.replace(placeholder, value)
+            (self.dir / Path(document).name).write_text(text)
         (self.dir / "reconciler.yml").write_text(f"root: {os.path.relpath(self.online, self.dir)}\n")
         self.state = tmp_path / "state" / f"{self.name}.json"
         self.client = client
@@ -106,6 +117,24 @@ class ExampleStack(StackRun):
     def invoke(self, endpoint: str, request_file: Path, *extra: str) -> tuple[int, str]:
         result = self.run("invoke", endpoint, "--request-file", str(request_file), "--state", str(self.state), *extra)
         return result.exit_code, result.output
+
+
+def with_image(path: Path, image: str) -> None:
+    """The deployment's environment replaced by a ready image (keeping its inference_config):
+    what the environment's build makes, built beforehand by the test."""
+    text = path.read_text()
+    block = re.search(r"(?m)^environment:[ \t]*\n((?:[ \t]+.*\n?)+)", text)
+    assert block, f"no environment block in {path}"
+    kept = re.search(r"(?m)^([ \t]+)inference_config:.*\n(?:\1[ \t]+.*\n?)*", block.group(1))
+    path.write_text(text[:block.start()] + f"environment:\n  image: {image}\n" + (kept.group(0) if kept else "")
+                    + text[block.end():])
+
+
+def mapped_dockerfile(text: str, base: str = INFERENCE_BASE) -> str:
+    """A Dockerfile FROM one of Azure ML's inference images, FROM the local stand-in instead."""
+    mapped = re.sub(r"(?im)^FROM\s+mcr\.microsoft\.com/azureml/\S+", f"FROM {base}", text)
+    assert mapped != text, "the Dockerfile is not FROM an mcr.microsoft.com/azureml image"
+    return mapped
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5):

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from scoring import ExampleStack, scoring_image
+from scoring import ExampleStack, scoring_image, with_image
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +39,7 @@ def quickstart(tmp_path, client, image: str, traffic: str = "{blue: 100}") -> Ex
                                                               "green-deployment.yml"])
     (stack.dir / "endpoint.yml").write_text((stack.dir / "endpoint.yml").read_text() + f"traffic: {traffic}\n")
     for name in ("blue-deployment.yml", "green-deployment.yml"):
-        path = stack.dir / name
-        # The environment's image with its conda file's packages, built beforehand (the image
-        # build of environments is another part of issue 14).
-        text = re.sub(r"environment:\s*\n(  \S.*\n)+", f"environment:\n  image: {image}\n", path.read_text())
-        path.write_text(text)
+        with_image(stack.dir / name, image)
     return stack
 
 

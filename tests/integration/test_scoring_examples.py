@@ -1,0 +1,189 @@
+"""The public scoring-script examples answer their sample inputs through their endpoints (issue
+14), on the real Docker Engine: inference-schema (standard, numpy, pandas), binary payloads (a
+file in, a file out; then files in, JSON out), and the minimal custom containers built from
+their own Dockerfiles with their FROM mapped to the local inference base (pip-in-dockerfile,
+multimodel); conda-in-dockerfile fails its build because the base has no conda.
+
+Each image is built once per module; Docker's build cache keeps them for the next run.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import struct
+import uuid
+
+import pytest
+
+from scoring import INFERENCE_BASE, ExampleStack, build_image, inference_base_or_skip, mapped_dockerfile, with_image
+
+pytestmark = pytest.mark.integration
+
+MODEL_1_ANSWER = [11055.977245525679, 4503.079536107787]
+# iris.pkl (a scikit-learn 1.2.2 tree, as the example's conda file pins) on the two flowers of
+# every sample input: a Virginica and, with its odd petal width, a Setosa.
+IRIS_ANSWER = {"Category": ["Virginica", "Setosa"]}
+
+
+@pytest.fixture(scope="module")
+def base(docker_client):
+    return inference_base_or_skip(docker_client)
+
+
+def image_with(client, packages: str, name: str) -> str:
+    return build_image(client, f"FROM {INFERENCE_BASE}\nRUN pip install -q {packages}\n", name=name)
+
+
+def post(stack, endpoint: str, body: bytes, content_type: str, deployment: str = "") -> tuple[int, str, bytes]:
+    outputs = stack.endpoint(endpoint)
+    headers = {"Authorization": f"Bearer {outputs['keys']['primary']}", "Content-Type": content_type}
+    if deployment:
+        headers["azureml-model-deployment"] = deployment
+    connection = http.client.HTTPConnection("127.0.0.1", outputs["port"], timeout=30)
+    try:
+        connection.request("POST", "/score", body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        connection.close()
+
+
+def multipart(field: str, files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    parts = [f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{name}\"\r\n"
+             f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n" for name, data in files]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's start-of-frame segment."""
+    assert data[:2] == b"\xff\xd8", "not a JPEG"
+    at = 2
+    while at < len(data):
+        marker, length = data[at + 1], struct.unpack(">H", data[at + 2:at + 4])[0]
+        if marker in (0xC0, 0xC1, 0xC2):
+            height, width = struct.unpack(">HH", data[at + 5:at + 9])
+            return width, height
+        at += 2 + length
+    raise AssertionError("no start-of-frame segment")
+
+
+def created_endpoint(stack, name: str) -> None:
+    """What `az ml online-endpoint create -n NAME` makes."""
+    (stack.dir / "endpoint.yml").write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\n"
+        f"name: {name}\nauth_mode: key\n")
+
+
+def test_inference_schema_standard_numpy_and_pandas_answer_their_sample_inputs(tmp_path, docker_client, base):
+    image = image_with(docker_client, '"numpy<2" scikit-learn==1.2.2 "pandas<2.2" joblib '
+                                      '"inference-schema[numpy-support,pandas-support]"', "infschema")
+    flavours = ("standard", "numpy", "pandas")
+    stack = ExampleStack(tmp_path, docker_client, "managed/inference-schema",
+                         ["model.yml"] + [f"deployment-{f}.yml" for f in flavours], assets=True,
+                         fill={"<endpoint_name>": "endpt-infschema"})
+    created_endpoint(stack, "endpt-infschema")
+    for flavour in flavours:
+        with_image(stack.dir / f"deployment-{flavour}.yml", image)
+    try:
+        stack.apply()
+        for flavour in flavours:
+            body = (stack.dir / "sample-inputs" / f"{flavour}.json").read_bytes()
+            status, _, answer = post(stack, "endpt-infschema", body, "application/json", f"infsrv-{flavour}")
+            assert status == 200 and json.loads(answer) == IRIS_ANSWER, (flavour, status, answer)
+    finally:
+        stack.cleanup()
+
+
+def test_binary_payloads_answer_a_file_and_then_json(tmp_path, docker_client, base):
+    image = image_with(docker_client, '"pillow~=11.2.1"', "binary")
+    stack = ExampleStack(tmp_path, docker_client, "managed/binary-payloads", ["binary-payloads-deployment.yml"],
+                         assets=True, fill={"<ENDPOINT_NAME>": "endpt-binary",
+                                            "<SCORING_SCRIPT>": "single-file-to-file-score.py"})
+    created_endpoint(stack, "endpt-binary")
+    with_image(stack.dir / "binary-payloads-deployment.yml", image)
+    picture = (stack.dir / "input.jpg").read_bytes()
+    try:
+        stack.apply()   # one deployment and no traffic: it gets all of it (--all-traffic)
+        body, content_type = multipart("file", [("input.jpg", picture)])
+        status, kind, resized = post(stack, "endpt-binary", body, content_type)
+        assert status == 200 and kind.startswith("image/jp") and jpeg_size(resized) == (128, 128), (status, kind)
+        # The script's `online-deployment update --set code_configuration.scoring_script=...`.
+        stack.edit("binary-payloads-deployment.yml", "single-file-to-file-score.py", "multi-file-to-json-score.py")
+        stack.apply()
+        body, content_type = multipart("file[]", [("input.jpg", picture), ("output.jpg", resized)])
+        status, _, answer = post(stack, "endpt-binary", body, content_type)
+        assert status == 200, answer
+        assert json.loads(answer) == {"response": [{"filename": "input.jpg", "size": list(jpeg_size(picture))},
+                                                   {"filename": "output.jpg", "size": [128, 128]}]}
+    finally:
+        stack.cleanup()
+
+
+def built_from_example(client, online, dockerfile: str, name: str, files: dict[str, bytes] | None = None) -> str:
+    """`az acr build -f DOCKERFILE` of the example's script, FROM mapped to the local inference base."""
+    return build_image(client, mapped_dockerfile((online / dockerfile).read_text()), files, name=name)
+
+
+def minimal_stack(tmp_path, client, folder: str, deployment: str, endpoint_doc: str) -> ExampleStack:
+    stack = ExampleStack(tmp_path, client, folder, [deployment], assets=True,
+                         fill={"{{ENDPOINT_NAME}}": "endpt-minimal", "{{ACR_NAME}}": "myacr"})
+    text = (stack.online / endpoint_doc).read_text().replace("{{ENDPOINT_NAME}}", "endpt-minimal")
+    (stack.dir / "endpoint.yml").write_text(text)
+    return stack
+
+
+def test_minimal_single_model_pip_in_dockerfile_answers(tmp_path, docker_client, base):
+    folder = "custom-container/minimal/single-model/pip-in-dockerfile"
+    stack = minimal_stack(tmp_path, docker_client, folder, "minimal-single-model-pip-in-dockerfile-deployment.yml",
+                          "custom-container/minimal/single-model/minimal-single-model-endpoint.yml")
+    image = built_from_example(docker_client, stack.online, f"{folder}/minimal-single-model-pip-in-dockerfile.dockerfile",
+                               "minimal-pip")
+    # The image map puts the locally built image where the script pushed it.
+    (stack.dir / "reconciler.yml").write_text((stack.dir / "reconciler.yml").read_text() + (
+        "images:\n  - name: myacr.azurecr.io/azureml-examples/minimal-single-model-pip-in-dockerfile\n"
+        f"    newName: {image.rsplit(':', 1)[0]}\n    newTag: '{image.rsplit(':', 1)[1]}'\n"))
+    try:
+        stack.apply()
+        code, output = stack.invoke("endpt-minimal", stack.online / "model-1" / "sample-request.json")
+        assert code == 0 and json.loads(output) == MODEL_1_ANSWER, output
+    finally:
+        stack.cleanup()
+
+
+def test_minimal_multimodel_answers_each_models_test_data(tmp_path, docker_client, base):
+    folder = "custom-container/minimal/multimodel"
+    stack = minimal_stack(tmp_path, docker_client, folder, "minimal-multimodel-deployment.yml",
+                          f"{folder}/minimal-multimodel-endpoint.yml")
+    image = built_from_example(docker_client, stack.online, f"{folder}/minimal-multimodel.dockerfile", "multimodel")
+    (stack.dir / "reconciler.yml").write_text((stack.dir / "reconciler.yml").read_text() + (
+        "images:\n  - name: myacr.azurecr.io/azureml-examples/minimal-multimodel\n"
+        f"    newName: {image.rsplit(':', 1)[0]}\n    newTag: '{image.rsplit(':', 1)[1]}'\n"))
+    try:
+        stack.apply()
+        answers = {}
+        for model in ("iris", "diabetes"):
+            code, output = stack.invoke("endpt-minimal", stack.dir / "test-data" / f"{model}-test-data.json")
+            assert code == 0, output
+            answers[model] = json.loads(json.loads(output))   # run() returns DataFrame.to_json(), a string
+        assert [round(v, 4) for v in answers["iris"]["0"].values()] == [1.5512, 1.4693, 1.7151, 1.8789, -0.0053]
+        assert [round(v, 4) for v in answers["diabetes"]["0"].values()] == [131.5928, 259.2597, 112.9544,
+                                                                            209.0074, 112.5489]
+    finally:
+        stack.cleanup()
+
+
+def test_minimal_conda_in_dockerfile_fails_its_build_for_want_of_conda(tmp_path, docker_client, base):
+    folder = "custom-container/minimal/single-model/conda-in-dockerfile"
+    stack = minimal_stack(tmp_path, docker_client, folder, "minimal-single-model-conda-in-dockerfile-deployment.yml",
+                          "custom-container/minimal/single-model/minimal-single-model-endpoint.yml")
+    dockerfile = mapped_dockerfile((stack.online / folder / "minimal-single-model-conda-in-dockerfile.dockerfile")
+                                   .read_text())
+    # The script's context is model-1 (ASSET_PATH), which holds environment/conda.yaml.
+    conda = (stack.online / "model-1" / "environment" / "conda.yaml").read_bytes()
+    try:
+        build_image(docker_client, dockerfile, {"environment/conda.yaml": conda}, name="conda-in-dockerfile")
+    except AssertionError as error:
+        assert "conda: not found" in str(error) or "conda: command not found" in str(error), str(error)
+    else:
+        pytest.fail("the conda-in-dockerfile build succeeded on a base without conda")
