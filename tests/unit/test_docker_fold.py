@@ -427,3 +427,36 @@ def test_gateway_stale_says_what_it_routes_to_and_that_apply_reloads():
     assert stale.detail == ("the gateway routes blue to rc-s-ep-blue-g1-0, rc-s-ep-blue-g1-1, which state no longer "
                             "considers serving (rc-s-ep-blue-g1-0, rc-s-ep-blue-g1-1 not running); "
                             "apply re-renders and reloads it")
+
+
+# -- code_configuration: the code folder's store copy is a second mount (issue 14) -------------
+CODE_SPEC = {"path": "onlinescoring", "content_digest": "sha256:ccc", "mount_path": "/var/azureml-app/onlinescoring",
+             "scoring_script": "score.py"}
+CODE_MOUNT = {"source": f"{STORE}/ccc/onlinescoring", "destination": "/var/azureml-app/onlinescoring", "read_only": True}
+
+
+def with_code(state: StateFile) -> StateFile:
+    record = state.records[DEPLOYMENT]
+    spec = {**record.spec, "code": CODE_SPEC}
+    return state.with_record(dataclasses.replace(record, spec=spec, spec_hash=spec_hash(spec),
+                                                 outputs={**record.outputs, "code_store_path": f"{STORE}/ccc"}))
+
+
+def code_container(n: int, code_mount: dict | None = CODE_MOUNT) -> Observed:
+    model_mount = {"source": f"{STORE}/aaa", "destination": "/models/m/1", "read_only": True}
+    mounts = sorted([model_mount] + ([code_mount] if code_mount else []), key=lambda m: m["destination"])
+    return container(n, attributes={"mounts": mounts})
+
+
+@pytest.mark.parametrize("name, code_mount, drifted", [
+    ("mounted from its store copy", CODE_MOUNT, False),
+    ("mounted writable", {**CODE_MOUNT, "read_only": False}, True),
+    ("mounted from elsewhere", {**CODE_MOUNT, "source": "/home/me/onlinescoring"}, True),
+    ("not mounted", None, True),
+])
+def test_the_code_mount_is_expected_beside_the_models(name, code_mount, drifted):
+    observed = [code_container(0), code_container(1, code_mount), gateway()]
+    state, drift = fold(observed, inspections={ID: inspected()}, state=with_code(base_state()))
+    assert bool(drift) == drifted, [d.detail for d in drift]
+    if drifted:
+        assert [str(d.address) for d in drift] == [DEPLOYMENT] and "mounts" in drift[0].detail
