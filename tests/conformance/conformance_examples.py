@@ -54,6 +54,17 @@ class Answers:
     expected: dict
     build: str = ""       # a Dockerfile under the stack whose FROM is mapped to the stand-in
     build_tag: str = ""   # the local tag the built image gets (the image map points at it)
+    deployment: str = ""  # sent with azureml-model-deployment (the endpoint sends no live traffic)
+    also: tuple = ()      # further (deployment, request, expected) the same stack answers
+
+
+@dataclass(frozen=True)
+class BuildFails:
+    """The image the script builds (`az acr build -f DOCKERFILE`, FROM mapped to the local
+    inference base) fails to build, with FRAGMENT in what the build says."""
+    build: str            # the Dockerfile, under the stack
+    fragment: str
+    files: tuple = ()     # (under online/, in the build context) the script's context provides
 
 
 @dataclass(frozen=True)
@@ -162,10 +173,10 @@ CC = "custom container"
 SCRIPT = "scoring script"
 NO_CODE = "no-code"
 TFS_STANDIN = DEMO_IMAGE
-CODE_REFUSAL = ("code_configuration: code_configuration (scoring scripts) is not supported on a local engine "
-                "(bake the scoring code into the image")
-CODE_CONDA_REFUSAL = ("code_configuration: code_configuration (scoring scripts with environment.conda_file) is not "
-                      "supported on a local engine (bake the scoring code and its packages into the image")
+INFERENCE_BASE = os.environ.get("RECONCILER_INFERENCE_BASE_IMAGE", "reconciler/azureml-inference-base:latest")
+# Scoring scripts run (issue 14); an environment's conda file is refused until images are built.
+CONDA_REFUSAL = "environment.conda_file: building an image from a conda file is not supported on a local engine yet"
+MODEL_1_ANSWER = [11055.977245525679, 4503.079536107787]
 HPT_ANSWER = {"predictions": [2.5, 3.0, 4.5]}
 HPT_INTEGRATED_ANSWER = {"outputs": [[[2.5, 3.0, 3.5, 4.0]], [[2.0, 2.5, 2.5, 2.5]]]}
 SAMPLE = "managed/sample"
@@ -229,9 +240,15 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc("custom-container/minimal/multimodel/minimal-multimodel-endpoint.yml"),
                    Doc("custom-container/minimal/multimodel/minimal-multimodel-deployment.yml")),
         vars={"ENDPOINT_NAME": "endpt-moe-1", "ACR_NAME": ACR},
-        images={f"{ACR}.azurecr.io/azureml-examples/minimal-multimodel": TFS_STANDIN},
-        expect=Refused("minimal-multimodel-deployment.yml", CODE_REFUSAL),
-        note="its image runs the Azure ML inference server on a scoring script"),
+        images={f"{ACR}.azurecr.io/azureml-examples/minimal-multimodel": "reconciler/conformance-minimal-multimodel:1"},
+        expect=Answers("endpt-moe-1", "test-data/iris-test-data.json",
+                       '{"0":{"0":1.5512323491,"1":1.4693082208,"2":1.7150806058,"3":1.8789288624,"4":-0.005326089}}',
+                       build="minimal-multimodel.dockerfile", build_tag="reconciler/conformance-minimal-multimodel:1",
+                       also=(("", "test-data/diabetes-test-data.json",
+                              '{"0":{"0":131.5927991331,"1":259.2596849937,"2":112.9544071863,"3":209.0073877014,'
+                              '"4":112.5489260873}}'),)),
+        note="image built from its Dockerfile with FROM mapped to the local inference base; the Azure ML "
+             "inference server runs its scoring script on both models"),
     Example(
         id="minimal-single-model-pip", title="custom-container/minimal/single-model/pip-in-dockerfile",
         script="deploy-custom-container-minimal-single-model.sh", kind=CC + " + " + SCRIPT,
@@ -241,9 +258,14 @@ EXAMPLES: tuple[Example, ...] = (
                    Doc("custom-container/minimal/single-model/pip-in-dockerfile/"
                        "minimal-single-model-pip-in-dockerfile-deployment.yml")),
         vars={"ENDPOINT_NAME": "endpt-moe-1", "ACR_NAME": ACR},
-        images={f"{ACR}.azurecr.io/azureml-examples/minimal-single-model-pip-in-dockerfile": TFS_STANDIN},
-        expect=Refused("minimal-single-model-pip-in-dockerfile-deployment.yml", CODE_REFUSAL),
-        note="its image runs the Azure ML inference server on a scoring script"),
+        images={f"{ACR}.azurecr.io/azureml-examples/minimal-single-model-pip-in-dockerfile":
+                "reconciler/conformance-minimal-pip:1"},
+        copies=(("model-1/sample-request.json", "sample-request.json"),),
+        expect=Answers("endpt-moe-1", "sample-request.json", MODEL_1_ANSWER,
+                       build="minimal-single-model-pip-in-dockerfile.dockerfile",
+                       build_tag="reconciler/conformance-minimal-pip:1"),
+        note="image built from its Dockerfile with FROM mapped to the local inference base; model-1 and "
+             "its scoring script mounted"),
     Example(
         id="minimal-single-model-conda", title="custom-container/minimal/single-model/conda-in-dockerfile",
         script="deploy-custom-container-minimal-single-model.sh", kind=CC + " + " + SCRIPT,
@@ -254,8 +276,9 @@ EXAMPLES: tuple[Example, ...] = (
                        "minimal-single-model-conda-in-dockerfile-deployment.yml")),
         vars={"ENDPOINT_NAME": "endpt-moe-1", "ACR_NAME": ACR},
         images={f"{ACR}.azurecr.io/azureml-examples/minimal-single-model-conda-in-dockerfile": TFS_STANDIN},
-        expect=Refused("minimal-single-model-conda-in-dockerfile-deployment.yml", CODE_REFUSAL),
-        note="its image runs the Azure ML inference server on a scoring script"),
+        expect=BuildFails("minimal-single-model-conda-in-dockerfile.dockerfile", "conda: not found",
+                          files=(("model-1/environment/conda.yaml", "environment/conda.yaml"),)),
+        note="its Dockerfile runs `conda env create`; the local inference base has no conda"),
     Example(
         id="mlflow-multideployment-scikit", title="custom-container/mlflow/multideployment-scikit",
         script="deploy-custom-container-mlflow-multideployment-scikit.sh", kind=CC,
@@ -283,20 +306,21 @@ EXAMPLES: tuple[Example, ...] = (
                    Doc("custom-container/r/multimodel-plumber/r-deployment.yml", sed={"ACR_NAME": ACR},
                        set={"name": "r-deployment", "endpoint_name": "endpt-r-1"})),
         images={f"{ACR}.azurecr.io/r_server": TFS_STANDIN},
-        expect=Refused("r-deployment.yml", CODE_REFUSAL),
-        note="a scoring script (plumber.R) beside its custom container; auth_mode aml_token is served"),
+        expect=Plans(),
+        note="its scripts (plumber.R) mounted as code beside its custom container, whose image (built by "
+             "`az acr build`) is mapped to a stand-in; auth_mode aml_token is served"),
     Example(
         id="managed-online-endpoint", title="managed/sample (blue)", script="deploy-managed-online-endpoint.sh",
         kind=SCRIPT, stack="managed/cf-managed-online-endpoint", assets=SAMPLE,
         documents=(Doc(f"{SAMPLE}/endpoint.yml", set={"name": "endpt-moe-1"}),
                    Doc(f"{SAMPLE}/blue-deployment.yml", set={"name": "blue", "endpoint_name": "endpt-moe-1"})),
-        expect=Refused("blue-deployment.yml", CODE_CONDA_REFUSAL)),
+        expect=Refused("blue-deployment.yml", CONDA_REFUSAL)),
     Example(
         id="local-endpoint", title="managed/sample (blue, --local)", script="deploy-local-endpoint.sh",
         kind=SCRIPT, stack="managed/cf-local-endpoint", assets=SAMPLE,
         documents=(Doc(f"{SAMPLE}/endpoint.yml", set={"name": "endpt-1"}),
                    Doc(f"{SAMPLE}/blue-deployment.yml", set={"name": "blue", "endpoint_name": "endpt-1"})),
-        expect=Refused("blue-deployment.yml", CODE_CONDA_REFUSAL)),
+        expect=Refused("blue-deployment.yml", CONDA_REFUSAL)),
     Example(
         id="safe-rollout", title="managed/sample (blue + green)", script="deploy-safe-rollout-online-endpoints.sh",
         kind=SCRIPT, stack="managed/cf-safe-rollout", assets=SAMPLE,
@@ -304,7 +328,7 @@ EXAMPLES: tuple[Example, ...] = (
                    Doc(f"{SAMPLE}/blue-deployment.yml",
                        set={"name": "blue", "endpoint_name": "endpt-moe-1", "instance_count": "2"}),
                    Doc(f"{SAMPLE}/green-deployment.yml", set={"name": "green", "endpoint_name": "endpt-moe-1"})),
-        expect=Refused("blue-deployment.yml", CODE_CONDA_REFUSAL, count=2),
+        expect=Refused("blue-deployment.yml", CONDA_REFUSAL, count=2),
         note="at the script's `--traffic \"blue=90 green=10\"` step"),
     Example(
         id="moe-binary-payloads", title="managed/binary-payloads", script="deploy-moe-binary-payloads.sh",
@@ -312,7 +336,7 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc("managed/binary-payloads/binary-payloads-deployment.yml",
                        set={"endpoint_name": "endpt-moe-1",
                             "code_configuration.scoring_script": "single-file-to-file-score.py"}),),
-        created_endpoint="endpt-moe-1", expect=Refused("binary-payloads-deployment.yml", CODE_CONDA_REFUSAL)),
+        created_endpoint="endpt-moe-1", expect=Refused("binary-payloads-deployment.yml", CONDA_REFUSAL)),
     Example(
         id="moe-inference-schema", title="managed/inference-schema", script="deploy-moe-inference-schema.sh",
         kind=SCRIPT, stack="managed/cf-inference-schema", assets="managed/inference-schema",
@@ -321,7 +345,7 @@ EXAMPLES: tuple[Example, ...] = (
                 set={"model": "azureml:azureml-infschema:1234", "endpoint_name": "endpt-moe-1234"})
             for flavour in ("standard", "numpy", "pandas")),
         created_endpoint="endpt-moe-1234",
-        expect=Refused("deployment-numpy.yml", CODE_CONDA_REFUSAL, count=3),
+        expect=Refused("deployment-numpy.yml", CONDA_REFUSAL, count=3),
         note="all three deployments the script creates in turn"),
     Example(
         id="moe-minimal-single-model-registered", title="managed/minimal/single-model-registered",
@@ -330,13 +354,13 @@ EXAMPLES: tuple[Example, ...] = (
         documents=(Doc("managed/minimal/single-model-registered/model.yml"),
                    Doc("managed/minimal/single-model-registered/deployment.yml")),
         created_endpoint="endpt-moe-1234", vars={"ENDPOINT_NAME": "endpt-moe-1234", "MODEL_VERSION": "1234"},
-        expect=Refused("deployment.yml", CODE_CONDA_REFUSAL)),
+        expect=Refused("deployment.yml", CONDA_REFUSAL)),
     Example(
         id="moe-openapi", title="managed/openapi", script="deploy-moe-openapi.sh", kind=SCRIPT,
         stack="managed/cf-openapi", assets="managed/openapi",
         documents=(Doc("managed/openapi/deployment.yml",
                        set={"endpoint_name": "endpt-moe-1", "code_configuration.code": "code-decorated"}),),
-        created_endpoint="endpt-moe-1", expect=Refused("deployment.yml", CODE_CONDA_REFUSAL)),
+        created_endpoint="endpt-moe-1", expect=Refused("deployment.yml", CONDA_REFUSAL)),
     Example(
         id="triton-managed", title="triton/single-model", script="deploy-triton-managed-online-endpoint.sh",
         kind=NO_CODE + " (triton_model)", stack="triton/cf-single-model", assets="triton/single-model",
@@ -376,11 +400,11 @@ EXAMPLES: tuple[Example, ...] = (
         stack="managed/cf-managed-identities-sai", assets="managed/managed-identities",
         documents=(Doc("managed/managed-identities/1-sai-create-endpoint.yml"),
                    Doc("managed/managed-identities/2-sai-deployment.yml", set={"endpoint_name": "my-sai-endpoint"})),
-        expect=Refused("2-sai-deployment.yml", CODE_CONDA_REFUSAL)),
+        expect=Refused("2-sai-deployment.yml", CONDA_REFUSAL)),
     Example(
         id="managed-identities-uai", title="managed/managed-identities (user-assigned)", script="", kind=SCRIPT,
         stack="managed/cf-managed-identities-uai", assets="managed/managed-identities",
         documents=(Doc("managed/managed-identities/1-uai-create-endpoint.yml"),
                    Doc("managed/managed-identities/2-uai-deployment.yml", set={"endpoint_name": "my-uai-endpoint"})),
-        expect=Refused("2-uai-deployment.yml", CODE_CONDA_REFUSAL)),
+        expect=Refused("2-uai-deployment.yml", CONDA_REFUSAL)),
 )

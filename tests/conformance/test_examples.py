@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conformance_examples import EXAMPLES, DEMO_IMAGE, Answers, Plans, Refused, assemble
+from conformance_examples import EXAMPLES, DEMO_IMAGE, INFERENCE_BASE, Answers, BuildFails, Plans, Refused, assemble
 from reconciler.cli.main import cli
 
 LOCATED = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): ")
@@ -79,9 +79,12 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
         assert planned.exit_code == 0, planned.output
         applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
         assert applied.exit_code == 0, applied.output
-        invoked = run("invoke", expect.endpoint, "--request-file", str(stack / expect.request), "--state", str(state))
-        assert invoked.exit_code == 0, invoked.output
-        assert json.loads(invoked.output) == expect.expected
+        for deployment, request, expected in ((expect.deployment, expect.request, expect.expected),) + expect.also:
+            header = ("--deployment", deployment) if deployment else ()
+            invoked = run("invoke", expect.endpoint, "--request-file", str(stack / request), "--state", str(state),
+                          *header)
+            assert invoked.exit_code == 0, invoked.output
+            assert json.loads(invoked.output) == expected, (deployment, request)
         record(example, "answers", f"`invoke {expect.endpoint} --request-file {expect.request}` answers "
                                    f"`{json.dumps(expect.expected)}`")
     finally:
@@ -92,14 +95,40 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
             docker_client.images.remove(built, force=True)
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("example", by_outcome(BuildFails))
+def test_build_fails(example, online, tmp_path, record, docker_client):
+    expect: BuildFails = example.expect
+    stack = assemble(example, online)
+    for source, target in expect.files:
+        (stack / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(online / source, stack / target)
+    with pytest.raises(Exception) as failed:  # noqa: B017 - docker's BuildError, whose log says why
+        build_with_stand_in(docker_client, stack, expect.build, f"reconciler/conformance-{example.id}:1", tmp_path)
+    said = str(failed.value) + "".join(str(entry.get("stream", entry.get("error", "")))
+                                       for entry in getattr(failed.value, "build_log", []) or [])
+    assert expect.fragment in said, said[-2000:]
+    record(example, "refused", f"its image build fails: `{expect.fragment}`")
+
+
+# The FROM lines of the examples' Dockerfiles and the local image each is mapped to.
+STAND_INS = {r"docker\.io/tensorflow/serving:latest": DEMO_IMAGE, r"mcr\.microsoft\.com/azureml/\S+": INFERENCE_BASE}
+
+
 def build_with_stand_in(client, stack: Path, dockerfile: str, tag: str, tmp_path: Path) -> str:
     """Build a copy of the stack's Docker context with its FROM mapped to the stand-in; the tag."""
     context = tmp_path / "context"
     shutil.copytree(stack, context)
     text = (context / dockerfile).read_text()
-    mapped = re.sub(r"(?im)^FROM\s+docker\.io/tensorflow/serving:latest\s*$", f"FROM {DEMO_IMAGE}", text)
-    assert mapped != text, f"{dockerfile} does not start FROM docker.io/tensorflow/serving:latest"
+    mapped = text
+    for pattern, stand_in in STAND_INS.items():
+        mapped = re.sub(rf"(?im)^FROM\s+{pattern}\s*$", f"FROM {stand_in}", mapped)
+    assert mapped != text, f"{dockerfile} is FROM none of: {', '.join(STAND_INS)}"
     (context / dockerfile).write_text(mapped)
+    if INFERENCE_BASE in mapped:
+        client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
+                            labels={"org.reconciler.test": "conformance"}, timeout=900)
+        return tag
     # The Dockerfile lays its model out as TF Serving reads it: $MODEL_BASE_PATH/$MODEL_NAME/<version>,
     # MODEL_NAME from its ENV, MODEL_BASE_PATH TF Serving's default /models, which the stand-in shares.
     assert re.search(r"(?m)^ENV MODEL_NAME=hpt$", text) and re.search(r"(?m)^COPY models /models\s*$", text)

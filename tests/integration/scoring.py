@@ -15,7 +15,6 @@ import secrets
 import shutil
 import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -128,20 +127,3 @@ def with_image(path: Path, image: str) -> None:
     kept = re.search(r"(?m)^([ \t]+)inference_config:.*\n(?:\1[ \t]+.*\n?)*", block.group(1))
     path.write_text(text[:block.start()] + f"environment:\n  image: {image}\n" + (kept.group(0) if kept else "")
                     + text[block.end():])
-
-
-def mapped_dockerfile(text: str, base: str = INFERENCE_BASE) -> str:
-    """A Dockerfile FROM one of Azure ML's inference images, FROM the local stand-in instead."""
-    mapped = re.sub(r"(?im)^FROM\s+mcr\.microsoft\.com/azureml/\S+", f"FROM {base}", text)
-    assert mapped != text, "the Dockerfile is not FROM an mcr.microsoft.com/azureml image"
-    return mapped
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()

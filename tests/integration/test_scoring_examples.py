@@ -1,10 +1,11 @@
 """The public scoring-script examples answer their sample inputs through their endpoints (issue
-14), on the real Docker Engine: inference-schema (standard, numpy, pandas), binary payloads (a
-file in, a file out; then files in, JSON out), and the minimal custom containers built from
-their own Dockerfiles with their FROM mapped to the local inference base (pip-in-dockerfile,
-multimodel); conda-in-dockerfile fails its build because the base has no conda.
+14), on the real Docker Engine: inference-schema (standard, numpy, pandas) and binary payloads
+(a file in, a file out; then, the scoring script changed, files in, JSON out). The minimal
+custom containers built from their own Dockerfiles are conformance entries
+(tests/conformance/conformance_examples.py).
 
-Each image is built once per module; Docker's build cache keeps them for the next run.
+Each image is built from the inference base with the packages the example's conda file names;
+Docker's build cache keeps them for the next run.
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ import uuid
 
 import pytest
 
-from scoring import INFERENCE_BASE, ExampleStack, build_image, inference_base_or_skip, mapped_dockerfile, with_image
+from scoring import INFERENCE_BASE, ExampleStack, build_image, inference_base_or_skip, with_image
 
 pytestmark = pytest.mark.integration
 
-MODEL_1_ANSWER = [11055.977245525679, 4503.079536107787]
 # iris.pkl (a scikit-learn 1.2.2 tree, as the example's conda file pins) on the two flowers of
 # every sample input: a Virginica and, with its odd petal width, a Setosa.
 IRIS_ANSWER = {"Category": ["Virginica", "Setosa"]}
@@ -118,72 +118,3 @@ def test_binary_payloads_answer_a_file_and_then_json(tmp_path, docker_client, ba
                                                    {"filename": "output.jpg", "size": [128, 128]}]}
     finally:
         stack.cleanup()
-
-
-def built_from_example(client, online, dockerfile: str, name: str, files: dict[str, bytes] | None = None) -> str:
-    """`az acr build -f DOCKERFILE` of the example's script, FROM mapped to the local inference base."""
-    return build_image(client, mapped_dockerfile((online / dockerfile).read_text()), files, name=name)
-
-
-def minimal_stack(tmp_path, client, folder: str, deployment: str, endpoint_doc: str) -> ExampleStack:
-    stack = ExampleStack(tmp_path, client, folder, [deployment], assets=True,
-                         fill={"{{ENDPOINT_NAME}}": "endpt-minimal", "{{ACR_NAME}}": "myacr"})
-    text = (stack.online / endpoint_doc).read_text().replace("{{ENDPOINT_NAME}}", "endpt-minimal")
-    (stack.dir / "endpoint.yml").write_text(text)
-    return stack
-
-
-def test_minimal_single_model_pip_in_dockerfile_answers(tmp_path, docker_client, base):
-    folder = "custom-container/minimal/single-model/pip-in-dockerfile"
-    stack = minimal_stack(tmp_path, docker_client, folder, "minimal-single-model-pip-in-dockerfile-deployment.yml",
-                          "custom-container/minimal/single-model/minimal-single-model-endpoint.yml")
-    image = built_from_example(docker_client, stack.online, f"{folder}/minimal-single-model-pip-in-dockerfile.dockerfile",
-                               "minimal-pip")
-    # The image map puts the locally built image where the script pushed it.
-    (stack.dir / "reconciler.yml").write_text((stack.dir / "reconciler.yml").read_text() + (
-        "images:\n  - name: myacr.azurecr.io/azureml-examples/minimal-single-model-pip-in-dockerfile\n"
-        f"    newName: {image.rsplit(':', 1)[0]}\n    newTag: '{image.rsplit(':', 1)[1]}'\n"))
-    try:
-        stack.apply()
-        code, output = stack.invoke("endpt-minimal", stack.online / "model-1" / "sample-request.json")
-        assert code == 0 and json.loads(output) == MODEL_1_ANSWER, output
-    finally:
-        stack.cleanup()
-
-
-def test_minimal_multimodel_answers_each_models_test_data(tmp_path, docker_client, base):
-    folder = "custom-container/minimal/multimodel"
-    stack = minimal_stack(tmp_path, docker_client, folder, "minimal-multimodel-deployment.yml",
-                          f"{folder}/minimal-multimodel-endpoint.yml")
-    image = built_from_example(docker_client, stack.online, f"{folder}/minimal-multimodel.dockerfile", "multimodel")
-    (stack.dir / "reconciler.yml").write_text((stack.dir / "reconciler.yml").read_text() + (
-        "images:\n  - name: myacr.azurecr.io/azureml-examples/minimal-multimodel\n"
-        f"    newName: {image.rsplit(':', 1)[0]}\n    newTag: '{image.rsplit(':', 1)[1]}'\n"))
-    try:
-        stack.apply()
-        answers = {}
-        for model in ("iris", "diabetes"):
-            code, output = stack.invoke("endpt-minimal", stack.dir / "test-data" / f"{model}-test-data.json")
-            assert code == 0, output
-            answers[model] = json.loads(json.loads(output))   # run() returns DataFrame.to_json(), a string
-        assert [round(v, 4) for v in answers["iris"]["0"].values()] == [1.5512, 1.4693, 1.7151, 1.8789, -0.0053]
-        assert [round(v, 4) for v in answers["diabetes"]["0"].values()] == [131.5928, 259.2597, 112.9544,
-                                                                            209.0074, 112.5489]
-    finally:
-        stack.cleanup()
-
-
-def test_minimal_conda_in_dockerfile_fails_its_build_for_want_of_conda(tmp_path, docker_client, base):
-    folder = "custom-container/minimal/single-model/conda-in-dockerfile"
-    stack = minimal_stack(tmp_path, docker_client, folder, "minimal-single-model-conda-in-dockerfile-deployment.yml",
-                          "custom-container/minimal/single-model/minimal-single-model-endpoint.yml")
-    dockerfile = mapped_dockerfile((stack.online / folder / "minimal-single-model-conda-in-dockerfile.dockerfile")
-                                   .read_text())
-    # The script's context is model-1 (ASSET_PATH), which holds environment/conda.yaml.
-    conda = (stack.online / "model-1" / "environment" / "conda.yaml").read_bytes()
-    try:
-        build_image(docker_client, dockerfile, {"environment/conda.yaml": conda}, name="conda-in-dockerfile")
-    except AssertionError as error:
-        assert "conda: not found" in str(error) or "conda: command not found" in str(error), str(error)
-    else:
-        pytest.fail("the conda-in-dockerfile build succeeded on a base without conda")
