@@ -136,3 +136,36 @@ def test_a_change_of_the_code_folders_content_replaces_the_deployment(tmp_path, 
         # Create-before-destroy, as any replacement: the old deployment serves until the new one is ready.
         assert deployment.action.value == "create-then-delete", str(plan)
         assert "code" in str(plan)
+
+
+class _Configs:
+    """The two calls of the swarm config API that storing a folder's files makes."""
+
+    def __init__(self) -> None:
+        self.created: dict[str, bytes] = {}
+        self.configs = self
+        self.api = self
+
+    def list(self, filters=None):
+        return []
+
+    def create_config(self, name, data, labels=None):
+        self.created[name] = data
+        return {"ID": f"id-{len(self.created)}"}
+
+
+def test_on_swarm_the_code_folder_is_configs_laid_out_as_the_docker_mount(tmp_path):
+    from reconciler.addresses import Address
+    from reconciler.drivers.base import StepContext
+    from reconciler.drivers.swarm.driver import SwarmDriver
+    stack = scoring_stack(tmp_path)
+    graph = load_stack(stack)
+    [deployment] = graph.by_kind("deployment")
+    engine = _Configs()
+    ctx = StepContext("sample", tmp_path, tmp_path / "state", records=lambda: {}, identity="identity-1")
+    references = SwarmDriver(engine)._code_configs(ctx, Address.parse("deployment.sample/blue"), deployment.spec,
+                                                   deployment.spec_hash)
+    assert sorted(r["File"]["Name"] for r in references) == [
+        "/var/azureml-app/onlinescoring/score.py", "/var/azureml-app/onlinescoring/sub/score.py"]
+    assert all(r["File"]["Mode"] == 0o444 for r in references)
+    assert sorted(engine.created.values()) == [SCORE.encode()] * 2
