@@ -88,8 +88,8 @@ DEPLOYMENT_FIELDS: tuple[FieldDescriptor, ...] = (
     # The code folder of code_configuration goes the way of models (the model store / configs);
     # new content is a new deployment, as on Azure ML, which builds a new container around it.
     FieldDescriptor("code", DriverField("read-only bind mount of the code folder's store copy", None, "container Mounts"),
-                    DriverField("docker configs at mount_path", None),
-                    "volume with the code folder at /var/azureml-app/<folder>"),
+                    # Not rendered for Kubernetes yet: a ConfigMap of the folder's files would hold it.
+                    DriverField("docker configs at mount_path", None), None),
     FieldDescriptor("environment_variables", DriverField("container environment", None, "container Config.Env"),
                     DriverField("task template env", ROLL, "service ContainerSpec.Env"),
                     "container.env (sensitive names as secretKeyRefs)"),

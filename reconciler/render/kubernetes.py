@@ -412,6 +412,13 @@ def render_kubernetes(graph: DesiredGraph, options: KubernetesOptions = Kubernet
     by_endpoint: dict[str, dict[str, tuple[str, dict]]] = {}
     for resource in graph.by_kind("deployment"):
         spec = resource.spec
+        if spec.get("code"):
+            # Without its code folder the rendered pod would start a server with no script.
+            raise ReconcilerError(
+                f"deployment {spec['endpoint']}/{spec['name']} runs a scoring script (code_configuration), "
+                "which the Kubernetes rendering does not carry yet",
+                "bake the code folder into the image (COPY it to /var/azureml-app/<folder>/) and drop "
+                "code_configuration for the rendering")
         name = names.claim("Deployment", deployment_object_name(spec), str(resource.address))
         names.claim("Secret", secret_name(spec), str(resource.address))
         deployment = _deployment(graph.stack, resource, name, claims, secret_name(spec))

@@ -93,7 +93,7 @@ def test_kubernetes_mapping_is_described_and_the_copied_container_fields_are_lis
                                                (kubernetes.INSTANCE_TYPE_ANNOTATION, "instance_type"))
     assert fields.DEPLOYMENT["instance_count"].kubernetes == "Deployment.spec.replicas"
     assert [d.name for d in fields.DEPLOYMENT_FIELDS if d.kubernetes is None] == [
-        "tags", "app_insights_enabled", "restart_policy", "plain_environment_variables", "publish_ports",
+        "tags", "code", "app_insights_enabled", "restart_policy", "plain_environment_variables", "publish_ports",
         "read_only_root_filesystem"]
 
 

@@ -169,3 +169,10 @@ def test_on_swarm_the_code_folder_is_configs_laid_out_as_the_docker_mount(tmp_pa
         "/var/azureml-app/onlinescoring/score.py", "/var/azureml-app/onlinescoring/sub/score.py"]
     assert all(r["File"]["Mode"] == 0o444 for r in references)
     assert sorted(engine.created.values()) == [SCORE.encode()] * 2
+
+
+def test_the_kubernetes_rendering_refuses_a_scoring_script_it_cannot_carry(tmp_path):
+    from reconciler.errors import ReconcilerError
+    from reconciler.render.kubernetes import render_kubernetes
+    with pytest.raises(ReconcilerError, match="runs a scoring script"):
+        render_kubernetes(load_stack(scoring_stack(tmp_path)))
