@@ -167,7 +167,9 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
             container = client.containers.get(instance["id"])
         except NotFound:
             return False
-        return container.status in ("created", "running")
+        # A restart means its server exited (a scoring script's init() that raised): brought
+        # back by its restart policy it would only exit again, and a probe may catch it between.
+        return container.status in ("created", "running") and not container.attrs.get("RestartCount")
 
     def target() -> tuple[str, int] | None:
         # Looked up per probe: a container restarted by its policy may get another address.
@@ -193,15 +195,18 @@ def exit_reason(client: docker.DockerClient, container_id: str) -> str | None:
     """How a container that stopped during its readiness wait ended ("its server exited with
     code 3"): a model server whose start-up fails (a scoring script's init() that raises) exits."""
     try:
-        state = client.api.inspect_container(container_id)["State"]
+        info = client.api.inspect_container(container_id)
+        state = info["State"]
     except (NotFound, KeyError, TypeError):
         return None
     if state.get("OOMKilled"):
         return "its server was killed for want of memory (OOM)"
     code = state.get("ExitCode")
     # A container its restart policy is bringing back is Running and Restarting at once.
-    stopped = state.get("Restarting") or not state.get("Running")
-    return f"its server exited with code {code}" if code is not None and stopped else None
+    if code is not None and (state.get("Restarting") or not state.get("Running")):
+        return f"its server exited with code {code}"
+    restarts = info.get("RestartCount")
+    return f"its server exited and its restart policy started it again ({restarts} time(s))" if restarts else None
 
 
 def stop_failed(client: docker.DockerClient, instance: dict) -> None:
