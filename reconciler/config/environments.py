@@ -57,10 +57,18 @@ def inputs_digest(inputs: dict) -> str:
 
 
 # -- conda recipe ----------------------------------------------------------------------------------
+# The build arg the driver sets to the base image's USER: the build files must belong to whoever
+# the RUN step runs as (Azure ML's images run as dockeruser), so that it can remove them again.
+USER_ARG = "RECONCILER_BUILD_USER"
+
+
 def conda_dockerfile(base_image: str) -> str:
+    """The CA bundle is copied on its own, before the inputs, so that a changed conda file
+    rebuilds from Docker's layer cache of the layers before it."""
     return (f"FROM {base_image}\n"
-            f"COPY {CA_FILE} {BUILD_DIR}/{CA_FILE}\n"
-            f"COPY conda.yaml requirements.txt install.sh {BUILD_DIR}/\n"
+            f"ARG {USER_ARG}=0:0\n"
+            f"COPY --chown=${{{USER_ARG}}} {CA_FILE} {BUILD_DIR}/{CA_FILE}\n"
+            f"COPY --chown=${{{USER_ARG}}} conda.yaml requirements.txt install.sh {BUILD_DIR}/\n"
             f"RUN sh {BUILD_DIR}/install.sh && rm -rf {BUILD_DIR}\n"
             f"ENV PATH={CONDA_PREFIX}/bin:$PATH\n")
 

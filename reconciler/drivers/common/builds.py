@@ -23,7 +23,8 @@ from pathlib import Path
 import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
-from reconciler.config.environments import CA_FILE, ERROR_MARKER, PYTHON_MARKER
+from reconciler.addresses import Address
+from reconciler.config.environments import CA_FILE, ERROR_MARKER, PYTHON_MARKER, USER_ARG
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.labels import LABEL_IDENTITY, managed_labels
 from reconciler.errors import DriverError
@@ -41,9 +42,11 @@ class EnvironmentBuildFailed(DriverError):
     """A build that failed; `log_path` keeps its output."""
 
 
-def build_log_path(ctx: StepContext, address) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(address))
-    return Path(ctx.state_dir) / BUILD_LOG_DIR / f"{(ctx.identity or 'none')[:8]}-{slug}.log"
+def build_log_path(ctx: StepContext, address, spec: dict) -> Path:
+    """One log per stack identity, environment and digest: a reused image keeps its own build's log."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(Address.parse(address).base))
+    digest = spec["digest"].removeprefix("sha256:")[:12]
+    return Path(ctx.state_dir) / BUILD_LOG_DIR / f"{(ctx.identity or 'none')[:8]}-{slug}-{digest}.log"
 
 
 def host_ca_bundle() -> bytes:
@@ -75,7 +78,7 @@ def image_present(client: docker.DockerClient, tag: str):
 def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) -> StateRecord:
     """The environment's image, built unless its tag exists; the record with its outputs."""
     spec, address = record.spec, record.address
-    log_path = build_log_path(ctx, address)
+    log_path = build_log_path(ctx, address, spec)
     existing = image_present(client, spec["image"])
     if existing is not None:
         ours = (existing.labels or {}).get(LABEL_IDENTITY) == ctx.identity
@@ -89,7 +92,7 @@ def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) ->
     try:
         stream = client.api.build(fileobj=context, custom_context=True, dockerfile=GENERATED_DOCKERFILE,
                                   tag=spec["image"], labels=labels, rm=True, forcerm=True, pull=False,
-                                  decode=True, timeout=BUILD_TIMEOUT_SECONDS)
+                                  decode=True, timeout=BUILD_TIMEOUT_SECONDS, buildargs=_build_args(client, spec))
         error = None
         for chunk in stream:
             text = chunk.get("stream") or ""
@@ -99,8 +102,10 @@ def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) ->
             log.add(text)
             for line in text.splitlines():
                 step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
-                if step:
-                    ctx.progress(f"{address}: build step {step.group(1)}/{step.group(2)} "
+                # The engine appends one LABEL step per label: ours, not the recipe's.
+                total = int(step.group(2)) - len(labels) if step else 0
+                if step and int(step.group(1)) <= total:
+                    ctx.progress(f"{address}: build step {step.group(1)}/{total} "
                                  f"[{int(time.monotonic() - started)}s elapsed]: {step.group(3)[:100]}")
                 if line.startswith(PYTHON_MARKER):
                     python = line.removeprefix(PYTHON_MARKER).strip()
@@ -116,6 +121,13 @@ def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) ->
                              outputs={"image": spec["image"], "build_log": str(log_path)})
         raise _failure(spec, error, log, log_path, failed)
     return _with_outputs(record, client.images.get(spec["image"]), built=True, log_path=log_path, python=python)
+
+
+def _build_args(client: docker.DockerClient, spec: dict) -> dict:
+    if spec["recipe"] != "conda":
+        return {}
+    user = (client.images.get(spec["base_image"]).attrs.get("Config") or {}).get("User") or "0:0"
+    return {USER_ARG: user}
 
 
 def _with_outputs(record: StateRecord, image, built: bool, log_path: Path | None,
@@ -147,6 +159,8 @@ def remove(client: docker.DockerClient, ctx: StepContext, record: StateRecord) -
              (r.spec.get("image") == tag or r.outputs.get("image") == tag)]
     if not tag or users:
         return
+    if record.outputs.get("build_log"):
+        Path(record.outputs["build_log"]).unlink(missing_ok=True)
     image = image_present(client, tag)
     if image is None or (image.labels or {}).get(LABEL_IDENTITY) != ctx.identity:
         return  # gone, or built by another stack (which reused-or-built it and removes it itself)
