@@ -222,3 +222,15 @@ def test_pip_without_a_route_names_the_package_and_the_ca_bundle():
 def test_a_package_pip_cannot_find_is_named():
     log = "reconciler-error: pip-failed\nERROR: No matching distribution found for nosuchpkg==9\n"
     assert explain_failure(SPEC, log, "")[0].endswith("pip could not install nosuchpkg==9")
+
+
+# -- refresh: a built image removed by hand ------------------------------------------------------------
+def test_a_built_image_gone_from_the_engine_is_drift_that_rebuilds_it():
+    from reconciler.drivers.docker.fold import DockerObservation, fold
+    from reconciler.state.model import StateFile, StateRecord
+    record = StateRecord("environment.env:1", "docker", {"image": "reconciler/env-env:1-abc"}, "h")
+    state = StateFile("s", "lineage", 1, {record.address: record})
+    [drift] = fold(state, DockerObservation([], environment_images={record.address: None})).drift
+    assert (str(drift.address), drift.kind, drift.repair) == ("environment.env:1", "missing", "replace")
+    assert "image reconciler/env-env:1-abc no longer exists" in drift.detail
+    assert not fold(state, DockerObservation([], environment_images={record.address: "sha256:1"})).drift

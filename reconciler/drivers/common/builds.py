@@ -69,10 +69,22 @@ def host_ca_bundle() -> bytes:
 
 
 def image_present(client: docker.DockerClient, tag: str):
+    if not tag:
+        return None
     try:
         return client.images.get(tag)
     except ImageNotFound:
         return None
+
+
+def image_ids(client: docker.DockerClient, state) -> dict:
+    """For each environment record of `state`: the id of the image its tag names, None when gone."""
+    found = {}
+    for address, record in state.records.items():
+        if address.kind == "environment" and not address.is_derived:
+            image = image_present(client, record.spec.get("image", ""))
+            found[address] = image.id if image is not None else None
+    return found
 
 
 def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) -> StateRecord:
