@@ -171,8 +171,12 @@ def _fuzzy(version: str) -> str:
     return "==" + version if version.count(".") >= 2 else f"=={version}.*"
 
 
+def conda_requirements(conda: CondaFile) -> list[str]:
+    """The conda packages with a PyPI namesake, as pip requirements."""
+    return [r for r in map(pip_requirement, conda.packages) if r]
+
+
 def requirements(conda: CondaFile) -> list[str]:
     """What pip installs for a conda file in an image without conda: the conda packages with a
     PyPI namesake, then the pip section as written."""
-    translated = [r for r in map(pip_requirement, conda.packages) if r]
-    return translated + [spec for spec, _ in conda.pip]
+    return conda_requirements(conda) + [spec for spec, _ in conda.pip]

@@ -7,8 +7,9 @@ Two recipes:
               requirements translated from it (config/conda.py) and an install script into the
               build, and the script decides at build time: an image with conda gets
               `conda env create` (as Azure ML builds it, into /azureml-envs/reconciler, first on
-              PATH); an image without conda gets `pip install -r requirements.txt`, after
-              printing the image's Python version for the driver to compare with the request.
+              PATH); an image without conda gets two `pip install -r` layers (the conda
+              packages, then the `pip:` section), after printing the image's Python version for
+              the driver to compare with the request.
   dockerfile  `build: {path, dockerfile_path}`. The Dockerfile's FROM lines get the stack's image
               map; the context sent to the engine is the Dockerfile plus exactly what its COPY
               and ADD lines name, which is also what the digest covers (so editing a deployment
@@ -27,7 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.config.conda import CondaFile, requirements
+from reconciler.config.conda import CondaFile, conda_requirements
 from reconciler.config.image_map import substitute
 from reconciler.config.model_content import ModelPathError, fingerprint
 
@@ -63,23 +64,30 @@ USER_ARG = "RECONCILER_BUILD_USER"
 
 
 def conda_dockerfile(base_image: str) -> str:
-    """The CA bundle is copied on its own, before the inputs, so that a changed conda file
-    rebuilds from Docker's layer cache of the layers before it."""
+    """Two install layers, the conda packages first and the `pip:` section after, each with only
+    its own inputs copied before it: a change to the pip section (the usual small change) rebuilds
+    from Docker's layer cache of the conda packages. The CA bundle is a layer of its own before them."""
+    chown = f"--chown=${{{USER_ARG}}}"
     return (f"FROM {base_image}\n"
             f"ARG {USER_ARG}=0:0\n"
-            f"COPY --chown=${{{USER_ARG}}} {CA_FILE} {BUILD_DIR}/{CA_FILE}\n"
-            f"COPY --chown=${{{USER_ARG}}} conda.yaml requirements.txt install.sh {BUILD_DIR}/\n"
-            f"RUN sh {BUILD_DIR}/install.sh && rm -rf {BUILD_DIR}\n"
+            f"COPY {chown} {CA_FILE} {BUILD_DIR}/{CA_FILE}\n"
+            f"COPY {chown} install.sh conda-requirements.txt {BUILD_DIR}/\n"
+            f"RUN sh {BUILD_DIR}/install.sh conda-requirements.txt\n"
+            f"COPY {chown} conda.yaml pip-requirements.txt {BUILD_DIR}/\n"
+            f"RUN sh {BUILD_DIR}/install.sh pip-requirements.txt && rm -rf {BUILD_DIR}\n"
             f"ENV PATH={CONDA_PREFIX}/bin:$PATH\n")
 
 
 def install_script() -> str:
-    """Runs in the build. The host's CA bundle is given to pip for this step only (PIP_CERT in
-    the step's environment, the file removed with the build directory): containers reach PyPI
-    here only through a TLS-intercepting proxy whose CA the host trusts."""
+    """Runs in the build, once per install layer (its argument: the requirements file). The host's
+    CA bundle is given to pip for the step only (PIP_CERT in the step's environment, the file
+    removed with the build directory): containers reach PyPI here only through a TLS-intercepting
+    proxy whose CA the host trusts. In an image with conda the whole conda file is created in the
+    second layer, as Azure ML creates it."""
     return f"""set -eu
 cd {BUILD_DIR}
 if command -v conda >/dev/null 2>&1; then
+  if [ "$1" = conda-requirements.txt ]; then exit 0; fi
   echo "reconciler: the image has conda: conda env create -p {CONDA_PREFIX}"
   conda env create -p {CONDA_PREFIX} -f conda.yaml
   exit 0
@@ -89,9 +97,9 @@ if [ -z "$PY" ]; then echo "{ERROR_MARKER}no-python"; exit 1; fi
 echo "{PYTHON_MARKER}$($PY -c 'import platform; print(platform.python_version())')"
 if ! $PY -m pip --version >/dev/null 2>&1; then echo "{ERROR_MARKER}no-pip"; exit 1; fi
 if [ -s {CA_FILE} ]; then export PIP_CERT={BUILD_DIR}/{CA_FILE}; fi
-if [ ! -s requirements.txt ]; then echo "reconciler: nothing to install"; exit 0; fi
+if [ ! -s "$1" ]; then echo "reconciler: nothing to install from $1"; exit 0; fi
 if ! $PY -m pip install --no-cache-dir --disable-pip-version-check --no-input --retries 1 --timeout 20 \\
-    -r requirements.txt; then
+    -r "$1"; then
   echo "{ERROR_MARKER}pip-failed"; exit 1
 fi
 """
@@ -100,14 +108,14 @@ fi
 def conda_environment_spec(name: str, version: str, base_image: str, conda_file: str, conda_text: str,
                            conda: CondaFile) -> dict:
     """The spec of an `image:` + `conda_file:` environment; `conda_file` is its path under the root."""
-    wanted = requirements(conda)
+    from_conda, from_pip = conda_requirements(conda), [spec for spec, _ in conda.pip]
     dockerfile, script = conda_dockerfile(base_image), install_script()
-    digest = inputs_digest({"base_image": base_image, "conda": conda_text, "requirements": wanted,
-                            "dockerfile": dockerfile, "script": script})
+    digest = inputs_digest({"base_image": base_image, "conda": conda_text, "conda_requirements": from_conda,
+                            "pip_requirements": from_pip, "dockerfile": dockerfile, "script": script})
     return {"name": name, "version": version, "recipe": "conda", "base_image": base_image,
             "conda_file": conda_file, "conda_content": conda_text, "python": conda.python,
-            "requirements": wanted, "dockerfile": dockerfile, "install_script": script,
-            "digest": digest, "image": image_tag(name, version, digest)}
+            "conda_requirements": from_conda, "pip_requirements": from_pip, "dockerfile": dockerfile,
+            "install_script": script, "digest": digest, "image": image_tag(name, version, digest)}
 
 
 # -- dockerfile recipe -----------------------------------------------------------------------------

@@ -133,10 +133,10 @@ def test_a_conda_environment_is_built_reused_rebuilt_and_removed(built, docker_c
 def test_no_route_to_an_index_fails_the_build_naming_the_package(built, docker_client, tmp_path):
     # An index nothing answers on, as a build without a route to PyPI sees it (conda files may
     # name an index in their pip section, as pip requirement files do).
-    conda_stack(built, CONDA.replace("six=1.16.0", "six=1.15.0").replace(
-        "  - pip:\n", "  - pip:\n    - --index-url https://127.0.0.1:9/simple\n"))
+    # The pip section's options apply to its own packages, as conda applies them.
+    conda_stack(built, CONDA.replace("  - pip:\n", "  - pip:\n    - --index-url https://127.0.0.1:9/simple\n"))
     failed = built.apply(expect=1)
-    assert re.search(r"pip found no route to a package index for six==1\.15\.0 \(Failed to establish a new "
+    assert re.search(r"pip found no route to a package index for tomli==2\.0\.1 \(Failed to establish a new "
                      r"connection", failed.output), failed.output
     assert "RECONCILER_BUILD_CA" in failed.output
     assert environment(built)["status"] == "tainted"

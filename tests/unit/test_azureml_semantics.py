@@ -176,7 +176,7 @@ def test_a_conda_file_makes_an_environment_the_deployment_runs(demo_stack):
     assert not graph.unsupported
     [environment] = graph.by_kind("environment")
     [deployment] = graph.by_kind("deployment")
-    assert environment.spec["requirements"] == ["numpy"] and environment.spec["python"] == "3.10"
+    assert environment.spec["pip_requirements"] == ["numpy"] and environment.spec["python"] == "3.10"
     assert deployment.spec["image"] == environment.spec["image"]
     assert environment.spec["image"].startswith(f"reconciler/env-{deployment.spec['endpoint']}-")
     assert environment.address in deployment.depends_on

@@ -86,7 +86,8 @@ def test_python_differences_are_said_in_the_words_of_the_issue():
 def test_a_conda_environment_is_a_resource_its_deployment_runs(demo_stack):
     environment = environment_of(with_conda(demo_stack))
     assert str(environment.address) == "environment.half-plus-two-tfserving:1"
-    assert environment.spec["requirements"] == ["numpy==2.3.1", "tomli==2.0.1"]
+    assert environment.spec["conda_requirements"] == ["numpy==2.3.1"]
+    assert environment.spec["pip_requirements"] == ["tomli==2.0.1"]
     [deployment] = load_stack(demo_stack).by_kind("deployment")
     assert deployment.spec["image"] == environment.spec["image"] == image_tag(
         "half-plus-two-tfserving", "1", environment.spec["digest"])

@@ -119,7 +119,7 @@ def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) ->
                 if step and int(step.group(1)) <= total:
                     ctx.progress(f"{address}: build step {step.group(1)}/{total} "
                                  f"[{int(time.monotonic() - started)}s elapsed]: {step.group(3)[:100]}")
-                if line.startswith(PYTHON_MARKER):
+                if line.startswith(PYTHON_MARKER) and python is None:
                     python = line.removeprefix(PYTHON_MARKER).strip()
                     warning = python_warning(spec.get("python"), python)
                     if warning:
@@ -206,7 +206,8 @@ def _context_tar(ctx: StepContext, spec: dict) -> io.BytesIO:
         _add_bytes(tar, GENERATED_DOCKERFILE, spec["dockerfile"].encode())
         if spec["recipe"] == "conda":
             _add_bytes(tar, "conda.yaml", spec["conda_content"].encode())
-            _add_bytes(tar, "requirements.txt", "".join(f"{r}\n" for r in spec["requirements"]).encode())
+            for layer in ("conda_requirements", "pip_requirements"):
+                _add_bytes(tar, layer.replace("_", "-") + ".txt", "".join(f"{r}\n" for r in spec[layer]).encode())
             _add_bytes(tar, "install.sh", spec["install_script"].encode())
             _add_bytes(tar, CA_FILE, host_ca_bundle())
         else:
