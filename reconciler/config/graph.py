@@ -155,9 +155,6 @@ class _GraphBuilder:
         self.resources: dict[Address, DesiredResource] = {}
         self.models: dict[tuple[str, str], tuple[Document, tuple, dict]] = {}
         self.environments: dict[tuple[str, str], Document] = {}
-        # An inline environment made from an environment document -> that document (by id: the
-        # dict is made per deployment and lives as long as the builder).
-        self.environment_origin: dict[int, EnvironmentOrigin] = {}
         # endpoint name -> its deployments; scanning every resource per endpoint is O(N^2).
         self.deployments_of: dict[str, list[Address]] = {}
 
@@ -239,9 +236,10 @@ class _GraphBuilder:
                 "keep one: `image:` for a ready image, `build:` to build one from a Docker context"))
         self.environments[key] = document
 
-    def resolve_environment(self, document: Document, reference: str) -> dict | None:
+    def resolve_environment(self, document: Document, reference: str) -> tuple[dict, "EnvironmentOrigin"] | None:
         """The environment an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference names,
-        as an inline environment; None (reported) when the stack has no such document."""
+        as an inline environment, and where it is defined; None (reported) when the stack has
+        no such document."""
         if reference.startswith("azureml://"):
             self.problems.append(document.problem(
                 ("environment",), f"environment {reference!r} is in an Azure ML registry, which a local engine "
@@ -268,8 +266,7 @@ class _GraphBuilder:
             inline["conda_file"] = str((environment.directory / inline["conda_file"]))
         if isinstance(inline.get("build"), dict) and "path" in inline["build"]:
             inline["build"] = {**inline["build"], "path": str(environment.directory / inline["build"]["path"])}
-        self.environment_origin[id(inline)] = EnvironmentOrigin(environment, (), *key)
-        return inline
+        return inline, EnvironmentOrigin(environment, (), *key)
 
     def _unknown_model(self, document: Document, reference: str, name: str) -> None:
         if ("model", name) in self.invalid_names:
@@ -305,17 +302,17 @@ class _GraphBuilder:
         if model is False:
             self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
             return
-        environment = data["environment"]
+        environment, origin = data["environment"], None
         if isinstance(environment, str):
             if environment.startswith("azureml:"):
-                environment = self.resolve_environment(document, environment)
-                if environment is None:
+                resolved = self.resolve_environment(document, environment)
+                if resolved is None:
                     self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
                     return
+                environment, origin = resolved
             else:
                 environment = {"image": environment}
-        origin = self.environment_origin.get(id(environment))
-        if origin is None and isinstance(data["environment"], dict):
+        else:
             # Inline: named as Azure ML would register it, or after the deployment.
             origin = EnvironmentOrigin(document, ("environment",), str(environment.get("name", f"{endpoint}-{name}")),
                                        str(environment.get("version", DEFAULT_ASSET_VERSION)))
@@ -323,6 +320,9 @@ class _GraphBuilder:
                 self.problems.append(document.problem(
                     ("environment", "build"), f"environment {origin.name}:{origin.version} has both image and build",
                     "keep one: `image:` for a ready image, `build:` to build one from a Docker context"))
+        if not environment.get("image") and not environment.get("build"):
+            self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+            return  # reported where the environment is defined
         conda = environment.get("conda_file")
         conda_path = ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",)
         conda_unusable = conda_file_problem(document.directory / conda, self.stack_root) if conda else None
@@ -358,6 +358,7 @@ class _GraphBuilder:
             environment = {**environment, "image": self.resources[built].spec["image"]}
             depends.append(built)
         elif conda or environment.get("build"):
+            self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
             return  # refused above
         self.resources[address] = _resource(
             address, self.deployment_spec(document, environment, model), depends, document)
@@ -396,8 +397,8 @@ class _GraphBuilder:
             refused.append(Problem(
                 shown, package.line, "dependencies", f"conda package {package.spec!r} is only on conda channels, "
                 "not on PyPI, and the image has no conda channel to get it from",
-                "leave it out (pip wheels bundle what they need) or build from a Dockerfile on a base image "
-                "that has it"))
+                "leave it out, since pip wheels bundle the libraries they need, or build from a Dockerfile on a "
+                "base image that has it"))
         if refused:
             self.problems.extend(refused)
             return None

@@ -195,6 +195,19 @@ def test_a_copy_source_missing_from_the_context_is_refused_at_its_dockerfile_lin
     assert code == 1 and "ctx/serve.Dockerfile:7: COPY/ADD source 'nothere' is not in the build context" in output
 
 
+def test_an_environment_document_without_image_or_build_is_one_refusal(demo_stack):
+    (demo_stack / "conda.yaml").write_text(CONDA)
+    (demo_stack / "environment.yml").write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/environment.schema.json\nname: bare\n"
+        "conda_file: conda.yaml\n")
+    text = (demo_stack / "deployment.yml").read_text()
+    (demo_stack / "deployment.yml").write_text(text[:text.index("environment:\n")] + "environment: azureml:bare:1\n"
+                                               + text[text.index("instance_type:"):])
+    code, output = validate(demo_stack)
+    assert code == 1 and output.count("environment.yml:") == 1
+    assert "environment.yml:1: environment bare:1 has neither image nor build" in output
+
+
 def test_a_build_context_must_exist(demo_stack):
     edit(demo_stack / "deployment.yml", INLINE, "  build:\n    path: gone")
     with pytest.raises(StackInvalid, match="build context 'gone' is not a folder"):
