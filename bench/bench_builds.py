@@ -7,8 +7,8 @@ stand-in reconciler/azureml-inference-base:latest) built the way apply builds it
 
   * cold: no image of that digest, nothing of it in Docker's layer cache;
   * cached: the same environment again, as a second apply sees it (the tag exists: reused);
-  * after a small change: one more pip package in the conda file (new digest): the base and CA
-    bundle layers come from Docker's layer cache, the pip layer runs again.
+  * after a small change: one more package in the conda file's `pip:` section (new digest): the
+    layer of the conda packages comes from Docker's layer cache, the pip section's runs again.
 
 and the built image's size next to its base's. Builds only images labelled with a bench identity
 and removes them at the end.
@@ -113,10 +113,10 @@ def main() -> None:
         "| build | time |", "|---|---:|",
         f"| cold (nothing cached) | {cold:.1f} s |",
         f"| cached (second apply: the digest tag exists, reused) | {cached:.2f} s |",
-        f"| after a small change (one more pip package; base and CA layers from Docker's cache) | {changed:.1f} s |",
+        f"| after a small change (one more package in the `pip:` section: the conda packages' layer from Docker's cache) | {changed:.1f} s |",
         "", f"Built image: {size / 1e6:.0f} MB (its base: {base_size / 1e6:.0f} MB, so the packages add "
-            f"{(size - base_size) / 1e6:.0f} MB). The pip layer installs with --no-cache-dir, so a changed conda "
-            "file downloads its packages again.",
+            f"{(size - base_size) / 1e6:.0f} MB). A changed layer downloads its packages again "
+            "(pip runs with --no-cache-dir); a change to the conda packages reinstalls both layers.",
     ])
     publish(SECTION, text, not args.no_write)
 
