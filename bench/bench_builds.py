@@ -113,7 +113,8 @@ def main() -> None:
         "| build | time |", "|---|---:|",
         f"| cold (nothing cached) | {cold:.1f} s |",
         f"| cached (second apply: the digest tag exists, reused) | {cached:.2f} s |",
-        f"| after a small change (one more package in the `pip:` section: the conda packages' layer from Docker's cache) | {changed:.1f} s |",
+        "| after a small change (one more package in the `pip:` section: the conda packages' layer from "
+        f"Docker's cache) | {changed:.1f} s |",
         "", f"Built image: {size / 1e6:.0f} MB (its base: {base_size / 1e6:.0f} MB, so the packages add "
             f"{(size - base_size) / 1e6:.0f} MB). A changed layer downloads its packages again "
             "(pip runs with --no-cache-dir); a change to the conda packages reinstalls both layers.",

@@ -380,7 +380,8 @@ class _GraphBuilder:
             if existing.spec["digest"] != spec["digest"]:
                 self.problems.append(origin.document.problem(
                     origin.path + ("name",), f"environment {origin.name}:{origin.version} is defined twice, "
-                    "with different contents", f"the other one is at {existing.source}; give one a new name or version"))
+                    "with different contents",
+                    f"the other one is at {existing.source}; give one a new name or version"))
                 return None
             return address
         self.resources[address] = _resource(address, spec, (), origin.document, origin.path)
