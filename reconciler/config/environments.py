@@ -190,15 +190,24 @@ class ContextError(ValueError):
         self.line = line
 
 
+def is_url(source: str) -> bool:
+    return re.match(r"^[a-z]+://", source) is not None
+
+
+def source_paths(context: Path, source: str) -> list[Path]:
+    """What a COPY/ADD source names in the context: its matches when it is a pattern."""
+    pattern = source.lstrip("/")
+    return sorted(context.glob(pattern)) if any(c in source for c in "*?[") else [context / pattern]
+
+
 def context_files(context: Path, sources: list[tuple[str, int]], root: Path) -> dict[str, str]:
     """{source as written: digest of what it names} for the build context; URLs by their text."""
     digests: dict[str, str] = {}
     for source, line in sources:
-        if re.match(r"^[a-z]+://", source):
+        if is_url(source):
             digests[source] = "url"
             continue
-        matches = sorted(context.glob(source.lstrip("/"))) if any(c in source for c in "*?[") else \
-            [context / source.lstrip("/")]
+        matches = source_paths(context, source)
         if not matches or not all(m.exists() for m in matches):
             raise ContextError(line, f"COPY/ADD source {source!r} is not in the build context {context}")
         parts = []

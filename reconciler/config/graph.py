@@ -420,7 +420,8 @@ class _GraphBuilder:
                 where + ("path",), f"build context {build['path']!r} is not a folder inside {self.stack_root}",
                 "build.path is the Docker context folder, relative to the YAML file that names it"))
             return None
-        if not dockerfile.resolve().is_file() or dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES:
+        if not dockerfile.resolve().is_file() or dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES or \
+                not dockerfile.resolve().is_relative_to(self.stack_root.resolve()):
             self.problems.append(origin.document.problem(
                 where + ("dockerfile_path",), f"Dockerfile {dockerfile_path!r} is not a file in the build context "
                 f"{context}", "dockerfile_path is relative to build.path (default: Dockerfile)"))

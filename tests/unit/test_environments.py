@@ -248,3 +248,17 @@ def test_a_built_image_gone_from_the_engine_is_drift_that_rebuilds_it():
     assert (str(drift.address), drift.kind, drift.repair) == ("environment.env:1", "missing", "replace")
     assert "image reconciler/env-env:1-abc no longer exists" in drift.detail
     assert not fold(state, DockerObservation([], environment_images={record.address: "sha256:1"})).drift
+
+
+def test_a_build_context_changed_since_the_plan_is_not_built(demo_stack, tmp_path):
+    from reconciler.drivers.base import StepContext
+    from reconciler.drivers.common.builds import _context_tar
+    from reconciler.errors import DriverError
+    spec = environment_of(with_build(demo_stack)).spec
+    ctx = StepContext(stack="s", stack_dir=demo_stack, state_dir=tmp_path, records=dict)
+    import tarfile
+    names = tarfile.open(fileobj=_context_tar(ctx, spec)).getnames()
+    assert sorted(names) == [".reconciler.Dockerfile", "extra.txt", "models", "models/1.txt"]
+    (demo_stack / "ctx" / "extra.txt").write_text("changed after the plan")
+    with pytest.raises(DriverError, match=r"changed since the plan was made \(extra.txt\)"):
+        _context_tar(ctx, spec)

@@ -24,7 +24,8 @@ import docker
 from docker.errors import APIError, BuildError, ImageNotFound
 
 from reconciler.addresses import Address
-from reconciler.config.environments import CA_FILE, ERROR_MARKER, PYTHON_MARKER, USER_ARG
+from reconciler.config.environments import (CA_FILE, ERROR_MARKER, PYTHON_MARKER, USER_ARG, ContextError,
+                                            context_files, copy_sources, is_url, source_paths)
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.labels import LABEL_IDENTITY, managed_labels
 from reconciler.errors import DriverError
@@ -212,15 +213,18 @@ def _context_tar(ctx: StepContext, spec: dict) -> io.BytesIO:
             _add_bytes(tar, CA_FILE, host_ca_bundle())
         else:
             context = Path(ctx.stack_dir) / spec["context"]
-            for source in spec["context_files"]:
-                if re.match(r"^[a-z]+://", source):
-                    continue
-                pattern = source.lstrip("/")
-                matches = sorted(context.glob(pattern)) if any(c in source for c in "*?[") else [context / pattern]
-                for match in matches:
-                    if not match.exists():
-                        raise DriverError(f"{match} is gone since the plan was made",
-                                          "run `reconciler plan` again")
+            try:
+                now = context_files(context, copy_sources(spec["dockerfile"]), Path(ctx.stack_dir))
+            except ContextError as error:
+                raise DriverError(f"the build context of {spec['image']} changed since the plan was made: {error}",
+                                  "run `reconciler plan` again") from error
+            if now != spec["context_files"]:
+                changed = sorted(k for k in now.keys() | spec["context_files"].keys()
+                                 if now.get(k) != spec["context_files"].get(k))
+                raise DriverError(f"the build context of {spec['image']} changed since the plan was made "
+                                  f"({', '.join(changed)})", "run `reconciler plan` again")
+            for source in (s for s in spec["context_files"] if not is_url(s)):
+                for match in source_paths(context, source):
                     tar.add(str(match), arcname=match.resolve().relative_to(context.resolve()).as_posix() or ".")
     buffer.seek(0)
     return buffer
