@@ -158,6 +158,13 @@ def test_a_dockerfile_build_maps_its_from_and_serves(built, docker_client, tmp_p
     tag = environment(built)["spec"]["image"]
     assert invoke_sample(built, tmp_path) == {"predictions": [2.5, 3.0, 4.5]}
     assert docker_client.images.get(tag).labels["org.reconciler.address"] == "environment.half-plus-two-tfserving:1"
+    # Removed by hand (the running container keeps its image): refresh sees it, apply builds it again.
+    docker_client.images.remove(tag, force=True)
+    drifted = built.plan()
+    assert "image reconciler/env-half-plus-two-tfserving:1-" in drifted.output and "no longer exists" in drifted.output
+    assert "environment.half-plus-two-tfserving:1 changed outside reconciler, so will be repaired" in drifted.output
+    built.apply()
+    assert docker_client.images.get(tag) and invoke_sample(built, tmp_path) == {"predictions": [2.5, 3.0, 4.5]}
     built.run("destroy", str(built.dir), "--state", str(built.state), "--auto-approve")
     assert not docker_client.images.list(filters={"reference": tag})
 

@@ -262,3 +262,24 @@ def test_a_build_context_changed_since_the_plan_is_not_built(demo_stack, tmp_pat
     (demo_stack / "ctx" / "extra.txt").write_text("changed after the plan")
     with pytest.raises(DriverError, match=r"changed since the plan was made \(extra.txt\)"):
         _context_tar(ctx, spec)
+
+
+class _Manager:
+    """A swarm manager as the swarm driver's preflight asks it (info, nodes); no engine here has
+    several nodes, so the multi-node answer cannot come from a real one."""
+
+    def __init__(self, nodes: int) -> None:
+        self.nodes = type("Nodes", (), {"list": lambda _self: [object()] * nodes})()
+
+    def info(self):
+        return {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
+
+
+def test_swarm_refuses_to_build_for_a_swarm_of_several_nodes(demo_stack):
+    from reconciler.drivers.swarm.driver import SwarmDriver
+    from reconciler.errors import DriverError
+    graph = load_stack(with_conda(demo_stack))
+    specs = [(r.address, r.spec) for r in graph.resources.values()]
+    with pytest.raises(DriverError, match=r"environment.half-plus-two-tfserving:1 would be built on this manager "
+                                          r"only, and the swarm has 3 nodes"):
+        SwarmDriver(_Manager(3)).preflight(specs)
