@@ -186,3 +186,32 @@ def test_conda_in_a_dockerfile_fails_with_the_conda_message(built, docker_client
     assert "Not attempted because a dependency failed: deployment.half-plus-two/tfserving:create" in failed.output
     logs = built.run("logs", "environment.half-plus-two-tfserving:1", "--state", str(built.state))
     assert "conda: not found" in logs.output
+
+
+def test_a_rebuilt_base_image_rebuilds_the_environment(built, docker_client, tmp_path):
+    import io
+    base = f"reconciler/env-test-base:{built.name}"
+    labels = {"org.reconciler.stack": built.name}
+
+    def build_base(version: str) -> str:
+        dockerfile = f"FROM reconciler/demo-tfserving:latest\nLABEL test.version={version}\n".encode()
+        image, _ = docker_client.images.build(fileobj=io.BytesIO(dockerfile), tag=base, labels=labels, rm=True)
+        return image.id
+
+    build_base("1")
+    (built.dir / "serving.Dockerfile").write_text(f"FROM {base}\n")
+    built.edit("deployment.yml", "  image: reconciler/demo-tfserving:latest",
+               "  build:\n    path: .\n    dockerfile_path: serving.Dockerfile")
+    built.apply()
+    first = environment(built)["driver_ids"]["image"]
+    assert "No changes." in built.plan().output
+    build_base("2")  # the same tag, another image: as images/build.sh rebuilds a base
+    drifted = built.plan()
+    assert "was built from a base image that has been rebuilt since" in drifted.output, drifted.output
+    assert "deployment.half-plus-two/tfserving must be replaced" in drifted.output
+    rebuilt = built.apply()
+    assert "its base image was rebuilt since" in rebuilt.output
+    assert environment(built)["driver_ids"]["image"] != first
+    assert invoke_sample(built, tmp_path) == {"predictions": [2.5, 3.0, 4.5]}
+    assert not docker_client.images.list(filters={"reference": first}) and first not in \
+        {i.id for i in docker_client.images.list(all=True)}

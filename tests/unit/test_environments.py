@@ -247,7 +247,11 @@ def test_a_built_image_gone_from_the_engine_is_drift_that_rebuilds_it():
     [drift] = fold(state, DockerObservation([], environment_images={record.address: None})).drift
     assert (str(drift.address), drift.kind, drift.repair) == ("environment.env:1", "missing", "replace")
     assert "image reconciler/env-env:1-abc no longer exists" in drift.detail
-    assert not fold(state, DockerObservation([], environment_images={record.address: "sha256:1"})).drift
+    current = {"id": "sha256:1", "stale": False}
+    assert not fold(state, DockerObservation([], environment_images={record.address: current})).drift
+    [stale] = fold(state, DockerObservation([], environment_images={record.address: {**current, "stale": True}})).drift
+    assert (stale.kind, stale.repair) == ("base-image-changed", "replace")
+    assert "built from a base image that has been rebuilt since" in stale.detail
 
 
 def test_a_build_context_changed_since_the_plan_is_not_built(demo_stack, tmp_path):

@@ -11,6 +11,7 @@ explained from the log's last lines (no pip, no route to PyPI, a conda the image
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import os
 import re
@@ -27,10 +28,12 @@ from reconciler.addresses import Address
 from reconciler.config.environments import (CA_FILE, ERROR_MARKER, PYTHON_MARKER, USER_ARG, ContextError,
                                             context_files, copy_sources, is_url, source_paths)
 from reconciler.drivers.base import StepContext
-from reconciler.drivers.common.labels import LABEL_IDENTITY, managed_labels
+from reconciler.drivers.common.labels import LABEL_IDENTITY, LABEL_PREFIX, managed_labels
 from reconciler.errors import DriverError
 from reconciler.state.model import StateRecord
 
+# Which base images (by id) an environment's image was built from.
+LABEL_BASE_DIGEST = LABEL_PREFIX + "base-images"
 BUILD_LOG_DIR = "builds"
 MAX_LOG_BYTES = 256 * 1024
 FAILURE_LINES = 15
@@ -78,14 +81,37 @@ def image_present(client: docker.DockerClient, tag: str):
         return None
 
 
-def image_ids(client: docker.DockerClient, state) -> dict:
-    """For each environment record of `state`: the id of the image its tag names, None when gone."""
+def base_images(spec: dict) -> list[str]:
+    """The images a build starts from (FROM scratch starts from none)."""
+    bases = [spec["base_image"]] if spec.get("base_image") else list(spec.get("base_images", ()))
+    return sorted(b for b in bases if b.lower() != "scratch")
+
+
+def base_digest(client: docker.DockerClient, spec: dict) -> str:
+    """Which images the build starts from, by id: a base rebuilt under the same tag (images/build.sh
+    does that) is another base, which the digest tag, made from references at plan time, cannot see."""
+    ids = []
+    for reference in base_images(spec):
+        image = image_present(client, reference)
+        ids.append(f"{reference}={image.id if image is not None else 'missing'}")
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def observe_images(client: docker.DockerClient, state) -> dict:
+    """For each environment record of `state`: None when the image its tag names is gone, else
+    {"id", "stale"} (stale: built from other base images than the ones its references name now)."""
     found = {}
     for address, record in state.records.items():
-        if address.kind == "environment" and not address.is_derived:
+        if address.kind == "environment" and not address.is_derived and record.status != "tainted":
             image = image_present(client, record.spec.get("image", ""))
-            found[address] = image.id if image is not None else None
+            found[address] = None if image is None else {
+                "id": image.id, "stale": _is_stale(client, image, record.spec)}
     return found
+
+
+def _is_stale(client: docker.DockerClient, image, spec: dict) -> bool:
+    built_from = (image.labels or {}).get(LABEL_BASE_DIGEST)
+    return built_from is not None and built_from != base_digest(client, spec)
 
 
 def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) -> StateRecord:
@@ -93,12 +119,15 @@ def build(client: docker.DockerClient, ctx: StepContext, record: StateRecord) ->
     spec, address = record.spec, record.address
     log_path = build_log_path(ctx, address, spec)
     existing = image_present(client, spec["image"])
-    if existing is not None:
+    bases = base_digest(client, spec)
+    if existing is not None and not _is_stale(client, existing, spec):
         ours = (existing.labels or {}).get(LABEL_IDENTITY) == ctx.identity
         ctx.progress(f"{address}: image {spec['image']} exists, reused")
         return _with_outputs(record, existing, built=ours, log_path=log_path if log_path.exists() else None)
+    if existing is not None:
+        ctx.progress(f"{address}: its base image was rebuilt since {spec['image']} was built: building it again")
     context = _context_tar(ctx, spec)
-    labels = managed_labels(ctx, address, record.spec_hash)
+    labels = {**managed_labels(ctx, address, record.spec_hash), LABEL_BASE_DIGEST: bases}
     log = _BoundedLog()
     started = time.monotonic()
     python = None
@@ -166,19 +195,25 @@ def python_warning(requested: str | None, found: str | None) -> str | None:
 
 
 def remove(client: docker.DockerClient, ctx: StepContext, record: StateRecord) -> None:
-    """Remove the image if this stack built it and no other record of the state uses it."""
+    """Remove the record's image if this stack built it and no other record of the state uses it:
+    by tag, or by id when the tag names another image now (rebuilt from a new base)."""
     tag = record.spec.get("image") or record.outputs.get("image")
-    users = [a for a, r in ctx.records().items() if a != record.address and
-             (r.spec.get("image") == tag or r.outputs.get("image") == tag)]
-    if not tag or users:
+    recorded_id = record.driver_ids.get("image")
+    current = image_present(client, tag)
+    target, image = tag, current
+    if recorded_id and current is not None and current.id != recorded_id:
+        target, image = recorded_id, image_present(client, recorded_id)
+    elif [a for a, r in ctx.records().items() if a != record.address and
+          (r.spec.get("image") == tag or r.outputs.get("image") == tag)]:
         return
-    if record.outputs.get("build_log"):
+    if not tag:
+        return
+    if record.outputs.get("build_log") and target == tag:
         Path(record.outputs["build_log"]).unlink(missing_ok=True)
-    image = image_present(client, tag)
     if image is None or (image.labels or {}).get(LABEL_IDENTITY) != ctx.identity:
         return  # gone, or built by another stack (which reused-or-built it and removes it itself)
     try:
-        client.images.remove(tag, noprune=False)
+        client.images.remove(target, noprune=False)
     except APIError as error:
         if error.status_code == 409:
             # Still used by a container of another stack that reused it: it stays.

@@ -51,7 +51,7 @@ class FoldPass:
     took) collect what it found."""
 
     def __init__(self, records: dict[Address, StateRecord], model_digests: dict[str, str | None],
-                 environment_images: dict[str, str | None] | None = None) -> None:
+                 environment_images: dict[str, dict | None] | None = None) -> None:
         self.records = records
         self.model_digests = model_digests
         self.environment_images = environment_images or {}
@@ -134,13 +134,19 @@ def model_drift(record: StateRecord, digest: str | None) -> tuple[StateRecord, D
         (FieldChange("content_digest", expected, spec["content_digest"], True),))
 
 
-def environment_drifts(records: dict[Address, StateRecord], images: dict[str, str | None]) -> list[Drift]:
-    """A built environment whose image is gone from the engine (image id None) is built again;
-    a tainted one (its build failed) is rebuilt anyway."""
-    return [Drift(address, "missing", f"image {records[address].spec.get('image')} no longer exists; apply builds "
-                  "it again", (), REPAIR_REPLACE)
-            for address in sorted(set(records) & set(images))
-            if images[address] is None and records[address].status != "tainted"]
+def environment_drifts(records: dict[Address, StateRecord], images: dict[str, dict | None]) -> list[Drift]:
+    """A built environment whose image is gone from the engine (None), or was built from base
+    images that have been rebuilt since (stale), is built again, and its deployments replaced."""
+    found = []
+    for address in sorted(set(records) & set(images)):
+        tag = records[address].spec.get("image")
+        if images[address] is None:
+            found.append(Drift(address, "missing", f"image {tag} no longer exists; apply builds it again", (),
+                               REPAIR_REPLACE))
+        elif images[address].get("stale"):
+            found.append(Drift(address, "base-image-changed", f"image {tag} was built from a base image that has "
+                               "been rebuilt since; apply builds it again", (), REPAIR_REPLACE))
+    return found
 
 
 def with_lowered_count(spec: dict, found: list[Drift], alive: int, recorded: int) -> tuple[dict, list[Drift]]:

@@ -76,14 +76,14 @@ class DockerObservation:
     """One refresh's reads. listed: the labelled list plus adopted containers inspected by id;
     model_digests: model address -> digest of its store copy (None: gone); inspected: container
     id -> inspect data (None: gone by then); gateway_configs: endpoint address -> its config
-    directory on disk (see observe.gateway_config); environment_images: environment address -> the
-    id of the image its tag names (None: gone, built again)."""
+    directory on disk (see observe.gateway_config); environment_images: environment address -> its
+    image's id and whether it is stale (built from an older base), None when gone."""
 
     listed: list[Observed]
     model_digests: dict[str, str | None] = field(default_factory=dict)
     inspected: dict[str, dict | None] = field(default_factory=dict)
     gateway_configs: dict[str, dict] = field(default_factory=dict)
-    environment_images: dict[str, str | None] = field(default_factory=dict)  # address -> image id (None: gone)
+    environment_images: dict[str, dict | None] = field(default_factory=dict)  # builds.observe_images
 
 
 def fold(state: StateFile, observation: DockerObservation) -> FoldResult:

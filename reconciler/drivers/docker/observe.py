@@ -44,7 +44,7 @@ def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
     gateway_configs = {a: gateway_config(state_dir, state, r) for a, r in state.records.items()
                        if a.kind == "endpoint" and not a.is_derived} if state_dir is not None else {}
     inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
-    return DockerObservation(listed, model_digests, inspected, gateway_configs, builds.image_ids(client, state))
+    return DockerObservation(listed, model_digests, inspected, gateway_configs, builds.observe_images(client, state))
 
 
 def list_managed(client: docker.DockerClient, stack: str) -> list[Observed]:

@@ -58,7 +58,7 @@ class ServiceView:
 class SwarmObservation:
     services: list[ServiceView]
     model_digests: dict[str, str | None] = field(default_factory=dict)  # model address -> None: configs gone
-    environment_images: dict[str, str | None] = field(default_factory=dict)  # address -> image id (None: gone)
+    environment_images: dict[str, dict | None] = field(default_factory=dict)  # builds.observe_images
 
 
 def slot_id(service_id: str, slot: int) -> str:

@@ -31,7 +31,7 @@ def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
                                                                    s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
                      if a.kind == "model" and not a.is_derived}
-    return SwarmObservation(services, model_digests, environment_images=builds.image_ids(client, state))
+    return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state))
 
 
 def _strings(value) -> set[str]:
