@@ -128,7 +128,10 @@ def state_migrate(stack_dir, to, state_path, force, lock_timeout):
     result = migrate_state(stack_dir, to, state_path, force=force, lock_timeout=lock_timeout)
     click.echo(f"Copied the state of stack {result.state.stack} (lineage {result.state.lineage}, serial "
                f"{result.state.serial}, {len(result.state.records)} records) from {result.source} to {result.target}.")
-    click.echo(f"Now set `backend: {to}` in the stack settings; {result.source} is left as it was and no longer used.")
+    from reconciler.config.stack import read_backend_settings
+    if read_backend_settings(stack_dir).kind != to:
+        click.echo(f"Now set `backend: {to}` in the stack settings; {result.source} is left as it was and is no "
+                   "longer used then.")
 
 
 def _record(current, address):
