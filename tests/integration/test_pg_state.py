@@ -71,6 +71,8 @@ def serials(stack) -> list[int]:
 def converged(stack, tmp_path) -> None:
     check = reconciler("plan", stack.dir, "--detailed-exitcode")
     assert check.returncode == 0, check.stdout + check.stderr
+    drift = reconciler("drift", stack.dir)
+    assert drift.returncode == 0, drift.stdout + drift.stderr
     request = tmp_path / "request.json"
     request.write_text(SAMPLE_REQUEST)
     answer = reconciler("invoke", "half-plus-two", "--request-file", request, "--stack", stack.dir)
