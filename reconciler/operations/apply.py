@@ -18,8 +18,8 @@ from reconciler.apply import Applier, ApplyResult
 from reconciler.config.settings import LoadOptions
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.events import Hook
-from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, open_store,
-                                        plan_with_store)
+from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, load_desired,
+                                        open_store, plan_with_store)
 from reconciler.planfile import check_not_stale, read_plan
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY
@@ -87,7 +87,9 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
     source = Path(request.source)
     saved = source.is_file()
     plan = read_plan(source) if saved else None
-    store = _store_for(request, plan, source)
+    # The stack is read before the lock (its settings choose the store); nothing locks its files.
+    desired = None if saved else load_desired(_plan_request(request))
+    store = _store_for(request, plan, source, desired)
     store.lock("destroy" if request.mode == DESTROY else "apply", request.lock_timeout)
     with store:
         if plan is not None:
@@ -97,7 +99,7 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
             if plan.drift or plan.mode == REFRESH_ONLY:
                 state = refreshed_as_planned(plan, state, driver, store)
         else:
-            planned = plan_with_store(_plan_request(request), store, drivers)
+            planned = plan_with_store(_plan_request(request), store, drivers, desired)
             plan, state = planned.plan, planned.state
             driver = planned.driver or driver_lookup(drivers)(plan.driver)
         show(plan)
@@ -134,9 +136,9 @@ def _plan_request(request: ApplyRequest) -> PlanRequest:
                        refresh=request.refresh, driver=request.driver, load=request.load)
 
 
-def _store_for(request: ApplyRequest, plan: Plan | None, source: Path) -> StateBackend:
+def _store_for(request: ApplyRequest, plan: Plan | None, source: Path, desired=None) -> StateBackend:
     if plan is None:
-        return open_store(source.resolve().name, request.state_path, source)
+        return open_store(source.resolve().name, request.state_path, source, desired.backend if desired else None)
     stack_dir = Path(plan.stack_dir) if plan.stack_dir else None
     if plan.state_path.startswith(PG_LOCATION_PREFIX):
         store = open_store(plan.stack, request.state_path, stack_dir)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 from reconciler.config.settings import LoadOptions
+from reconciler.config.graph import DesiredGraph
 from reconciler.config.settings import BackendSettings
-from reconciler.config.stack import load_stack, read_backend_settings, stack_name
+from reconciler.config.stack import load_stack, read_backend_settings
 from reconciler.drivers.common.fold import record_ids
 from reconciler.drivers.common.labels import OtherOwner, other_owners
 from reconciler.errors import ReconcilerError, StackInvalid
@@ -73,12 +74,15 @@ def choose_driver(option: str | None, configured: str, state: StateFile) -> str:
     return choose(option, configured, state)
 
 
-def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = None) -> StateBackend:
-    """The state backend the stack settings choose: PostgreSQL for `backend: pg`, else the local
-    file of `--state` or the stack directory's default one. A state file at the old default
-    location (`state/<stack>.json` in the working directory) is not guessed at: it may be this
-    stack's or another stack's of the same name."""
-    backend = read_backend_settings(stack_dir) if stack_dir is not None else BackendSettings()
+def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = None,
+               backend: BackendSettings | None = None) -> StateBackend:
+    """The state backend the stack settings choose (`backend`, when the caller has loaded them;
+    else read from `stack_dir`): PostgreSQL for `backend: pg`, else the local file of `--state`
+    or the stack directory's default one. A state file at the old default location
+    (`state/<stack>.json` in the working directory) is not guessed at: it may be this stack's or
+    another stack's of the same name."""
+    if backend is None:
+        backend = read_backend_settings(stack_dir) if stack_dir is not None else BackendSettings()
     if backend.kind == "pg":
         if state_path:
             raise ReconcilerError(
@@ -117,14 +121,22 @@ def local_store(stack: str, state_path: Path | None, stack_dir: Path | None = No
 
 def plan(request: PlanRequest, drivers: DriverLookup | None = None) -> PlanOutcome:
     """Plan `request.stack_dir` against its state (read, not locked: a plan changes nothing)."""
-    store = open_store(stack_name(Path(request.stack_dir)), request.state_path, Path(request.stack_dir))
-    return plan_with_store(request, store, drivers)
+    desired = load_desired(request)
+    store = open_store(desired.stack, request.state_path, Path(request.stack_dir), desired.backend)
+    return plan_with_store(request, store, drivers, desired)
 
 
-def plan_with_store(request: PlanRequest, store: StateBackend, drivers: DriverLookup | None = None) -> PlanOutcome:
+def load_desired(request: PlanRequest) -> DesiredGraph:
     if request.mode not in MODES:
         raise ReconcilerError(f"unknown plan mode {request.mode!r}", f"use one of {', '.join(MODES)}")
-    desired = load_stack(Path(request.stack_dir), dict(request.variables), request.load)
+    return load_stack(Path(request.stack_dir), dict(request.variables), request.load)
+
+
+def plan_with_store(request: PlanRequest, store: StateBackend, drivers: DriverLookup | None = None,
+                    desired: DesiredGraph | None = None) -> PlanOutcome:
+    """Plan against `store` (the caller may hold its lock); `desired`: the stack, when the
+    caller has loaded it already (to choose the store)."""
+    desired = desired if desired is not None else load_desired(request)
     if desired.unsupported and request.mode != DESTROY:
         raise StackInvalid(list(desired.unsupported))
     state = store.read()

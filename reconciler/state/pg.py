@@ -183,7 +183,7 @@ class PgStateStore(StateBackend):
         return ReconcilerError(
             f"lost the connection to the PostgreSQL state backend at {self._server} ({self._lost}); "
             "this step's result was not saved, and the state lock went with the connection",
-            f"the state keeps what the last committed step wrote (`reconciler state history` shows it); when "
+            "the state keeps what the last committed step wrote (`reconciler state history` shows it); when "
             "the server answers again, run the same command again: objects made since are found by their labels")
 
     # -- reading ---------------------------------------------------------------------------
@@ -344,7 +344,9 @@ class PgStateStore(StateBackend):
             note, session = self._note(connection), self._holder_session(connection)
             if note is None and session is None:
                 raise ReconcilerError(f"state {self.location} is not locked", "nothing to unlock")
-            holder = note[1] if note and note[0] == session or session is None and note else None
+            # The note names the holder when its session holds the lock, or when no session does
+            # (a dead holder's note, left for force-unlock to clear).
+            holder = note[1] if note and (session is None or note[0] == session) else None
             if holder is None:
                 raise ReconcilerError(f"state {self.location} is locked by a session that left no note "
                                       f"(server process {session})", "wait for it; it is taking the lock now")
