@@ -28,9 +28,7 @@ def demo_stack(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def pg_cluster():
     """The session's own PostgreSQL server (tests/pgcluster.py), started at first use."""
-    import sys
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pgcluster import PgCluster, postgres_bindir
+    from tests.pgcluster import PgCluster, postgres_bindir
     bindir = postgres_bindir()
     if bindir is None:
         pytest.skip("PostgreSQL is not installed (scripts/setup.sh installs Debian's postgresql)")
@@ -56,10 +54,3 @@ _schemas = iter(range(1, 1_000_000))
 def pg_schema(pg_conn_str) -> str:
     """A schema of this test's own, so that tests never see each other's states."""
     return f"t{os.getpid()}_{next(_schemas)}"
-
-
-def use_pg_backend(stack_dir: Path, schema: str, name: str | None = None) -> None:
-    """Make `stack_dir` keep its state in PostgreSQL (its settings document)."""
-    lines = ["$schema: https://reconciler.local/schemas/reconcilerStack.schema.json", "backend: pg",
-             "pg:", f"  schema_name: {schema}"] + ([f"  name: {name}"] if name else [])
-    (stack_dir / "reconciler.yml").write_text("\n".join(lines) + "\n")

@@ -79,3 +79,10 @@ class PgCluster:
     def remove(self) -> None:
         self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+def use_pg_backend(stack_dir: Path, schema: str, name: str | None = None) -> None:
+    """Make `stack_dir` keep its state in PostgreSQL (its settings document)."""
+    lines = ["$schema: https://reconciler.local/schemas/reconcilerStack.schema.json", "backend: pg",
+             "pg:", f"  schema_name: {schema}"] + ([f"  name: {name}"] if name else [])
+    (stack_dir / "reconciler.yml").write_text("\n".join(lines) + "\n")

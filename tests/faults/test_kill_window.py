@@ -28,7 +28,7 @@ from harness import DEMO_IMAGE, ROOT
 from reconciler.operations.plan import open_store
 from reconciler.state.backend import StateBackend
 from reconciler.state.store import StateStore, default_state_path
-from tests.conftest import use_pg_backend
+from tests.pgcluster import use_pg_backend
 
 pytestmark = pytest.mark.integration
 

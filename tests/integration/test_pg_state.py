@@ -14,7 +14,7 @@ import time
 import pytest
 
 from harness import SAMPLE_REQUEST, StackRun
-from tests.conftest import use_pg_backend
+from tests.pgcluster import use_pg_backend
 
 pytestmark = pytest.mark.integration
 

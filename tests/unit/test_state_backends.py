@@ -1,10 +1,10 @@
 """The lock and crash behaviour every state backend must have, run against the local file and
 against PostgreSQL (the session's own server, tests/pgcluster.py; skipped when PostgreSQL is not
-installed). Holders and crashing writers are child processes, as two reconciler runs are.
+installed). Holders and crashing writers are child processes (tests/unit/store_child.py), as two
+reconciler runs are.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -20,37 +20,9 @@ import pytest
 from reconciler.errors import ReconcilerError, StateLocked
 from reconciler.state.model import StateFile, StateRecord
 from reconciler.state.store import StateStore
+from tests.unit.store_child import start_store_child
 
 STACK = "demo"
-
-# Opens the store described by argv[1] (JSON), locks it, prints the LockInfo, then either holds
-# the lock until stdin closes or writes argv[2] steps, printing each serial after it returns.
-CHILD = """
-import dataclasses, json, sys, time
-from pathlib import Path
-spec = json.loads(sys.argv[1])
-if spec["kind"] == "pg":
-    from reconciler.state.pg import PgStateStore
-    store = PgStateStore(spec["stack"], spec["name"], Path("/tmp"), schema=spec["schema"])
-else:
-    from reconciler.state.store import StateStore
-    store = StateStore(Path(spec["path"]), spec["stack"])
-info = store.lock(spec.get("operation", "apply"))
-print(json.dumps(dataclasses.asdict(info)), flush=True)
-if len(sys.argv) > 2:
-    from reconciler.state.model import StateFile, StateRecord
-    state = store.read()
-    for number in range(int(sys.argv[2])):
-        record = StateRecord(f"model.m{number}:1", "docker", {"n": number}, "sha256:" + "0" * 64)
-        state = store.write_step(state.with_record(record), (record.address,))
-        print(state.serial, flush=True)
-        time.sleep(0.01)
-else:
-    sys.stdin.read()
-store.unlock()
-print("released", flush=True)
-"""
-
 
 @dataclass
 class Backend:
@@ -76,15 +48,10 @@ def backend(request, tmp_path) -> Backend:
 def child():
     started: list[subprocess.Popen] = []
 
-    def start(backend: Backend, *args: str, operation: str = "apply"):
-        process = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps({**backend.spec, "operation": operation}),
-                                    *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def start(backend: Backend, mode: str = "hold", operation: str = "apply"):
+        process, info = start_store_child(backend.spec, operation, mode)
         started.append(process)
-        line = process.stdout.readline()
-        if not line:
-            process.wait(timeout=10)
-            raise RuntimeError(f"child exited with {process.returncode} before locking")
-        return process, json.loads(line)
+        return process, info
 
     yield start
     for process in started:
@@ -211,7 +178,7 @@ def _reader(backend: Backend) -> str:
 
 
 def test_a_writer_killed_mid_apply_leaves_its_last_committed_step(backend, child):
-    process, _ = child(backend, "400")
+    process, _ = child(backend, "steps:400")
     acknowledged = 0
     while acknowledged < 25:
         acknowledged = int(process.stdout.readline())

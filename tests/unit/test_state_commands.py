@@ -18,7 +18,7 @@ from reconciler.operations.state import push_refusal
 from reconciler.planfile import write_plan
 from reconciler.state.model import StateFile
 from reconciler.state.store import StateStore, default_state_path
-from tests.conftest import use_pg_backend
+from tests.pgcluster import use_pg_backend
 from tests.unit.fakes import RecordingDriver
 
 STACK = "half-plus-two"
