@@ -20,6 +20,7 @@ from reconciler.state.model import StateFile
 from reconciler.state.store import StateStore, default_state_path
 from tests.pgcluster import use_pg_backend
 from tests.unit.fakes import RecordingDriver
+from tests.unit.store_child import start_store_child
 
 STACK = "half-plus-two"
 
@@ -191,3 +192,30 @@ def test_operations_raise_reconciler_errors_not_driver_errors(demo_stack, monkey
     use_pg_backend(demo_stack, "s1")
     with pytest.raises(ReconcilerError, match="PostgreSQL state backend"):
         open_store(STACK, None, demo_stack).read()
+
+
+def test_force_unlock_of_a_pg_lock_ends_the_holders_session_only_with_force(demo_stack, pg_schema):
+    use_pg_backend(demo_stack, pg_schema)
+    holder, held = start_store_child({"kind": "pg", "stack": STACK, "name": STACK, "schema": pg_schema}, "apply")
+    try:
+        refused = run("force-unlock", held["id"], "--stack", demo_stack, ok=False)
+        assert refused.exit_code == 1
+        assert f"the lock is held by a running process (PID {held['pid']} on {held['host']}, apply" in refused.output
+        locked = run("state", "rm", "model.x:1", "--stack", demo_stack, ok=False)
+        assert locked.exit_code == 3 and f"ID: {held['id']}" in locked.output
+        freed = run("force-unlock", held["id"], "--stack", demo_stack, "--force")
+        assert f"pid {held['pid']}, apply" in freed.output
+        store = open_store(STACK, None, demo_stack)
+        store.lock("test", timeout=10)  # the holder's session, and its lock, are gone
+        store.unlock()
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        holder.stdin.close()
+        holder.stdout.close()
+
+
+def test_local_history_is_the_file_and_its_backup(demo_stack):
+    fake_apply(demo_stack)
+    lines = run("state", "history", "--stack", demo_stack).output.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["1", "4"]
