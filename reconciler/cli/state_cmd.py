@@ -119,7 +119,8 @@ def state_history(stack_ref, state_path, as_json):
               help="The backend to copy the state into (from the other one).")
 @click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
               help="The local state file (default: the stack's default state).")
-@click.option("--force", is_flag=True, help="Replace a state the target already holds.")
+@click.option("--force", is_flag=True, help="Replace a state the target already holds; move a --state file whose "
+              "gateway configs live beside it anyway.")
 @click.option("--lock-timeout", type=float, default=0.0)
 @handle_errors()
 def state_migrate(stack_dir, to, state_path, force, lock_timeout):

@@ -93,6 +93,16 @@ def migrate_state(stack_dir: Path, to: str, state_path: Path | None = None, forc
         raise ReconcilerError(f"unknown state backend {to!r}", "use --to pg or --to local")
     target = stores[to]
     source = stores["local" if to == "pg" else "pg"]
+    local, pg = stores["local"], stores["pg"]
+    beside = [local.work_dir / name for name in ("gateways", "models") if (local.work_dir / name).exists()]
+    if local.work_dir.resolve() != pg.work_dir.resolve() and beside and not force:
+        # The running gateways and model mounts point into the local file's directory; the pg
+        # backend keeps them in the stack's default one, so the next apply would rebuild them.
+        raise ReconcilerError(
+            f"the gateway configs and model copies of {local.location} are in {local.work_dir}, but a pg state "
+            f"keeps them in {pg.work_dir}",
+            "migrate a state at the default location (without --state), or --force and let the next apply "
+            "re-create the gateways and model copies there")
     source.lock("state migrate", lock_timeout)
     with source:
         state = source.read()

@@ -219,3 +219,13 @@ def test_local_history_is_the_file_and_its_backup(demo_stack):
     fake_apply(demo_stack)
     lines = run("state", "history", "--stack", demo_stack).output.splitlines()
     assert [line.split()[0] for line in lines[1:]] == ["1", "4"]
+
+
+def test_migrate_of_a_state_whose_gateways_live_elsewhere_is_refused(demo_stack, pg_schema, tmp_path):
+    state = tmp_path / "elsewhere" / "state.json"
+    fake_apply(demo_stack, state_path=state)
+    (state.parent / "gateways").mkdir()  # what the docker driver keeps beside the file
+    (demo_stack / "reconciler.yml").write_text(f"pg:\n  schema_name: {pg_schema}\n")
+    refused = run("state", "migrate", demo_stack, "--to", "pg", "--state", state, ok=False)
+    assert refused.exit_code == 1 and f"are in {state.parent}, but a pg state keeps them in" in refused.output
+    run("state", "migrate", demo_stack, "--to", "pg", "--state", state, "--force")
