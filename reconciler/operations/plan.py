@@ -21,17 +21,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from reconciler.config.settings import LoadOptions
 from reconciler.config.graph import DesiredGraph
-from reconciler.config.settings import BackendSettings
+from reconciler.config.settings import BackendSettings, LoadOptions
 from reconciler.config.stack import load_stack, read_backend_settings
 from reconciler.drivers.common.fold import record_ids
 from reconciler.drivers.common.labels import OtherOwner, other_owners
 from reconciler.errors import ReconcilerError, StackInvalid
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
-from reconciler.state.model import StateFile
 from reconciler.state.backend import PG_LOCATION_PREFIX, StateBackend, as_location
+from reconciler.state.model import StateFile
 from reconciler.state.store import StateStore, default_state_path, legacy_state_path
 
 MODES = (APPLY, DESTROY, REFRESH_ONLY)
