@@ -34,7 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "render": ("reconciler.cli.render", "render",
                "Render STACK_DIR as Kubernetes manifests (Deployments, Services, HTTPRoutes, model volumes)."),
     "show": ("reconciler.cli.plan", "show", "Show a saved plan FILE, or the state of a stack DIR."),
-    "state": ("reconciler.cli.state_cmd", "state", "Inspect and edit the state file."),
+    "state": ("reconciler.cli.state_cmd", "state",
+              "Inspect, edit and move the state (a local file, or PostgreSQL with `backend: pg`)."),
     "validate": ("reconciler.cli.validate", "validate", "Check STACK_DIR against the schemas and across documents."),
 }
 

@@ -21,7 +21,7 @@ from reconciler.config.conda import conda_file_problem, conda_only, parse_conda
 from reconciler.config.environments import (MAX_DOCKERFILE_BYTES, ContextError, conda_environment_spec, context_files,
                                             copy_sources, dockerfile_environment_spec, map_dockerfile)
 from reconciler.config.image_map import substitute
-from reconciler.config.settings import LoadOptions, StackSettings, read_settings
+from reconciler.config.settings import BackendSettings, LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
@@ -102,6 +102,8 @@ class DesiredGraph:
     ignored: tuple = field(default=())
     # "ADDRESS: FROM -> TO (rule)" for every image the image map replaced; plans show them.
     substitutions: tuple[str, ...] = field(default=())
+    # Where the stack's state lives (`backend:` and `pg:` of the stack settings).
+    backend: BackendSettings = BackendSettings()
 
     @property
     def digest(self) -> str:
@@ -658,5 +660,5 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
                          str(root), settings.driver, tuple(sorted(builder.warnings)),
-                         substitutions=tuple(builder.substitutions))
+                         substitutions=tuple(builder.substitutions), backend=settings.backend)
     return graph, builder.problems + settings_problems
