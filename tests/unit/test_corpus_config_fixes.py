@@ -51,14 +51,16 @@ def test_kubernetes_resources_are_refused_as_such(demo_stack):
     assert "instance_type" in problem.hint
 
 
-def test_a_scoring_script_with_a_conda_file_is_refused_for_its_conda_file_only(demo_stack):
-    # As managed/sample/blue-deployment.yml: the scoring script runs (issue 14); the image built
-    # from the conda file is what is refused, once, until environments are built.
+def test_a_scoring_script_with_a_conda_file_runs_in_the_image_built_from_it(demo_stack):
+    # As managed/sample/blue-deployment.yml (issue 14): the environment is built, the script runs in it.
     (demo_stack / "conda.yaml").write_text("name: env\ndependencies:\n  - python=3.10\n")
     (demo_stack / "score.py").write_text("def run(data):\n    return data\n")
     deployment = demo_stack / "deployment.yml"
     deployment.write_text(deployment.read_text().replace(
         "  image: reconciler/demo-tfserving:latest", "  image: reconciler/demo-tfserving:latest\n  conda_file: conda.yaml")
         + "code_configuration:\n  code: .\n  scoring_script: score.py\n")
-    [problem] = load_stack(demo_stack).unsupported   # validate and plan refuse what is unsupported
-    assert problem.path == "environment.conda_file" and "conda file" in problem.message
+    graph = load_stack(demo_stack)
+    assert graph.unsupported == ()
+    [environment], [served] = graph.by_kind("environment"), graph.by_kind("deployment")
+    assert environment.address in served.depends_on and served.spec["image"] == environment.spec["image"]
+    assert served.spec["code"]["scoring_script"] == "score.py"
