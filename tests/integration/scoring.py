@@ -1,7 +1,8 @@
 """Scoring-script stacks of the public Azure ML examples on the real engine (issue 14): the
-example tree copied, a stack assembled as its deploy script does, and images with the packages
-the examples' conda files and Dockerfiles name, built once per test session (pip through the
-machine's route to PyPI, as the inference base image is set up for; Docker's build cache keeps
+example tree copied, a stack assembled as its deploy script does, with its environments built
+by reconciler on the local inference base (the image map), or, where a test needs other
+packages than the conda file resolves to with pip, an image built by the test (pip through
+the machine's route to PyPI, as the inference base is set up for; Docker's build cache keeps
 them across sessions).
 """
 from __future__ import annotations
@@ -116,6 +117,14 @@ class ExampleStack(StackRun):
     def invoke(self, endpoint: str, request_file: Path, *extra: str) -> tuple[int, str]:
         result = self.run("invoke", endpoint, "--request-file", str(request_file), "--state", str(self.state), *extra)
         return result.exit_code, result.output
+
+
+def map_azureml_images(stack: "ExampleStack") -> None:
+    """The stack's image map puts the local inference base where the examples name Azure ML's
+    (their environments' `image:` under a conda file, their Dockerfiles' FROM)."""
+    settings = stack.dir / "reconciler.yml"
+    settings.write_text(settings.read_text() + f"images:\n  - name: mcr.microsoft.com/azureml/*\n"
+                        f"    newName: {INFERENCE_BASE.rsplit(':', 1)[0]}\n    newTag: {INFERENCE_BASE.rsplit(':', 1)[1]}\n")
 
 
 def with_image(path: Path, image: str) -> None:

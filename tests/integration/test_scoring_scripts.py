@@ -4,7 +4,8 @@ the model's real scikit-learn predictions, a traffic move under load fails no re
 scoring script whose init() raises fails its step with the server's log, is tainted, and the
 deployment it was to replace goes on answering.
 
-One image with the quickstart's packages is built once for the module (scoring.scoring_image).
+The stack is applied once for the module: its environment (the conda file, installed with pip
+on the local inference base) is built once.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import time
 
 import pytest
 
-from scoring import ExampleStack, scoring_image, with_image
+from scoring import ExampleStack, inference_base_or_skip, map_azureml_images
 
 pytestmark = pytest.mark.integration
 
@@ -29,18 +30,32 @@ LOAD_REQUESTS, LOAD_CONNECTIONS = 1500, 4
 
 
 @pytest.fixture(scope="module")
-def image(docker_client):
-    return scoring_image(docker_client)
+def quickstart(tmp_path_factory, docker_client):
+    """managed/sample as the quickstart deploys it, applied once for the module (its environment,
+    built from the conda file, is the slow part): blue with all traffic, green beside it. Each
+    test leaves it as it found it."""
+    inference_base_or_skip(docker_client)
+    stack = ExampleStack(tmp_path_factory.mktemp("quickstart"), docker_client, "managed/sample",
+                         ["endpoint.yml", "blue-deployment.yml", "green-deployment.yml"])
+    (stack.dir / "endpoint.yml").write_text((stack.dir / "endpoint.yml").read_text() + "traffic: {blue: 100}\n")
+    map_azureml_images(stack)
+    try:
+        stack.apply()
+        yield stack
+    finally:
+        stack.cleanup()
 
 
-def quickstart(tmp_path, client, image: str, traffic: str = "{blue: 100}") -> ExampleStack:
-    """managed/sample as the quickstart deploys it: blue with all traffic, green beside it."""
-    stack = ExampleStack(tmp_path, client, "managed/sample", ["endpoint.yml", "blue-deployment.yml",
-                                                              "green-deployment.yml"])
-    (stack.dir / "endpoint.yml").write_text((stack.dir / "endpoint.yml").read_text() + f"traffic: {traffic}\n")
-    for name in ("blue-deployment.yml", "green-deployment.yml"):
-        with_image(stack.dir / name, image)
-    return stack
+def docker_client_logs(stack, container_id: str) -> str:
+    gateway = stack.containers(**{"org.reconciler.role": "gateway"})
+    return stack.client.containers.get(container_id).logs(tail=10).decode(errors="replace") + \
+        "".join(g.logs(tail=10).decode(errors="replace") for g in gateway)
+
+
+def set_traffic(stack, traffic: str) -> None:
+    endpoint = stack.dir / "endpoint.yml"
+    endpoint.write_text(re.sub(r"traffic: .*", f"traffic: {traffic}", endpoint.read_text()))
+    stack.apply()
 
 
 def post(port: int, key: str, body: bytes, headers: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
@@ -81,30 +96,30 @@ class Requests:
         return self.answers
 
 
-def test_the_quickstart_answers_with_the_models_predictions(tmp_path, docker_client, image):
-    stack = quickstart(tmp_path, docker_client, image)
-    try:
-        stack.apply()
-        records = stack.records()
-        assert records[BLUE]["status"] == records[GREEN]["status"] == "ready"
-        request = stack.online / "model-1" / "sample-request.json"
-        code, output = stack.invoke("my-endpoint", request)
-        assert code == 0 and json.loads(output) == MODEL_1_ANSWER, output
-        # The header picks a deployment as Azure ML's does: green serves model-2's script.
-        code, output = stack.invoke("my-endpoint", request, "--deployment", "green")
-        assert code == 0 and json.loads(output) == MODEL_2_ANSWER, output
-        # The code folder is the store's read-only copy at /var/azureml-app/<folder>/, and the
-        # server found the script and the model where Azure ML's variables say.
-        [container] = stack.containers(**{"org.reconciler.address": BLUE})
-        mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
-        assert mounts["/var/azureml-app/onlinescoring"]["RW"] is False
-        assert mounts["/var/azureml-app/onlinescoring"]["Source"].startswith(str(stack.state.parent))
-        environment = dict(v.split("=", 1) for v in container.attrs["Config"]["Env"])
-        assert (environment["AML_APP_ROOT"], environment["AZUREML_ENTRY_SCRIPT"], environment["AZUREML_MODEL_DIR"]) \
-            == ("/var/azureml-app/onlinescoring/", "score.py", "/var/azureml-app/azureml-models/blue-model/1")
-        assert stack.plan("--detailed-exitcode").exit_code == 0
-    finally:
-        stack.cleanup()
+def test_the_quickstart_answers_with_the_models_predictions(quickstart):
+    stack = quickstart
+    records = stack.records()
+    assert records[BLUE]["status"] == records[GREEN]["status"] == "ready"
+    # Each runs in the image built from its conda file (model-1's and model-2's have one content).
+    built = {r["spec"]["image"] for a, r in records.items() if a.startswith("environment.")}
+    assert records[BLUE]["spec"]["image"] in built and records[GREEN]["spec"]["image"] in built
+    request = stack.online / "model-1" / "sample-request.json"
+    code, output = stack.invoke("my-endpoint", request)
+    assert code == 0 and json.loads(output) == MODEL_1_ANSWER, output
+    # The header picks a deployment as Azure ML's does: green serves model-2's script.
+    code, output = stack.invoke("my-endpoint", request, "--deployment", "green")
+    assert code == 0 and json.loads(output) == MODEL_2_ANSWER, output
+    # The code folder is the store's read-only copy at /var/azureml-app/<folder>/, and the
+    # server found the script and the model where Azure ML's variables say.
+    [container] = stack.containers(**{"org.reconciler.address": BLUE})
+    mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    assert mounts["/var/azureml-app/onlinescoring"]["RW"] is False
+    assert mounts["/var/azureml-app/onlinescoring"]["Source"].startswith(str(stack.state.parent))
+    environment_variables = dict(v.split("=", 1) for v in container.attrs["Config"]["Env"])
+    assert (environment_variables["AML_APP_ROOT"], environment_variables["AZUREML_ENTRY_SCRIPT"],
+            environment_variables["AZUREML_MODEL_DIR"]) == \
+        ("/var/azureml-app/onlinescoring/", "score.py", "/var/azureml-app/azureml-models/blue-model/1")
+    assert stack.plan("--detailed-exitcode").exit_code == 0
 
 
 @pytest.fixture
@@ -115,60 +130,61 @@ def hey():
     return path
 
 
-def test_moving_traffic_from_blue_to_green_under_load_fails_no_request(tmp_path, docker_client, image, hey):
-    stack = quickstart(tmp_path, docker_client, image)
+def test_moving_traffic_from_blue_to_green_under_load_fails_no_request(quickstart, hey):
+    stack = quickstart
+    outputs = stack.endpoint("my-endpoint")
+    load = subprocess.Popen(
+        [hey, "-n", str(LOAD_REQUESTS), "-c", str(LOAD_CONNECTIONS), "-t", "20", "-m", "POST",
+         "-T", "application/json", "-H", f"Authorization: Bearer {outputs['keys']['primary']}",
+         "-D", str(stack.online / "model-1" / "sample-request.json"),
+         f"http://127.0.0.1:{outputs['port']}/score"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        stack.apply()
-        outputs = stack.endpoint("my-endpoint")
-        load = subprocess.Popen(
-            [hey, "-n", str(LOAD_REQUESTS), "-c", str(LOAD_CONNECTIONS), "-t", "20", "-m", "POST",
-             "-T", "application/json", "-H", f"Authorization: Bearer {outputs['keys']['primary']}",
-             "-D", str(stack.online / "model-1" / "sample-request.json"),
-             f"http://127.0.0.1:{outputs['port']}/score"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(1)
-        endpoint = stack.dir / "endpoint.yml"
         for traffic in ("{blue: 90, green: 10}", "{blue: 0, green: 100}"):
-            endpoint.write_text(re.sub(r"traffic: .*", f"traffic: {traffic}", endpoint.read_text()))
-            stack.apply()
+            set_traffic(stack, traffic)
         output, _ = load.communicate(timeout=300)
-        codes = {code: int(count) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
-        assert codes == {"200": LOAD_REQUESTS} and "Error distribution" not in output, output
-        code, answer = stack.invoke("my-endpoint", stack.online / "model-1" / "sample-request.json")
-        assert code == 0 and json.loads(answer) == MODEL_2_ANSWER
     finally:
-        stack.cleanup()
+        if load.poll() is None:
+            load.kill()
+    codes = {code: int(count) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
+    assert codes == {"200": LOAD_REQUESTS} and "Error distribution" not in output, output
+    code, answer = stack.invoke("my-endpoint", stack.online / "model-1" / "sample-request.json")
+    assert code == 0 and json.loads(answer) == MODEL_2_ANSWER
+    set_traffic(stack, "{blue: 100}")
 
 
-def test_a_scoring_script_whose_init_raises_fails_its_step_and_the_old_deployment_serves(
-        tmp_path, docker_client, image):
-    stack = quickstart(tmp_path, docker_client, image)
+def test_a_scoring_script_whose_init_raises_fails_its_step_and_the_old_deployment_serves(quickstart):
+    stack = quickstart
+    old = stack.records()[BLUE]["outputs"]["instances"][0]["id"]
+    script = stack.online / "model-1" / "onlinescoring" / "score.py"
+    working = script.read_text()
+    script.write_text(working.replace("    global model\n",
+                                      "    global model\n    raise RuntimeError('init refuses on purpose')\n", 1))
     try:
-        stack.apply()
-        old = stack.records()[BLUE]["outputs"]["instances"][0]["id"]
-        script = stack.online / "model-1" / "onlinescoring" / "score.py"
-        script.write_text(script.read_text().replace(
-            "    global model\n", "    global model\n    raise RuntimeError('init refuses on purpose')\n", 1))
-        body = (stack.online / "model-1" / "sample-request.json").read_bytes()
-        client = Requests(stack, body)
+        client = Requests(stack, (stack.online / "model-1" / "sample-request.json").read_bytes())
         started = time.monotonic()
         result = stack.apply(expect=1)
         elapsed = time.monotonic() - started
         answers = client.stop()
         # The step fails with the server's own account of it, from the container's log.
         assert "deployment my-endpoint/blue never became ready" in result.output, result.output
-        assert "init refuses on purpose" in result.output and "User's init function failed" in result.output
-        # The server exits when init() fails: the step fails then, not after 30 probes.
+        assert "its server exited" in result.output and "init refuses on purpose" in result.output, result.output
+        assert "User's init function failed" in result.output
+        # The server exits when init() fails: the step fails at the next probe, not after 30 of them.
         assert elapsed < 60, f"apply took {elapsed:.0f} s"
         records = stack.records()
         tainted = [r for r in records.values() if r["address"].startswith(BLUE) and r["status"] == "tainted"]
         assert len(tainted) == 1 and tainted[0]["outputs"]["instances"][0]["id"] != old
         # The deployment it was to replace answers throughout, and after.
-        assert answers and all(status == 200 and json.loads(answer) == MODEL_1_ANSWER for status, answer in answers), \
-            answers[:5]
+        assert answers and all(status == 200 and json.loads(answer) == MODEL_1_ANSWER
+                               for status, answer in answers), \
+            (answers[:3], docker_client_logs(stack, old))
         [container] = [c for c in stack.containers(**{"org.reconciler.address": BLUE}) if c.id == old]
         assert container.status == "running"
         code, output = stack.invoke("my-endpoint", stack.online / "model-1" / "sample-request.json")
         assert code == 0 and json.loads(output) == MODEL_1_ANSWER
         assert "is tainted, so must be replaced" in stack.plan().output
     finally:
-        stack.cleanup()
+        script.write_text(working)
+    stack.apply()   # the tainted deployment replaced by a working one
+    assert stack.records()[BLUE]["status"] == "ready"

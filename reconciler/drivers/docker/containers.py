@@ -13,8 +13,10 @@ deployment's instance type and a pids limit. The user is the image's own (USER).
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -188,7 +190,7 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
         raise DriverError(
             f"deployment {spec['endpoint']}/{spec['name']} never became ready: {result.last_error} "
             f"(container {instance['name']}, {result.attempts} probe(s))" + (f"; {ended}" if ended else ""),
-            "last log lines:\n" + last_logs(client, instance["id"]))
+            "last log lines:\n" + last_logs(client, instance["id"], until=restarted_at(client, instance["id"])))
 
 
 def exit_reason(client: docker.DockerClient, container_id: str) -> str | None:
@@ -221,9 +223,32 @@ def stop_failed(client: docker.DockerClient, instance: dict) -> None:
         pass  # gone already, or being removed: nothing left to loop
 
 
-def last_logs(client: docker.DockerClient, container_id: str, lines: int = LOG_LINES_ON_FAILURE) -> str:
+def restarted_at(client: docker.DockerClient, container_id: str) -> float | None:
+    """When the container's current run started (epoch seconds), if its restart policy started it
+    again: the lines before are the run that failed; the current run may be half-way through
+    its start-up. None when it never restarted."""
     try:
-        text = client.containers.get(container_id).logs(tail=lines).decode("utf-8", "replace")
+        info = client.api.inspect_container(container_id)
+    except NotFound:
+        return None
+    started = (info.get("State") or {}).get("StartedAt") or ""
+    if not info.get("RestartCount") or not started:
+        return None
+    # Docker writes nanoseconds; datetime reads at most microseconds.
+    trimmed = re.sub(r"(\.\d{6})\d*", r"\1", started).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(trimmed).timestamp()
+    except ValueError:
+        return None
+
+
+def last_logs(client: docker.DockerClient, container_id: str, lines: int = LOG_LINES_ON_FAILURE,
+              until: float | None = None) -> str:
+    try:
+        container = client.containers.get(container_id)
+        # The engine takes the tail before it applies `until`: ask for more, keep the last lines.
+        raw = container.logs(tail=lines * 10, until=until) if until else container.logs(tail=lines)
+        text = "\n".join(raw.decode("utf-8", "replace").rstrip().splitlines()[-lines:])
     except NotFound:
         return "    (container is gone)"
     return "\n".join(f"    {line}" for line in text.rstrip().splitlines()) or "    (no output)"
