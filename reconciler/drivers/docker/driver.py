@@ -1,7 +1,8 @@
 """DockerDriver: carries out one step (create/update/delete) per resource kind on Docker.
 
-Side effects only; decisions were made by the planner. Models live in the content store,
-deployments are containers, endpoints are nginx gateways in front of them.
+Side effects only; decisions were made by the planner. Models live in the content store
+(and, on a remote engine, in a content volume filled from it through the API), deployments
+are containers, endpoints are nginx gateways in front of them.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
 from reconciler.drivers.common.labels import LABEL_GENERATION, base_address, new_generation, owned_filter
-from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe, updaters
+from reconciler.drivers.docker import adoption, containers, content_volumes, gateway, model_store, observe, updaters
 from reconciler.drivers.docker import fold as docker_fold
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.drivers.docker.fold import DockerObservation, Observed
@@ -53,7 +54,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when an image is missing and cannot be pulled."""
-        ensure_images(self.client, specs, GATEWAY_IMAGE)
+        ensure_images(self.client, specs, GATEWAY_IMAGE, content_volumes=self.engine.remote)
 
     # -- steps ---------------------------------------------------------------------------
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
@@ -62,12 +63,15 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         if address.kind == "model":
             stored = model_store.materialise(ctx.state_dir, ctx.identity, ctx.stack_dir / spec["path"],
                                              ctx.stack_dir, spec["content_digest"])
-            return dataclasses.replace(record, outputs={"store_path": str(stored)})
+            outputs = {"store_path": str(stored)}
+            if self.engine.remote:
+                outputs["volume"] = self._content_volume(address, stored, spec["content_digest"], ctx)
+            return dataclasses.replace(record, outputs=outputs)
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
         keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
-                                                                 keys, port))
+                                                                 keys, port, self.engine))
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
@@ -105,25 +109,37 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 # No traffic is routed to a container no record owns: no need to wait long.
                 remove_container(self.client, container_id, ORPHAN_STOP_TIMEOUT, adopted=container_id in adopted)
         elif kind == "model":
-            stored = record.outputs.get("store_path")
-            still_used = any(r.outputs.get("store_path") == stored for a, r in ctx.records().items()
-                             if a != record.address and a.kind == "model")
-            if stored and not still_used:
+            others = [r.outputs for a, r in ctx.records().items() if a != record.address and a.kind == "model"]
+            stored, volume = record.outputs.get("store_path"), record.outputs.get("volume")
+            if stored and not any(o.get("store_path") == stored for o in others):
                 model_store.release(ctx.state_dir, ctx.identity, Path(stored))
+            if volume and not any(o.get("volume") == volume for o in others):
+                content_volumes.remove_volume(self.client, volume)
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
         else:
             gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
 
+    def _content_volume(self, address, stored: Path, digest: str, ctx: StepContext) -> str:
+        """The model's content on the remote engine (its volume, made once per content)."""
+        name = content_volumes.content_volume_name(ctx, digest)
+        listed = any(r.outputs.get("volume") == name for r in ctx.records().values())
+        return content_volumes.ensure_folder_volume(self.client, ctx, str(address), stored, digest, GATEWAY_IMAGE,
+                                                    listed_by_records=listed)
+
     # -- deployments ---------------------------------------------------------------------
-    def _model_dir(self, spec: dict, ctx: StepContext) -> Path | None:
+    def _model_mount(self, spec: dict, ctx: StepContext):
         if not spec.get("model"):
             return None
         model = ctx.records().get(spec["model"]["address"])
         if model is None or "store_path" not in model.outputs:
             raise DriverError(f"model {spec['model']['address']} is not in state",
                               "apply the model first (it is a dependency of this deployment)")
-        return Path(model.outputs["store_path"])
+        if self.engine.remote and not model.outputs.get("volume"):
+            raise DriverError(f"model {spec['model']['address']} was stored for a local engine, not for "
+                              f"{self.engine.url}", "destroy the stack on the engine it was applied to first")
+        return content_volumes.mount(spec["model"]["mount_path"], store_path=model.outputs["store_path"],
+                                     volume=model.outputs.get("volume"))
 
     def _create_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
         spec = record.spec
@@ -137,7 +153,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         the others stop waiting then. Every instance started is in the record either way."""
         spec = record.spec
         generation = record.driver_ids["generation"]
-        model_dir = self._model_dir(spec, ctx)
+        model_mount = self._model_mount(spec, ctx)
         engine_cpus = self.engine_cpus()
         indexes = list(indexes)
         instances = list(record.outputs["instances"])
@@ -151,10 +167,10 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 return  # the step fails anyway: start nothing more
             try:
                 instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
-                                                   generation, index, model_dir, engine_cpus=engine_cpus)
+                                                   generation, index, model_mount, engine_cpus=engine_cpus)
                 with lock:
                     started.append(instance)
-                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed)
+                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed, remote=self.engine.remote)
             except BaseException as error:  # noqa: BLE001 - handed to the step below
                 with lock:
                     if not failed.is_set():

@@ -304,6 +304,8 @@ class _Fold(FoldPass):
         if digest.startswith("external:"):
             return digest.removeprefix("external:")
         record = self.records.get(model.get("address", ""))
+        if record and record.outputs.get("volume"):
+            return record.outputs["volume"]  # a remote engine's content volume
         store = record.outputs.get("store_path") if record else None
         return posixpath.join(posixpath.dirname(store), digest.removeprefix("sha256:")) if store else None
 
@@ -414,14 +416,17 @@ class _Fold(FoldPass):
 
     def _gateway_fields(self, record: StateRecord, item: Observed, config: dict | None) -> tuple[FieldChange, ...]:
         attrs, fields = item.attributes, []
-        image = (record.outputs.get("gateway") or {}).get("image")
+        gateway = record.outputs.get("gateway") or {}
+        image = gateway.get("image")
         if image and normalise_image(attrs.get("image")) != normalise_image(image):
             fields.append(FieldChange("image", image, attrs.get("image"), True))
         if config is not None:
-            want = {config["container_port"]: [f"{LOOPBACK}:{record.outputs.get('port')}"]}
+            want = {config["container_port"]: [f"{gateway.get('listen', LOOPBACK)}:{record.outputs.get('port')}"]}
             if (attrs.get("ports") or {}) != want:
                 fields.append(FieldChange("ports", want, attrs.get("ports") or {}, True))
-            mounts = [{"source": config["dir"], "destination": config["mount_destination"], "read_only": True}]
+            # A remote engine's gateway mounts its config volume, a local one the config directory.
+            source = gateway.get("config_volume") or config["dir"]
+            mounts = [{"source": source, "destination": config["mount_destination"], "read_only": True}]
             if not _mounts_match(mounts, attrs.get("mounts") or []):
                 fields.append(FieldChange("mounts", mounts, attrs.get("mounts") or [], True))
         return tuple(fields)

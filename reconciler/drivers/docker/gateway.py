@@ -3,7 +3,8 @@
 The config lives in `<state dir>/gateways/<stack identity>/<endpoint>/` (mode 0700: it holds the
 keys; by identity, so stacks of one folder name sharing a state folder never share it), with the
 keys also in `keys.json` there, which `state recover` reads back. The directory is
-bind-mounted so a rewritten file is seen by the container; changes are
+bind-mounted so a rewritten file is seen by the container (on a remote engine, a volume
+refilled through the API: content_volumes.py); changes are
 applied with a graceful `nginx -s reload`, which never drops a connection. Deployments'
 container names are resolved per request through Docker's embedded DNS, so the gateway
 starts (after a reboot, a `docker restart`) and serves the healthy deployments while others
@@ -23,11 +24,12 @@ from docker.errors import APIError
 from docker.types import Mount
 
 from reconciler.drivers.base import StepContext
-from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.engine import LOOPBACK, EngineAddress, current_engine, free_host_port
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, managed_labels, new_generation, owned_filter
 from reconciler.drivers.common.names import object_name
 from reconciler.drivers.common.probes import wait_answering
+from reconciler.drivers.docker import content_volumes
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config, routed_servers
@@ -159,14 +161,28 @@ def _wait_resolvable(container, hosts: list[str], timeout: float = RESOLVE_TIMEO
 
 
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
-          keys: dict[str, str], port: int | None) -> dict:
-    """Start the gateway; returns the outputs kept in state."""
+          keys: dict[str, str], port: int | None, engine: EngineAddress | None = None) -> dict:
+    """Start the gateway; returns the outputs kept in state. On a remote engine the config
+    reaches the gateway in a volume filled through the API, the port is published on every
+    address of the engine's host (the engine picks it the first time: a port free here says
+    nothing about that host) and the scoring URI names that host."""
+    engine = engine or current_engine()
     directory = own_config_dir(ctx, spec["name"])
-    digest = write_config(directory, render(ctx, spec, keys))
+    text = render(ctx, spec, keys)
+    digest = write_config(directory, text)
     write_keys(directory, keys)
     generation = new_generation()
     name = object_name("rc", ctx.stack, spec["name"], "gw", generation, identity=ctx.identity)
-    port = port or free_host_port()
+    config_volume = None
+    if engine.remote:
+        config_volume = content_volumes.create_volume(client, object_name(
+            "rc", ctx.stack, spec["name"], "gw", generation, "conf", identity=ctx.identity),
+            managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway-config", LABEL_GENERATION: generation}))
+        _fill_config(client, config_volume, text)
+        config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=config_volume, type="volume", read_only=True)
+    else:
+        port = port or free_host_port()
+        config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)
     # A gateway of this endpoint that no record owns (an apply killed after `docker run`) would
     # hold the endpoint's port; under the state lock, any existing one is such a leftover.
     for leftover in client.containers.list(all=True, sparse=True, filters=owned_filter(ctx, address)):
@@ -176,30 +192,55 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
             GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
             labels=managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway",
                                                                       LABEL_GENERATION: generation}),
-            ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", port)},
-            mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
-            restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx),
+            ports={f"{GATEWAY_PORT}/tcp": (engine.listen_address, port)},
+            mounts=[config_mount], restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx),
             **hardening_options())
     except APIError as error:
+        if config_volume:
+            content_volumes.remove_volume(client, config_volume)
         raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
-                          f"is 127.0.0.1:{port} taken by another program? `reconciler logs` shows details") from error
+                          f"is {engine.host}:{port} taken by another program? `reconciler logs` shows details") from error
     try:
-        _wait_listening(client, container.id, port)
+        port = port or _published_port(client, container.id)
+        _wait_listening(client, container.id, engine.host, port)
     except DriverError:
         remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
+        if config_volume:
+            content_volumes.remove_volume(client, config_volume)
         raise
     _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
-    return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest,
+    gateway = {"id": container.id, "name": name, "image": GATEWAY_IMAGE}
+    if config_volume:
+        gateway.update(config_volume=config_volume, listen=engine.listen_address)
+    return {"gateway": gateway, "port": port,
+            "scoring_uri": f"http://{engine.host}:{port}/score", "keys": keys, "config_digest": digest,
             "routes": routes_of(ctx, spec["name"])}
 
 
-def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:
-    error = wait_answering(port, "/-/healthz", timeout, interval=0.1)
+def _published_port(client: docker.DockerClient, container_id: str) -> int:
+    """The host port the engine chose for the gateway's port."""
+    bindings = (client.api.inspect_container(container_id)["NetworkSettings"]["Ports"] or {}).get(
+        f"{GATEWAY_PORT}/tcp") or []
+    if not bindings:
+        raise DriverError(f"the engine published no port for gateway {container_id[:12]}", "see `docker inspect`")
+    return int(bindings[0]["HostPort"])
+
+
+def _fill_config(client: docker.DockerClient, volume: str, text: str) -> None:
+    """The config into the gateway's config volume (remote engines), readable by the gateway's user only."""
+    uid, gid = gateway_user()
+    content_volumes.fill_files(client, volume, {"nginx.conf": text.encode()}, uid, gid, GATEWAY_IMAGE)
+
+
+def _wait_listening(client: docker.DockerClient, container_id: str, host: str, port: int,
+                    timeout: float = 20) -> None:
+    error = wait_answering(port, "/-/healthz", timeout, interval=0.1, host=host)
     if not error:
         return
     logs = client.containers.get(container_id).logs(tail=20).decode("utf-8", "replace")
-    raise DriverError(f"gateway did not start listening on 127.0.0.1:{port}: {error}", "gateway log:\n" + logs)
+    raise DriverError(f"gateway did not start listening on {host}:{port}: {error}",
+                      "gateway log:\n" + logs + ("\nis that port reachable from here (firewall)?"
+                                                 if host != LOOPBACK else ""))
 
 
 def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> str:
@@ -207,12 +248,18 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     Returns the digest of the config now in force."""
     directory = config_dir(ctx, spec["name"])
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
-    digest = write_config(directory, render(ctx, spec, outputs["keys"]))
+    text = render(ctx, spec, outputs["keys"])
+    digest = write_config(directory, text)
     container = client.containers.get(outputs["gateway"]["id"])
+    config_volume = outputs["gateway"].get("config_volume")
+    if config_volume:
+        _fill_config(client, config_volume, text)
     check = _check_config(container)
     if check.exit_code != 0:
         if previous is not None:
             write_config(directory, previous)
+            if config_volume:
+                _fill_config(client, config_volume, previous)
         raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
                           check.output.decode("utf-8", "replace").strip())
     # Names already in the config were resolvable before; only new containers may lag.
@@ -255,6 +302,8 @@ def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoin
     gateway = outputs.get("gateway")
     if gateway:
         remove_container(client, gateway["id"], stop_timeout=5)
+        if gateway.get("config_volume"):
+            content_volumes.remove_volume(client, gateway["config_volume"])
     directory = config_dir(ctx, endpoint)
     if directory.exists():
         for path in directory.iterdir():
