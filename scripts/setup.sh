@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything reconciler needs on a Debian 12 machine, installed or started only when missing:
 #   - Debian's docker.io (the engine), debootstrap (for the offline images) and hey (a load
-#     client that does not retry, for the zero-failed-requests tests),
+#     client that does not retry, for the zero-failed-requests tests), openssh-server, iproute2
+#     and openssl (the remote-engine tests run a second dockerd and an sshd in a network namespace),
 #   - the Python package with its test extras (pip, editable),
 #   - a running dockerd (started in the background when none answers; ours to leave running),
 #   - the offline images (images/build.sh: debootstrap once, then the build cache).
@@ -18,6 +19,10 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # hey: the load client that does not retry (tests of zero failed requests during rollouts).
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+# The remote-engine tests (tests/integration/test_remote_engine.py): sshd, ip netns, openssl.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
   if ((EUID != 0)); then
     log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"

@@ -53,6 +53,12 @@ def _apply_invoke_destroy(remote, docker_client, tmp_path, monkeypatch, env: dic
         model = run.records()["model.tfserving-mounted:1"]["outputs"]
         assert inner.volumes.get(model["volume"]).attrs["Labels"][LABEL_STACK] == run.name
         assert run.containers() and not _host_objects(docker_client, run.name)
+        # The inner engine shares this machine's disk, so a bind mount would work here by
+        # accident: nothing may be bind-mounted (the client's disk is not the engine's).
+        mounts = {c.name: [(m["Type"], m["Destination"]) for m in c.attrs["Mounts"]] for c in run.containers()}
+        assert all(kind == "volume" for found in mounts.values() for kind, _ in found), mounts
+        assert sorted(d for found in mounts.values() for _, d in found) == [
+            "/etc/reconciler", "/var/azureml-app/azureml-models/tfserving-mounted/1"], mounts
         drift = run.run("drift", str(run.dir), "--state", str(run.state))
         assert drift.exit_code == 0, drift.output
         destroyed = run.run("destroy", str(run.dir), "--state", str(run.state), "--auto-approve")

@@ -43,6 +43,11 @@ class EngineAddress:
         return self.scheme in REMOTE_SCHEMES
 
     @property
+    def uri_host(self) -> str:
+        """The host as a URL names it (an IPv6 address in brackets)."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    @property
     def listen_address(self) -> str:
         """Where a gateway publishes its port on the engine's host: loopback on the local
         engine (no one else needs it), every address of a remote one (the client is elsewhere)."""

@@ -213,7 +213,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     if config_volume:
         gateway.update(config_volume=config_volume, listen=engine.listen_address)
     return {"gateway": gateway, "port": port,
-            "scoring_uri": f"http://{engine.host}:{port}/score", "keys": keys, "config_digest": digest,
+            "scoring_uri": f"http://{engine.uri_host}:{port}/score", "keys": keys, "config_digest": digest,
             "routes": routes_of(ctx, spec["name"])}
 
 

@@ -21,7 +21,7 @@ from docker.errors import APIError, NotFound
 from docker.types import ContainerSpec, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 
 from reconciler.drivers.base import StepContext
-from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.engine import EngineAddress, current_engine, free_host_port
 from reconciler.drivers.common.gateway import (GATEWAY_IMAGE, GATEWAY_PORT, render_gateway_config, serving_routes,
                                                template, text_digest)
 from reconciler.drivers.common.labels import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, managed_labels, \
@@ -170,9 +170,11 @@ def edge_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str, c
 
 # -- steps ---------------------------------------------------------------------------------------
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
-          keys: dict[str, str], port: int | None) -> dict:
+          keys: dict[str, str], port: int | None, engine_host: EngineAddress | None = None) -> dict:
     """Start gateway and edge and wait until a request through the port reaches the gateway;
-    returns the outputs kept in state. Nothing is left behind when that fails."""
+    returns the outputs kept in state. Nothing is left behind when that fails. The scoring URI
+    names the manager's host (127.0.0.1 for the local socket)."""
+    engine_host = engine_host or current_engine()
     endpoint = spec["name"]
     service_names = names(ctx, endpoint)
     # Services of this endpoint that no record owns (an apply killed half-way) hold its names
@@ -203,7 +205,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         created.append(edge_id)
         engine.wait_converged(client, edge_id, engine.rollout_of(service_spec), since, START_TIMEOUT,
                               f"edge of endpoint {endpoint}")
-        _wait_answering(port, endpoint)
+        _wait_answering(engine_host, port, endpoint)
     except DriverError:
         for service_id in reversed(created):  # never leave an unrecorded gateway behind
             engine.remove_service(client, service_id)
@@ -213,12 +215,13 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     return {"gateway": {"id": gateway_id, "name": service_names["gateway"], "image": GATEWAY_IMAGE},
             "edge": {"id": edge_id, "name": service_names["edge"]},
             "secret": secret, "edge_config": config, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest}
+            "scoring_uri": f"http://{engine_host.uri_host}:{port}/score", "keys": keys, "config_digest": digest}
 
 
-def _wait_answering(port: int, endpoint: str) -> None:
-    """Through the published port and the edge to the gateway, as a client would come."""
-    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2)
+def _wait_answering(engine_host: EngineAddress, port: int, endpoint: str) -> None:
+    """Through the published port and the edge to the gateway, as a client would come: on the
+    host of the manager this client talks to (the edge has a task on every node)."""
+    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2, host=engine_host.host)
     if not error:
         return
     raise DriverError(f"endpoint {endpoint} does not answer on port {port}: {error}",
