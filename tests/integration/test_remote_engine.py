@@ -116,3 +116,39 @@ def test_ssh_authentication_failure_is_clear(remote, docker_client, tmp_path, mo
     _refused(remote, docker_client, tmp_path, monkeypatch,
              {**remote.ssh_env(), "DOCKER_HOST": f"ssh://nobody@{NS_ADDRESS}"},
              f"ssh://nobody@{NS_ADDRESS}", "ssh authentication as nobody@", "authorized_keys")
+
+
+def test_content_volumes_are_shared_by_fingerprint_and_released_with_the_last_record(remote, tmp_path, monkeypatch):
+    import docker
+    inner = _engine_client(remote, docker)
+    for key, value in remote.tls_env().items():
+        monkeypatch.setenv(key, value)
+    run = StackRun(tmp_path, inner)
+
+    def volumes() -> list[str]:
+        return sorted(v.name for v in inner.volumes.list(filters={"label": [f"{LABEL_STACK}={run.name}",
+                                                                              "org.reconciler.role=content"]}))
+    try:
+        # A second model of the same files: the same fingerprint, so the same volume.
+        (run.dir / "copy.yml").write_text((run.dir / "model.yml").read_text().replace(
+            "name: tfserving-mounted", "name: tfserving-copy"))
+        run.apply()
+        records = run.records()
+        shared = records["model.tfserving-mounted:1"]["outputs"]["volume"]
+        assert records["model.tfserving-copy:1"]["outputs"]["volume"] == shared and volumes() == [shared]
+        (run.dir / "copy.yml").unlink()
+        run.apply()
+        assert volumes() == [shared], "still listed by the served model"
+        assets = run.dir / "half_plus_two" / "00000123" / "assets"
+        (assets / "coefficients.json").write_text('{"a": 1.0, "b": 0.0}')
+        run.apply()
+        changed = run.records()["model.tfserving-mounted:1"]["outputs"]["volume"]
+        assert changed != shared and volumes() == [changed], "new content, new volume; the old one released"
+        assert invoke_sample(run, tmp_path) == {"predictions": [1.0, 2.0, 5.0]}
+        destroyed = run.run("destroy", str(run.dir), "--state", str(run.state), "--auto-approve")
+        assert destroyed.exit_code == 0, destroyed.output
+        assert volumes() == []
+    finally:
+        run.cleanup()
+        for volume in inner.volumes.list(filters={"label": f"{LABEL_STACK}={run.name}"}):
+            volume.remove(force=True)

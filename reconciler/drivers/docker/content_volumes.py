@@ -16,17 +16,22 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import docker
 from docker.errors import APIError, NotFound
 from docker.types import Mount
 
-from reconciler.drivers.common.labels import LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY, managed_labels
+from reconciler.drivers.common.labels import (LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY, managed_labels,
+                                              owned_filter)
 from reconciler.drivers.common.names import object_name
 from reconciler.errors import DriverError
 
 LABEL_CONTENT_DIGEST = LABEL_PREFIX + "content-digest"
+# The roles of the volumes made here (LABEL_ROLE): a model's content, a gateway's config.
+CONTENT_ROLE, GATEWAY_CONFIG_ROLE = "content", "gateway-config"
+VOLUME_ROLES = (CONTENT_ROLE, GATEWAY_CONFIG_ROLE)
 FILL_PATH = "/fill"
 
 
@@ -42,18 +47,39 @@ def mount(target: str, *, store_path: str | None = None, volume: str | None = No
     return Mount(target=target, source=str(store_path), type="bind", read_only=True)
 
 
+# Parallel steps of one apply (two models of the same content) fill one volume once: a
+# helper mounting a volume that another step has just removed would silently re-create it
+# without our labels. Volumes filled completely by this process, so a sibling step reuses them
+# before their record is saved.
+_fill_lock = threading.Lock()
+_filled: set[str] = set()
+
+
 def ensure_folder_volume(client: docker.DockerClient, owner, address: str, stored: Path, digest: str,
                          helper_image: str, listed_by_records: bool) -> str:
     """The content volume of `stored` (a store directory holding one entry, the model's file or
-    folder), created and filled unless a record in state already lists it. A volume no record
-    lists is a leftover of an interrupted fill: made again."""
+    folder), created and filled unless a record in state already lists it (or this process
+    filled it). Any other volume of that name is a leftover of an interrupted fill: made again."""
     name = content_volume_name(owner, digest)
-    existing = _get(client, name)
-    if existing is not None:
-        if listed_by_records and _labels(existing).get(LABEL_CONTENT_DIGEST) == digest:
-            return name
-        remove_volume(client, name)
-    client.volumes.create(name, labels=managed_labels(owner, address, "", **{LABEL_ROLE: "content",
+    with _fill_lock:
+        existing = _get(client, name)
+        if existing is not None and _labels(existing).get(LABEL_MANAGED_BY) != MANAGED_BY:
+            raise DriverError(f"a Docker volume named {name} that reconciler did not make is in the way",
+                              "remove or rename it (`docker volume rm`), then apply again")
+        if existing is not None:
+            complete = (listed_by_records or name in _filled) and _labels(existing).get(LABEL_CONTENT_DIGEST) == digest
+            # One a container mounts was filled before that container started: kept as it is.
+            if complete or not remove_volume(client, name):
+                return name
+        _filled.discard(name)
+        _create_and_fill(client, owner, address, stored, digest, helper_image, name)
+        _filled.add(name)
+    return name
+
+
+def _create_and_fill(client: docker.DockerClient, owner, address: str, stored: Path, digest: str,
+                     helper_image: str, name: str) -> None:
+    client.volumes.create(name, labels=managed_labels(owner, address, "", **{LABEL_ROLE: CONTENT_ROLE,
                                                                              LABEL_CONTENT_DIGEST: digest}))
     try:
         with tempfile.TemporaryFile() as archive:
@@ -65,7 +91,6 @@ def ensure_folder_volume(client: docker.DockerClient, owner, address: str, store
     except BaseException:
         remove_volume(client, name)
         raise
-    return name
 
 
 def fill(client: docker.DockerClient, volume: str, archive, helper_image: str) -> None:
@@ -102,11 +127,14 @@ def create_volume(client: docker.DockerClient, name: str, labels: dict[str, str]
     return name
 
 
-def remove_volume(client: docker.DockerClient, name: str) -> None:
-    """Remove one of our volumes; gone already is fine, one still mounted is left (in use)."""
+def remove_volume(client: docker.DockerClient, name: str) -> bool:
+    """Remove one of our volumes; gone already is fine. False when it stays: still mounted (the
+    sweep after the apply, release_unlisted, gets it once its containers are gone) or not ours."""
     volume = _get(client, name)
-    if volume is None or _labels(volume).get(LABEL_MANAGED_BY) != MANAGED_BY:
-        return
+    if volume is None:
+        return True
+    if _labels(volume).get(LABEL_MANAGED_BY) != MANAGED_BY:
+        return False
     try:
         volume.remove()
     except NotFound:
@@ -114,6 +142,17 @@ def remove_volume(client: docker.DockerClient, name: str) -> None:
     except APIError as error:
         if error.status_code != 409:  # 409: in use by a container that is going away later
             raise
+        return False
+    return True
+
+
+def release_unlisted(client: docker.DockerClient, owner, listed: set[str]) -> None:
+    """Remove this identity's volumes that no record lists any more (after an apply): a model's
+    old content is still mounted by the containers being replaced when its record goes, and an
+    interrupted step may have made a volume it never recorded. One still mounted stays."""
+    for volume in client.volumes.list(filters=owned_filter(owner)):
+        if _labels(volume).get(LABEL_ROLE) in VOLUME_ROLES and volume.name not in listed:
+            remove_volume(client, volume.name)
 
 
 def volume_digest(client: docker.DockerClient, name: str) -> str | None:

@@ -86,8 +86,14 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return updated
 
     def finish(self, ctx: StepContext) -> None:
-        """After an apply: the stack's network goes once nothing of the stack is left.
-        Not per delete step, where a parallel create may be about to attach to it."""
+        """After an apply: volumes no record lists go (remote engines), and the stack's network
+        once nothing of the stack is left. Not per delete step, where a parallel create may be
+        about to attach to it."""
+        if self.engine.remote:
+            listed = {name for r in ctx.records().values()
+                      for name in (r.outputs.get("volume"), (r.outputs.get("gateway") or {}).get("config_volume"))
+                      if name}
+            content_volumes.release_unlisted(self.client, ctx, listed)
         if not ctx.records() and not self.client.containers.list(all=True, sparse=True,
                                                                  filters=owned_filter(ctx)):
             containers.remove_network(self.client, ctx)

@@ -177,7 +177,8 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     if engine.remote:
         config_volume = content_volumes.create_volume(client, object_name(
             "rc", ctx.stack, spec["name"], "gw", generation, "conf", identity=ctx.identity),
-            managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway-config", LABEL_GENERATION: generation}))
+            managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: content_volumes.GATEWAY_CONFIG_ROLE,
+                                                    LABEL_GENERATION: generation}))
         _fill_config(client, config_volume, text)
         config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=config_volume, type="volume", read_only=True)
     else:
