@@ -81,9 +81,14 @@ def connect(timeout: int = 60) -> docker.DockerClient:
                           "DOCKER_TLS_VERIFY and DOCKER_CERT_PATH for an engine without TLS") from error
     params["base_url"] = engine.url
     try:
-        # use_ssh_client: the `ssh` binary, as the docker CLI (paramiko would ignore most of ~/.ssh/config).
-        client = _tls_client(params, timeout) if "tls" in params else \
-            docker.DockerClient(**params, timeout=timeout, use_ssh_client=engine.scheme == "ssh")
+        # ssh: the `ssh` binary, as the docker CLI (paramiko would ignore most of ~/.ssh/config,
+        # ssh-agent forwarding setups and ProxyJump).
+        if engine.scheme == "ssh":
+            client = _ssh_client(params, timeout)
+        elif "tls" in params:
+            client = _tls_client(params, timeout)
+        else:
+            client = docker.DockerClient(**params, timeout=timeout)
         client.ping()
         return client
     except (DockerException, OSError) as error:
@@ -92,6 +97,36 @@ def connect(timeout: int = 60) -> docker.DockerClient:
             reason = _ssh_failure(engine) or reason
         message, hint = connection_error(engine, reason, tls="tls" in params)
         raise DriverError(message, hint) from error
+
+
+def _ssh_client(params: dict, timeout: int) -> docker.DockerClient:
+    _tolerate_exited_ssh()
+    return docker.DockerClient(**params, timeout=timeout, use_ssh_client=True)
+
+
+_ssh_patched = False
+
+
+def _tolerate_exited_ssh() -> None:
+    """The SDK closes an ssh connection by writing to its `ssh` child, which has already exited
+    when the engine ended the stream (exec, attach): BrokenPipeError out of a request that
+    succeeded (docker/docker-py#3218, open). Closing a connection whose child is gone is done."""
+    global _ssh_patched
+    if _ssh_patched:
+        return
+    from docker.transport import sshconn
+
+    original = sshconn.SSHSocket.close
+
+    def close(self) -> None:
+        try:
+            original(self)
+        except (BrokenPipeError, ValueError):
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
+
+    sshconn.SSHSocket.close = close
+    _ssh_patched = True
 
 
 def _tls_client(params: dict, timeout: int) -> docker.DockerClient:
