@@ -248,9 +248,15 @@ def ensure_images(client: docker.DockerClient, specs: list[tuple[str, dict]], ga
 
 
 def required_images(specs: list[tuple[str, dict]], gateway_image: str, content_volumes: bool = False) -> list[str]:
-    """Every image a plan's changes need: each deployment's, and the gateway's for endpoints and,
-    with `content_volumes` (a remote engine), for models (it is the helper that fills their volume)."""
-    images = {spec["image"] for address, spec in specs if address.kind == "deployment"}
+    """Every image a plan's changes need: each deployment's (unless an environment of the plan
+    builds it), each environment's base images, and the gateway's for endpoints and, with
+    `content_volumes` (a remote engine), for models (it is the helper that fills their volume)."""
+    built = {spec["image"] for address, spec in specs if address.kind == "environment"}
+    images = {spec["image"] for address, spec in specs if address.kind == "deployment"} - built
+    for address, spec in specs:
+        if address.kind == "environment":
+            images |= {spec["base_image"]} if spec.get("base_image") else set()
+            images |= {b for b in spec.get("base_images", ()) if b.lower() != "scratch"}
     helper_kinds = ("endpoint", "model") if content_volumes else ("endpoint",)
     if any(address.kind in helper_kinds for address, _ in specs):
         images.add(gateway_image)
