@@ -39,12 +39,13 @@ def content_volume_name(owner, digest: str) -> str:
     return object_name("rc", owner.stack, "content", digest.removeprefix("sha256:")[:16], identity=owner.identity)
 
 
-def mount(target: str, *, store_path: str | None = None, volume: str | None = None) -> Mount:
-    """How a container sees a folder's content read-only at `target`: the content volume on a
-    remote engine, a bind mount of the client-side store copy on the local one."""
-    if volume:
-        return Mount(target=target, source=volume, type="volume", read_only=True)
-    return Mount(target=target, source=str(store_path), type="bind", read_only=True)
+def mount_of(stored: dict, target: str) -> Mount:
+    """How a container sees a stored folder's content read-only at `target` (`stored`: the
+    outputs DockerDriver.store_folder returned): the content volume on a remote engine, a bind
+    mount of the client-side store copy on the local one."""
+    if stored.get("volume"):
+        return Mount(target=target, source=stored["volume"], type="volume", read_only=True)
+    return Mount(target=target, source=str(stored["store_path"]), type="bind", read_only=True)
 
 
 # Parallel steps of one apply (two models of the same content) fill one volume once: a

@@ -62,11 +62,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
         if address.kind == "model":
-            stored = model_store.materialise(ctx.state_dir, ctx.identity, ctx.stack_dir / spec["path"],
-                                             ctx.stack_dir, spec["content_digest"])
-            outputs = {"store_path": str(stored)}
-            if self.engine.remote:
-                outputs["volume"] = self._content_volume(address, stored, spec["content_digest"], ctx)
+            outputs = self.store_folder(address, ctx.stack_dir / spec["path"], spec["content_digest"], ctx)
             return dataclasses.replace(record, outputs=outputs)
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
@@ -131,12 +127,20 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         else:
             gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
 
-    def _content_volume(self, address, stored: Path, digest: str, ctx: StepContext) -> str:
-        """The model's content on the remote engine (its volume, made once per content)."""
-        name = content_volumes.content_volume_name(ctx, digest)
-        listed = any(r.outputs.get("volume") == name for r in ctx.records().values())
-        return content_volumes.ensure_folder_volume(self.client, ctx, str(address), stored, digest, GATEWAY_IMAGE,
-                                                    listed_by_records=listed)
+    # -- a folder's content, read-only in containers (models; any folder of the stack) -------
+    def store_folder(self, address, source: Path, digest: str, ctx: StepContext) -> dict:
+        """Make `source` (a file or folder of the stack whose fingerprint is `digest`) mountable
+        read-only: a copy in the content store, and on a remote engine its content volume (made
+        once per content). Returns the outputs to keep in the record; `content_volumes.mount_of`
+        turns them into the mount, and `delete` of a record with them releases both."""
+        stored = model_store.materialise(ctx.state_dir, ctx.identity, source, ctx.stack_dir, digest)
+        outputs = {"store_path": str(stored)}
+        if self.engine.remote:
+            name = content_volumes.content_volume_name(ctx, digest)
+            listed = any(r.outputs.get("volume") == name for r in ctx.records().values())
+            outputs["volume"] = content_volumes.ensure_folder_volume(self.client, ctx, str(address), stored, digest,
+                                                                     GATEWAY_IMAGE, listed_by_records=listed)
+        return outputs
 
     # -- deployments ---------------------------------------------------------------------
     def _model_mount(self, spec: dict, ctx: StepContext):
@@ -149,8 +153,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         if self.engine.remote and not model.outputs.get("volume"):
             raise DriverError(f"model {spec['model']['address']} was stored for a local engine, not for "
                               f"{self.engine.url}", "destroy the stack on the engine it was applied to first")
-        return content_volumes.mount(spec["model"]["mount_path"], store_path=model.outputs["store_path"],
-                                     volume=model.outputs.get("volume"))
+        return content_volumes.mount_of(model.outputs, spec["model"]["mount_path"])
 
     def _create_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
         spec = record.spec
