@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "Render STACK_DIR as Kubernetes manifests (Deployments, Services, HTTPRoutes, model volumes)."),
     "show": ("reconciler.cli.plan", "show", "Show a saved plan FILE, or the state of a stack DIR."),
     "state": ("reconciler.cli.state_cmd", "state", "Inspect and edit the state file."),
+    "status": ("reconciler.cli.status", "status",
+               "Show each endpoint, deployment and instance of STACK_DIR as it runs now."),
     "validate": ("reconciler.cli.validate", "validate", "Check STACK_DIR against the schemas and across documents."),
 }
 

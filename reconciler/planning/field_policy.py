@@ -37,6 +37,9 @@ FIELD_POLICY: FieldTable = {
         ("traffic", IN_PLACE),
         ("mirror_traffic", IN_PLACE),
         ("auth_mode", IN_PLACE),
+        # New files for the gateway and a reload; `listen` (the published address and port)
+        # is not listed: a new one replaces the gateway container.
+        ("tls", IN_PLACE),
     ),
 }
 
