@@ -264,17 +264,30 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     digest = write_config(directory, render(ctx, spec, outputs["keys"]))
     served_tls = write_tls(directory, ctx, spec)
-    supervisor.write_files(directory, ctx, spec["name"], gateway_user())
+    supervisor.pause(client, outputs.get("health"))
+    health_changed = supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     container = client.containers.get(outputs["gateway"]["id"])
+    try:
+        _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+    finally:
+        # The probe runs again either way (on the new files: a rejected config is restored,
+        # the instances it watches are those state now records).
+        health = supervisor.resume(client, ctx, endpoint_address(spec["name"]), spec["name"], directory,
+                                   container.id, gateway_user(), outputs.get("health"), health_changed)
+    return digest, health, served_tls
+
+
+def _reload_nginx(container, directory: Path, spec: dict, outputs: dict, previous: str | None,
+                  hosts: list[str]) -> None:
+    """`nginx -t`, then a graceful reload, then wait until the old workers are gone."""
     check = _check_config(container)
     if check.exit_code != 0:
         if previous is not None:
             write_config(directory, previous)
         raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
                           check.output.decode("utf-8", "replace").strip())
-    # Names already in the config were resolvable before; only new containers may lag.
-    _wait_resolvable(container, [host for host in upstream_hosts(ctx, spec["name"])
-                                 if previous is None or f'"{host}:' not in previous])
+    # Only new containers may lag behind in the engine's DNS; a known name answers at once.
+    _wait_resolvable(container, hosts)
     old_workers = _worker_pids(container)
     result = container.exec_run(["nginx", "-s", "reload", "-c", CONFIG_FILE])
     if result.exit_code != 0:
@@ -282,9 +295,6 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
                           result.output.decode("utf-8", "replace").strip())
     write_keys(directory, outputs["keys"])  # the keys of the config now in force
     _wait_gone(container, old_workers)
-    health = supervisor.update(client, ctx, endpoint_address(spec["name"]), spec["name"], directory, container.id,
-                               gateway_user(), outputs.get("health"))
-    return digest, health, served_tls
 
 
 def reloaded_outputs(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> dict:

@@ -75,10 +75,15 @@ def write_files(config_dir: Path, ctx: StepContext, endpoint: str, owner: tuple[
     config = health_config(endpoint, records, ctx.identity, MAX_TRIES)
     out = {name for name, item in health_agent.read_json(directory / health_agent.STATUS_FILE, {})
            .get("instances", {}).items() if not item.get("in_rotation", True)}
+    wanted = set()
     for deployment in config["deployments"]:
         servers = [f"{i['name']}:{deployment['scoring_port']}" for i in deployment["instances"] if i["name"] not in out]
+        wanted.add(f"d_{deployment['route_id']}.conf")
         _write(directory / f"d_{deployment['route_id']}.conf",
                rotation_maps(deployment["route_id"], servers, MAX_TRIES), owner)
+    for stale in directory.glob("d_*.conf"):
+        if stale.name not in wanted:  # a deployment no longer routed: nginx.conf includes it no more
+            stale.unlink()
     text = json.dumps(config, indent=1, sort_keys=True)
     try:
         changed = (directory / health_agent.CONFIG_FILE).read_text() != text
@@ -144,20 +149,37 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, endpoint:
     return {"probe": started[ROLE_PROBE], "restarter": started[ROLE_RESTARTER]}
 
 
-def update(client: docker.DockerClient, ctx: StepContext, address: str, endpoint: str,
-           config_dir: Path, gateway_id: str, user: tuple[int, int], health: dict | None) -> dict:
-    """After the gateway's config changed: new files; the supervisor restarted when what it
-    watches changed, started afresh when missing."""
-    changed = write_files(config_dir, ctx, endpoint, user)
+def pause(client: docker.DockerClient, health: dict | None) -> None:
+    """Stop the probe before apply rewrites the rotation files: running on its old config, it
+    would write the old instances back (a replaced deployment keeps its route id) and reload
+    the gateway onto containers about to go. Killed, not stopped: it keeps nothing in memory
+    worth a grace period, and every file it writes is an atomic rename."""
+    probe = (health or {}).get("probe")
+    if not probe:
+        return
+    try:
+        client.containers.get(probe["id"]).kill()
+    except (NotFound, APIError):
+        pass  # gone (resume starts a new one) or not running
+
+
+def resume(client: docker.DockerClient, ctx: StepContext, address: str, endpoint: str, config_dir: Path,
+           gateway_id: str, user: tuple[int, int], health: dict | None, changed: bool) -> dict:
+    """After the gateway took its new config: the probe runs again, on the new config.json; the
+    restarter restarts when what it may restart changed. Missing ones are started afresh."""
     containers = [c for c in (health or {}).values() if c]
-    if not health or not containers:
+    if not containers:
         return start(client, ctx, address, endpoint, config_dir, gateway_id, user)
-    for item in containers:
+    for role, item in sorted((health or {}).items()):
+        if not item:
+            continue
         try:
             container = client.containers.get(item["id"])
         except NotFound:
             return start(client, ctx, address, endpoint, config_dir, gateway_id, user)
-        if changed or container.status != "running":
+        if container.status != "running":
+            container.start()
+        elif changed:
             container.restart(timeout=1)
     return health
 
