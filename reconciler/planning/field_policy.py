@@ -61,7 +61,8 @@ SWARM_FIELD_POLICY: FieldTable = {
         ("bytes", IN_PLACE),
     ),
     "deployment": deployment_rows("swarm"),
-    "endpoint": FIELD_POLICY["endpoint"],
+    # TLS ends at the edge, which holds the port: a new certificate replaces the endpoint.
+    "endpoint": tuple(row for row in FIELD_POLICY["endpoint"] if row[0] != "tls"),
 }
 
 

@@ -307,3 +307,26 @@ def test_the_agent_status_says_since_when_in_wall_clock():
     assert view["instances"]["n1"] == {"deployment": "blue", "container": "c1", "in_rotation": False,
                                        "readiness_failing_since": 4990.0, "readiness_error": "HTTP 503",
                                        "liveness_failing_since": None, "liveness_error": "", "restarts_requested": 1}
+
+
+# -- swarm: liveness in the task's health check ---------------------------------------------------
+def probe(period, failure_threshold, initial_delay=0, timeout=2):
+    return {"initial_delay": initial_delay, "period": period, "timeout": timeout,
+            "failure_threshold": failure_threshold, "success_threshold": 1}
+
+
+@pytest.mark.parametrize("liveness, readiness, routes_differ, expected", [
+    # Liveness slower than readiness (Azure's defaults): exactly the readiness check of before.
+    (probe(10, 30, 10), probe(1, 30), False, (1e9, 2e9, 30, 0)),
+    # Liveness faster: unhealthy (replaced) after its window, 2 s x 3 = 6 checks 1 s apart.
+    (probe(2, 3, 5), probe(1, 30, 1), False, (1e9, 2e9, 6, 1e9)),
+    # Another liveness route: both are checked, in one command.
+    (probe(1, 3), probe(1, 30), True, (1e9, 4e9, 3, 0)),
+])
+def test_swarm_task_health_check_covers_liveness(liveness, readiness, routes_differ, expected):
+    from reconciler.drivers.swarm.engine import task_healthcheck
+    routes = {"readiness": {"port": 8501, "path": "/-/ready"},
+              "liveness": {"port": 8501, "path": "/-/live" if routes_differ else "/-/ready"}}
+    check = task_healthcheck({"routes": routes, "liveness_probe": liveness, "readiness_probe": readiness})
+    assert (check["Interval"], check["Timeout"], check["Retries"], check["StartPeriod"]) == expected
+    assert ("/-/live" in check["Test"][1]) is routes_differ and "/-/ready" in check["Test"][1]
