@@ -330,3 +330,15 @@ def test_swarm_task_health_check_covers_liveness(liveness, readiness, routes_dif
     check = task_healthcheck({"routes": routes, "liveness_probe": liveness, "readiness_probe": readiness})
     assert (check["Interval"], check["Timeout"], check["Retries"], check["StartPeriod"]) == expected
     assert ("/-/live" in check["Test"][1]) is routes_differ and "/-/ready" in check["Test"][1]
+
+
+def test_a_probe_change_updates_the_deployment_in_place_and_re_points_its_endpoint():
+    """The endpoint's health supervisor watches with the deployment's probe settings (docker)."""
+    state = fold_case.base_state()
+    graph = fold_case.desired(state)
+    address = next(a for a in graph.resources if a.kind == "deployment")
+    resource = graph.resources[address]
+    changed = dataclasses.replace(resource, spec={**resource.spec, "liveness_probe": {**SETTINGS, "period": 3}})
+    graph = dataclasses.replace(graph, resources={**graph.resources, address: changed})
+    plan = str(make_plan(graph, state, PlanOptions()))
+    assert "~ deployment.ep/blue (liveness_probe" in plan and "~ endpoint.ep" in plan, plan
