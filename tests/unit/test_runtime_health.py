@@ -132,7 +132,8 @@ def health_files(in_rotation: bool, container: str | None = None) -> dict:
 ])
 def test_an_instance_out_of_rotation_is_reported_not_repaired(name, health, expected_drift):
     configs = {fold_case.ENDPOINT: {**fold_case.GATEWAY_CONFIG, "health": health}}
-    state, drift = fold_case.fold(fold_case.healthy(), configs=configs)
+    state, drift = fold_case.fold(fold_case.healthy() + [supervisor("probe"), supervisor("restarter")],
+                                  configs=configs, state=supervised_state())
     assert [f"{d.kind} {d.address}: {d.detail.split('; it rejoins')[0]}" for d in drift] == expected_drift
     plan = str(make_plan(fold_case.desired(state), state, PlanOptions(), drift))
     assert plan.endswith("No changes. Your infrastructure matches the configuration.")
@@ -342,3 +343,10 @@ def test_a_probe_change_updates_the_deployment_in_place_and_re_points_its_endpoi
     graph = dataclasses.replace(graph, resources={**graph.resources, address: changed})
     plan = str(make_plan(graph, state, PlanOptions()))
     assert "~ deployment.ep/blue (liveness_probe" in plan and "~ endpoint.ep" in plan, plan
+
+
+def test_an_endpoint_without_a_supervisor_gets_one_once_refresh_read_the_health_files():
+    """Applied before runtime health existed, or rebuilt by `state recover`."""
+    configs = {fold_case.ENDPOINT: {**fold_case.GATEWAY_CONFIG, "health": {}}}
+    _, drift = fold_case.fold(fold_case.healthy(), configs=configs)
+    assert [(d.kind, d.repair) for d in drift] == [("health-supervisor", "update")]

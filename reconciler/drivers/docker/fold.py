@@ -383,7 +383,7 @@ class _Fold(FoldPass):
                 found.append(gateway_stopped(address, item.name, item.status, port))
             elif fields := self._gateway_fields(record, item, config):
                 found.append(gateway_changed(address, item.name, port, fields))
-            elif (supervisor := self._supervisor_down(record)) is not None:
+            elif (supervisor := self._supervisor_down(record, config)) is not None:
                 found.append(supervisor)
         recorded = outputs.get("config_digest")
         # A replaced gateway gets a freshly written config anyway.
@@ -405,9 +405,14 @@ class _Fold(FoldPass):
         if outputs is not record.outputs:
             self.updated[address] = dataclasses.replace(record, outputs=outputs)
 
-    def _supervisor_down(self, record: StateRecord) -> Drift | None:
+    def _supervisor_down(self, record: StateRecord, config: dict | None) -> Drift | None:
         """The health probe and restarter recorded with the gateway (owned here: they carry the
-        endpoint's address) that are gone or not running: an update starts them again."""
+        endpoint's address) that are gone or not running: an update starts them again. So is
+        none recorded at all (an endpoint applied before runtime health, or rebuilt by `state
+        recover`), once refresh has read the health files (`health` in the config view)."""
+        if "health" not in record.outputs and config is not None and "health" in config:
+            return Drift(record.address, "health-supervisor", "no health supervisor watches the instances' health; "
+                         "apply starts one", (), REPAIR_UPDATE)
         problems = []
         for role, item in sorted((record.outputs.get("health") or {}).items()):
             if not item:
