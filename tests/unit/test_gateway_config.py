@@ -75,7 +75,6 @@ def test_one_template_for_containers_and_services_both_resolved_per_request():
         assert "upstream d_" not in config and "resolver 127.0.0.11 valid=1s ipv6=off;" in config
         assert "proxy_pass http://$target_server$target_path;" in config
     only_docker = set(docker.splitlines()) - set(swarm.splitlines())
-    route_id = containers["blue"]["id"]
     assert {line.strip() for line in only_docker} == {
         '# Rendered by reconciler for endpoint "ep" (docker driver); do not edit (changes show up as drift).',
         'default "blue-0:8501";'}

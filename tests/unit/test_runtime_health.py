@@ -350,3 +350,16 @@ def test_an_endpoint_without_a_supervisor_gets_one_once_refresh_read_the_health_
     configs = {fold_case.ENDPOINT: {**fold_case.GATEWAY_CONFIG, "health": {}}}
     _, drift = fold_case.fold(fold_case.healthy(), configs=configs)
     assert [(d.kind, d.repair) for d in drift] == [("health-supervisor", "update")]
+
+
+def test_swarm_service_spec_carries_the_task_health_check():
+    from reconciler.drivers.base import StepContext
+    from reconciler.drivers.swarm.driver import SwarmDriver
+    spec = {**fold_case.DEPLOYMENT_SPEC, "model": None, "command": [], "args": [], "memory": None,
+            "routes": {"scoring": {"port": 8501, "path": "/score"}, "readiness": {"port": 8501, "path": "/-/ready"},
+                       "liveness": {"port": 8501, "path": "/-/live"}},
+            "readiness_probe": probe(1, 10), "liveness_probe": probe(1, 3)}
+    ctx = StepContext("s", Path("/s"), Path("/state"), dict, identity="lineage-1")
+    service = SwarmDriver(client=None)._service_spec(ctx, "deployment.ep/blue", spec, "h", "g1", "net")
+    check = service["task_template"]["ContainerSpec"]["Healthcheck"]
+    assert check["Retries"] == 3 and "/-/live" in check["Test"][1] and "/-/ready" in check["Test"][1]

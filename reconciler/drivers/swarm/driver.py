@@ -142,7 +142,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         if model_outputs:
             labels[observe.LABEL_MODEL_MOUNT] = spec["model"]["mount_path"]
             labels[observe.LABEL_MODEL_DIGEST] = model_outputs["content_digest"]
-        monitor = monitor_seconds(probe) * NANOS
+        monitor = monitor_seconds(spec["readiness_probe"]) * NANOS
         return {"task_template": engine.with_rollout(template), "labels": labels,
                 "mode": {"Replicated": {"Replicas": spec["instance_count"]}},
                 # DNS round-robin: the gateway resolves the service name to its healthy tasks.
