@@ -31,7 +31,7 @@ from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, U
 from reconciler.planning.ordering import change_predecessors
 from reconciler.planning.plan import CREATE, CREATE_THEN_DELETE, DELETE, UPDATE, Plan
 from reconciler.state.model import StateFile, StateRecord
-from reconciler.state.store import StateStore
+from reconciler.state.backend import StateBackend
 
 STILL_EVERY_SECONDS = 10
 
@@ -105,7 +105,7 @@ class Applier:
     """Carries out one plan. `hooks` receive every step event; `echo`, if given, receives the
     rendered progress lines (shorthand for a render.progress.ProgressPrinter hook)."""
 
-    def __init__(self, driver, store: StateStore, state: StateFile, plan: Plan, ctx: dict,
+    def __init__(self, driver, store: StateBackend, state: StateFile, plan: Plan, ctx: dict,
                  parallelism: int = 10, echo: Callable[[str], None] | None = None,
                  hooks: Sequence[Hook] = (), still_every: float = STILL_EVERY_SECONDS) -> None:
         self.driver = driver
@@ -125,7 +125,7 @@ class Applier:
         self.ctx = self._context()
 
     def _context(self) -> StepContext:
-        fields = {"identity": self.state.lineage, "state_path": self.store.path.resolve(), **self._ctx_fields}
+        fields = {"identity": self.state.lineage, "state_path": self.store.location, **self._ctx_fields}
         return StepContext(records=lambda: dict(self.state.records),
                            progress=lambda text: self._emit(DriverMessage(text)), **fields)
 

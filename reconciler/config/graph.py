@@ -19,7 +19,7 @@ from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
 from reconciler.config.conda import conda_file_problem
 from reconciler.config.image_map import substitute
-from reconciler.config.settings import LoadOptions, StackSettings, read_settings
+from reconciler.config.settings import BackendSettings, LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
@@ -90,6 +90,8 @@ class DesiredGraph:
     ignored: tuple = field(default=())
     # "ADDRESS: FROM -> TO (rule)" for every image the image map replaced; plans show them.
     substitutions: tuple[str, ...] = field(default=())
+    # Where the stack's state lives (`backend:` and `pg:` of the stack settings).
+    backend: BackendSettings = BackendSettings()
 
     @property
     def digest(self) -> str:
@@ -561,5 +563,5 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
                                                       "endpoints: takes the names of the stack's endpoints"))
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
                          str(root), settings.driver, tuple(sorted(builder.warnings)),
-                         substitutions=tuple(builder.substitutions))
+                         substitutions=tuple(builder.substitutions), backend=settings.backend)
     return graph, builder.problems + settings_problems

@@ -3,8 +3,10 @@ reconciler.yml), found by `$schema` or by its keys. Pure but for reading the TLS
 (to fingerprint them).
 
 Everything a stack can say about how reconciler runs it, rather than what it runs: the
-driver, which environment variables are no secret (plans mask every other value), and where
-each endpoint listens (`endpoints: {NAME: {listen: {address, port}, tls: ...}}`).
+driver, where its state lives (`backend: local | pg` and `pg: {...}`; never a connection
+string, which comes from the environment), which environment variables are no secret (plans
+mask every other value), and where each endpoint listens (`endpoints: {NAME: {listen:
+{address, port}, tls: ...}}`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,15 @@ from reconciler.errors import Problem
 
 
 @dataclass(frozen=True)
+class BackendSettings:
+    """Where the stack's state lives. `name` "" means the stack's name."""
+    kind: str = "local"  # local | pg
+    conn_str_env: str = "PG_CONN_STR"
+    schema_name: str = "reconciler"
+    name: str = ""
+
+
+@dataclass(frozen=True)
 class StackSettings:
     # "" when the stack does not say (then --driver, then the driver state was made with).
     driver: str = ""
@@ -30,6 +41,7 @@ class StackSettings:
     root: Path | None = None
     # Where `root` was given, for errors about it.
     root_source: tuple[Document, tuple] | None = None
+    backend: BackendSettings = BackendSettings()
     # Per endpoint name: what its spec gains (`listen`, `tls`; see endpoint_listen).
     endpoints: dict[str, dict] = field(default_factory=dict)
     # Where each endpoint's settings were given, for errors (an endpoint the stack lacks).
@@ -67,8 +79,8 @@ def read_settings(documents: list[Document]) -> tuple[StackSettings, list[Proble
                          plain_environment_variables=tuple(sorted(set(data.get("plain_environment_variables", ())))),
                          images=images, root=root, root_source=(first, ("root",)) if root else None,
                          endpoints=endpoints,
-                         endpoint_sources={name: (first, ("endpoints", name)) for name in data.get("endpoints") or {}}
-                         ), problems
+                         endpoint_sources={name: (first, ("endpoints", name)) for name in data.get("endpoints") or {}},
+                         backend=backend_settings(data)), problems
 
 
 def file_fingerprint(path: Path) -> str:
@@ -115,6 +127,15 @@ def endpoint_listen(document: Document, name: str, entry: dict) -> tuple[dict, l
                 files[role] = str(path)
             view["tls"] = {"source": "files", "ca": None, **files, **fingerprints}
     return view, problems
+
+
+def backend_settings(data: dict) -> BackendSettings:
+    """The backend of one (schema-valid) settings document."""
+    pg = data.get("pg", {})
+    default = BackendSettings()
+    return BackendSettings(kind=data.get("backend", default.kind),
+                           conn_str_env=pg.get("conn_str_env", default.conn_str_env),
+                           schema_name=pg.get("schema_name", default.schema_name), name=pg.get("name", ""))
 
 
 def machine_image_rules(path: Path) -> tuple[ImageRule, ...]:

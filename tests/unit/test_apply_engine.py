@@ -388,7 +388,7 @@ def test_saved_plan_applies_to_the_state_it_was_made_against_from_any_directory(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     outcome = apply(ApplyRequest(plan_file), drivers=by_name(fake))
-    assert outcome.status == APPLIED and outcome.state_path == state_path.resolve()
+    assert outcome.status == APPLIED and outcome.state_path == str(state_path.resolve())
     assert len(StateStore(state_path, "half-plus-two").read().records) == 3
     assert not (elsewhere / "state").exists()
 
