@@ -49,9 +49,23 @@ class EngineAddress:
 
     @property
     def listen_address(self) -> str:
-        """Where a gateway publishes its port on the engine's host: loopback on the local
-        engine (no one else needs it), every address of a remote one (the client is elsewhere)."""
+        """Where a gateway publishes its port on the engine's host by default: loopback on the
+        local engine (no one else needs it), every address of a remote one (the client is elsewhere)."""
         return "0.0.0.0" if self.remote else LOOPBACK
+
+    def gateway_listen(self, spec: dict) -> dict:
+        """Where an endpoint's gateway listens on the engine's host: {address, port (None: free,
+        kept)}, the endpoint's `listen` settings over the default above."""
+        return {"address": self.listen_address, "port": None, **(spec.get("listen") or {})}
+
+    def caller_host(self, address: str) -> str:
+        """The host a client here calls a gateway listening on `address` at: the engine's host
+        for every address (127.0.0.1 on the local engine), else that address."""
+        return self.host if address == "0.0.0.0" else address
+
+    def caller_uri_host(self, address: str) -> str:
+        host = self.caller_host(address)
+        return f"[{host}]" if ":" in host else host
 
 
 def engine_address(environ) -> EngineAddress:
