@@ -4,6 +4,8 @@
 #   reconciler/base:bookworm          debootstrap'd Debian rootfs (python3, nginx)
 #   reconciler/demo-tfserving:latest  stdlib stand-in for TensorFlow Serving's REST API
 #   reconciler/gateway:latest         nginx reverse proxy in front of deployments
+#   reconciler/torchserve:latest-cpu  stand-in for pytorch/torchserve:latest-cpu (images/torchserve/build.sh:
+#                                     Debian's JRE, torch CPU + torchserve wheels resolved on the host)
 #
 # Usage: images/build.sh [--force]
 #   --force         rebuild the base image even if it already exists
@@ -109,9 +111,10 @@ docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon"
 build_base
 build_app reconciler/demo-tfserving:latest demo-tfserving
 build_app reconciler/gateway:latest gateway
+"$HERE/torchserve/build.sh" reconciler/torchserve:latest-cpu
 # Untagged images left behind by rebuilds; in-use ones are kept by Docker.
 docker image prune --force --filter "label=$LABEL" >/dev/null
 
-for image in "$BASE_IMAGE" reconciler/demo-tfserving:latest reconciler/gateway:latest; do
+for image in "$BASE_IMAGE" reconciler/demo-tfserving:latest reconciler/gateway:latest reconciler/torchserve:latest-cpu; do
     printf '%s %s\n' "$image" "$(image_id "$image")"
 done

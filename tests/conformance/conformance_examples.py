@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_IMAGE = os.environ.get("RECONCILER_DEMO_IMAGE", "reconciler/demo-tfserving:latest")
+TORCHSERVE_IMAGE = os.environ.get("RECONCILER_TORCHSERVE_IMAGE", "reconciler/torchserve:latest-cpu")
 ACR = "myacr"  # what `az ml workspace show --query container_registry` would give the scripts
 
 
@@ -54,6 +55,9 @@ class Answers:
     expected: dict
     build: str = ""       # a Dockerfile under the stack whose FROM is mapped to the stand-in
     build_tag: str = ""   # the local tag the built image gets (the image map points at it)
+    # The FROM the Dockerfile names, and the local image built in its place.
+    build_from: tuple[str, str] = ("docker.io/tensorflow/serving:latest", DEMO_IMAGE)
+    torchserve_archive: str = ""  # a stand-in under the stack replaced by a tiny real TorchServe archive
 
 
 @dataclass(frozen=True)
@@ -205,10 +209,20 @@ EXAMPLES: tuple[Example, ...] = (
                    Doc("custom-container/torchserve/densenet/torchserve-deployment.yml",
                        sed={"ACR_NAME": ACR},
                        set={"endpoint_name": "endpt-torchserve-1"})),
-        images={f"{ACR}.azurecr.io/torchserve": TFS_STANDIN},
-        stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n"},
-        expect=Plans(), note="as written (auth_mode aml_token); its image (built by `az acr build` from "
-                             "torchserve.dockerfile) mapped to a stand-in"),
+        images={f"{ACR}.azurecr.io/torchserve": "reconciler/conformance-torchserve:1"},
+        # The script downloads densenet161.mar (https://aka.ms/torchserve-densenet161) and scores a
+        # kitten photo; the test makes a tiny real archive of that name (tests/integration/torchserve)
+        # and scores its JSON sample. Plan-only runs keep this placeholder.
+        stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n",
+                   "sample-request.json": b'{"data": [1.0, 2.0, 3.0]}\n'},
+        expect=Answers("endpt-torchserve-1", "sample-request.json",
+                       {"model": "densenet161", "predictions": [[14.5, -1.5]]},
+                       build="torchserve.dockerfile", build_tag="reconciler/conformance-torchserve:1",
+                       build_from=("pytorch/torchserve:latest-cpu", TORCHSERVE_IMAGE),
+                       torchserve_archive="torchserve/densenet161.mar"),
+        note="as written (auth_mode aml_token; readiness on /ping is the example's own choice, which TorchServe "
+             "answers while the model still loads); its image built from torchserve.dockerfile with FROM mapped to "
+             "reconciler/torchserve:latest-cpu, a tiny real archive in place of densenet161.mar"),
     Example(
         id="triton-single-model-cc", title="custom-container/triton/single-model",
         script="deploy-custom-container-triton-single-model.sh", kind=CC,

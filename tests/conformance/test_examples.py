@@ -73,8 +73,10 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
     state = tmp_path / "state.json"
     built = None
     try:
+        if expect.torchserve_archive:
+            tiny_archive_in_place_of(docker_client, stack / expect.torchserve_archive, tmp_path)
         if expect.build:
-            built = build_with_stand_in(docker_client, stack, expect.build, expect.build_tag, tmp_path)
+            built = build_with_stand_in(docker_client, stack, expect, tmp_path)
         planned = plan(example, stack, state)
         assert planned.exit_code == 0, planned.output
         applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
@@ -92,22 +94,40 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
             docker_client.images.remove(built, force=True)
 
 
-def build_with_stand_in(client, stack: Path, dockerfile: str, tag: str, tmp_path: Path) -> str:
+def build_with_stand_in(client, stack: Path, expect: Answers, tmp_path: Path) -> str:
     """Build a copy of the stack's Docker context with its FROM mapped to the stand-in; the tag."""
     context = tmp_path / "context"
     shutil.copytree(stack, context)
+    dockerfile = expect.build
+    original, stand_in = expect.build_from
     text = (context / dockerfile).read_text()
-    mapped = re.sub(r"(?im)^FROM\s+docker\.io/tensorflow/serving:latest\s*$", f"FROM {DEMO_IMAGE}", text)
-    assert mapped != text, f"{dockerfile} does not start FROM docker.io/tensorflow/serving:latest"
+    mapped = re.sub(rf"(?im)^FROM\s+{re.escape(original)}\s*$", f"FROM {stand_in}", text)
+    assert mapped != text, f"{dockerfile} does not start FROM {original}"
     (context / dockerfile).write_text(mapped)
-    # The Dockerfile lays its model out as TF Serving reads it: $MODEL_BASE_PATH/$MODEL_NAME/<version>,
-    # MODEL_NAME from its ENV, MODEL_BASE_PATH TF Serving's default /models, which the stand-in shares.
-    assert re.search(r"(?m)^ENV MODEL_NAME=hpt$", text) and re.search(r"(?m)^COPY models /models\s*$", text)
-    assert (context / "models" / "hpt" / "1" / "saved_model.pb").is_file()
-    assert "MODEL_BASE_PATH=/models" in client.images.get(DEMO_IMAGE).attrs["Config"]["Env"]
-    client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
-                        labels={"org.reconciler.test": "conformance"}, timeout=120)
-    return tag
+    if stand_in == DEMO_IMAGE:
+        # The Dockerfile lays its model out as TF Serving reads it: $MODEL_BASE_PATH/$MODEL_NAME/<version>,
+        # MODEL_NAME from its ENV, MODEL_BASE_PATH TF Serving's default /models, which the stand-in shares.
+        assert re.search(r"(?m)^ENV MODEL_NAME=hpt$", text) and re.search(r"(?m)^COPY models /models\s*$", text)
+        assert (context / "models" / "hpt" / "1" / "saved_model.pb").is_file()
+        assert "MODEL_BASE_PATH=/models" in client.images.get(DEMO_IMAGE).attrs["Config"]["Env"]
+    try:
+        client.images.get(stand_in)
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+        pytest.skip(f"image {stand_in} missing: run images/build.sh")
+    client.images.build(path=str(context), dockerfile=dockerfile, tag=expect.build_tag, rm=True, forcerm=True,
+                        labels={"org.reconciler.test": "conformance"}, timeout=300)
+    return expect.build_tag
+
+
+def tiny_archive_in_place_of(client, target: Path, tmp_path: Path) -> None:
+    """A tiny real TorchServe archive named like `target` (its model: tests/integration/torchserve)."""
+    from torchserve_stack import TORCHSERVE_IMAGE, make_archives
+    try:
+        client.images.get(TORCHSERVE_IMAGE)
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+        pytest.skip(f"image {TORCHSERVE_IMAGE} missing: run images/build.sh")
+    made = make_archives(client, tmp_path / "archives", [f"out/{target.stem}:0.5,-0.5:0"])
+    shutil.copy2(made / "out" / target.name, target)
 
 
 def _warning(output: str) -> str:
