@@ -99,8 +99,11 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
 @which_stack
 @handle_errors()
 def logs(deployment, lines, stack_ref, state_path):
-    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME)."""
-    store, record = find_record("deployment", deployment, stack_ref, state_path)
+    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or the build log of environment.NAME:VERSION."""  # noqa: E501
+    if deployment.startswith("environment."):
+        store, record = find_record("environment", deployment.removeprefix("environment."), stack_ref, state_path)
+    else:
+        store, record = find_record("deployment", deployment, stack_ref, state_path)
     for name, text in driver_named(record.driver).logs(record, lines):
         click.echo(f"==> {name} <==")
         click.echo(text.rstrip())

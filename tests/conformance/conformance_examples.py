@@ -40,6 +40,9 @@ class Doc:
     target: str = ""
     sed: dict = field(default_factory=dict)
     set: dict = field(default_factory=dict)
+    # Whole text -> text: what the script does outside the document that reconciler does from it
+    # (its `az acr build` becomes the environment's `build:`).
+    replace: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,11 +56,7 @@ class Answers:
     endpoint: str
     request: str          # under the stack directory
     expected: dict
-    build: str = ""       # a Dockerfile under the stack whose FROM is mapped to the stand-in
-    build_tag: str = ""   # the local tag the built image gets (the image map points at it)
-    # The FROM the Dockerfile names, and the local image built in its place.
-    build_from: tuple[str, str] = ("docker.io/tensorflow/serving:latest", DEMO_IMAGE)
-    torchserve_archive: str = ""  # a stand-in under the stack replaced by a tiny real TorchServe archive
+    torchserve_archive: str = ""  # a stand-in under the stack the test replaces by a tiny real TorchServe archive
 
 
 @dataclass(frozen=True)
@@ -147,6 +146,9 @@ def assemble(example: Example, online: Path) -> Path:
             text = text.replace("{{" + placeholder + "}}", value)
         for dotted, value in doc.set.items():
             text = _doc_set(text, dotted, value)
+        for old, new in doc.replace.items():
+            assert old in text, f"{doc.source} has no {old!r}"
+            text = text.replace(old, new)
         (stack / (doc.target or Path(doc.source).name)).write_text(text)
     if example.created_endpoint:
         (stack / "endpoint.yml").write_text(
@@ -194,35 +196,37 @@ EXAMPLES: tuple[Example, ...] = (
         script="deploy-custom-container-tfserving-half-plus-two-integrated.sh", kind=CC,
         stack="custom-container/tfserving/cf-hpti",
         assets="custom-container/tfserving/half-plus-two-integrated",
-        documents=(Doc("custom-container/tfserving/half-plus-two-integrated/half-plus-two-integrated-deployment.yml"),),
+        documents=(Doc("custom-container/tfserving/half-plus-two-integrated/half-plus-two-integrated-deployment.yml",
+                       replace={"  image: {{ACR_NAME}}.azurecr.io/azureml-examples/tfsintegrated:1\n":
+                                "  build:\n    path: .\n    dockerfile_path: half-plus-two-integrated.Dockerfile\n"}),),
         created_endpoint="tfsintegrated-1", vars={"ENDPOINT_NAME": "tfsintegrated-1", "ACR_NAME": ACR},
-        images={f"{ACR}.azurecr.io/azureml-examples/tfsintegrated": "reconciler/conformance-tfsintegrated:1"},
-        expect=Answers("tfsintegrated-1", "sample-data.json", HPT_INTEGRATED_ANSWER,
-                       build="half-plus-two-integrated.Dockerfile", build_tag="reconciler/conformance-tfsintegrated:1"),
-        note="image built from its Dockerfile with FROM mapped to the stand-in (ENV MODEL_NAME=hpt and "
-             "COPY models /models give the stand-in its model as they give TF Serving)"),
+        images={"docker.io/tensorflow/serving": TFS_STANDIN},
+        expect=Answers("tfsintegrated-1", "sample-data.json", HPT_INTEGRATED_ANSWER),
+        note="the script's `az acr build` of its Dockerfile written as the environment's `build:`, which "
+             "reconciler builds with FROM mapped to the stand-in (ENV MODEL_NAME=hpt and COPY models /models "
+             "give the stand-in its model as they give TF Serving)"),
     Example(
         id="torchserve-densenet", title="custom-container/torchserve/densenet",
         script="deploy-custom-container-torchserve-densenet.sh", kind=CC,
         stack="custom-container/torchserve/cf-densenet", assets="custom-container/torchserve/densenet",
         documents=(Doc("custom-container/torchserve/densenet/torchserve-endpoint.yml", set={"name": "endpt-torchserve-1"}),
                    Doc("custom-container/torchserve/densenet/torchserve-deployment.yml",
-                       sed={"ACR_NAME": ACR},
-                       set={"endpoint_name": "endpt-torchserve-1"})),
-        images={f"{ACR}.azurecr.io/torchserve": "reconciler/conformance-torchserve:1"},
+                       set={"endpoint_name": "endpt-torchserve-1"},
+                       replace={"  image: {{ACR_NAME}}.azurecr.io/torchserve:1 \n":
+                                "  build:\n    path: .\n    dockerfile_path: torchserve.dockerfile\n"})),
+        images={"pytorch/torchserve": TORCHSERVE_IMAGE},
         # The script downloads densenet161.mar (https://aka.ms/torchserve-densenet161) and scores a
-        # kitten photo; the test makes a tiny real archive of that name (tests/integration/torchserve)
-        # and scores its JSON sample. Plan-only runs keep this placeholder.
+        # kitten photo; the answer test makes a tiny real archive of that name and model name
+        # (tests/integration/torchserve) and scores its JSON sample. Plans keep this placeholder.
         stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n",
                    "sample-request.json": b'{"data": [1.0, 2.0, 3.0]}\n'},
         expect=Answers("endpt-torchserve-1", "sample-request.json",
                        {"model": "densenet161", "predictions": [[14.5, -1.5]]},
-                       build="torchserve.dockerfile", build_tag="reconciler/conformance-torchserve:1",
-                       build_from=("pytorch/torchserve:latest-cpu", TORCHSERVE_IMAGE),
                        torchserve_archive="torchserve/densenet161.mar"),
-        note="as written (auth_mode aml_token; readiness on /ping is the example's own choice, which TorchServe "
-             "answers while the model still loads); its image built from torchserve.dockerfile with FROM mapped to "
-             "reconciler/torchserve:latest-cpu, a tiny real archive in place of densenet161.mar"),
+        note="as written (auth_mode aml_token; readiness on /ping is the example's own choice, and TorchServe "
+             "answers /ping while the model still loads); the script's `az acr build` of torchserve.dockerfile "
+             "written as the environment's `build:`, FROM mapped to reconciler/torchserve:latest-cpu; a tiny real "
+             "archive in place of densenet161.mar"),
     Example(
         id="triton-single-model-cc", title="custom-container/triton/single-model",
         script="deploy-custom-container-triton-single-model.sh", kind=CC,
