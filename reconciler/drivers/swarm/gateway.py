@@ -80,11 +80,14 @@ def render(spec: dict, routes: dict[str, dict], keys: dict[str, str]) -> str:
 
 
 EDGE_TLS_SECRET = "edge-tls.pem"  # -> /run/secrets/edge-tls.pem: certificate, then key
+# The edge's own health check answers here, in plain HTTP on the task's loopback, so that it is
+# the same check with and without TLS on the published port.
+EDGE_HEALTH_PORT = 8079
 
 
 def render_edge(endpoint: str, gateway: str, tls_served: bool = False) -> str:
     return template("reconciler.drivers.swarm", "edge.conf.j2").render(
-        endpoint=endpoint, gateway=gateway, port=GATEWAY_PORT,
+        endpoint=endpoint, gateway=gateway, port=GATEWAY_PORT, health_port=EDGE_HEALTH_PORT,
         tls=f"/run/secrets/{EDGE_TLS_SECRET}" if tls_served else None)
 
 
@@ -149,11 +152,12 @@ def _update_configs(order: str) -> dict:
                                               monitor=MONITOR_SECONDS * NANOS)}
 
 
-def _nginx_task(network_id: str, config_path: str, linger: int, health_path: str, **files) -> dict:
+def _nginx_task(network_id: str, config_path: str, linger: int, health_path: str, health_port: int = GATEWAY_PORT,
+                **files) -> dict:
     """The task template of a gateway or edge: nginx on `config_path`, mounted through `files`."""
     command, stop_signal = nginx_command(config_path, linger)
     container = ContainerSpec(GATEWAY_IMAGE, command=command, stop_signal=stop_signal,
-                              healthcheck=engine.http_healthcheck(GATEWAY_PORT, health_path, HEALTH),
+                              healthcheck=engine.http_healthcheck(health_port, health_path, HEALTH),
                               stop_grace_period=DRAIN_SECONDS * NANOS, **files)
     return engine.with_rollout(TaskTemplate(container, restart_policy=RestartPolicy(condition="any", delay=NANOS),
                                             networks=[{"Target": network_id}]))
@@ -176,7 +180,7 @@ def edge_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str, c
     if tls_secret:
         files["secrets"] = [{"File": {"Name": EDGE_TLS_SECRET, "UID": "0", "GID": "0", "Mode": 0o400},
                              "SecretID": tls_secret["id"], "SecretName": tls_secret["name"]}]
-    task = _nginx_task(network_id, EDGE_CONFIG_FILE, 0, "/-/edge-healthz", **files)
+    task = _nginx_task(network_id, EDGE_CONFIG_FILE, 0, "/-/edge-healthz", EDGE_HEALTH_PORT, **files)
     return {"task_template": task,
             "labels": managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "edge"}),
             "mode": {"Global": {}},
