@@ -18,7 +18,10 @@ readiness), DEPLOYMENT_NAME (echoed in ``x-demo-deployment`` so tests can tell
 which container answered, together with ``x-demo-hostname``),
 SCORING_DELAY_SECONDS (0: every prediction waits this long before answering, to
 exercise the gateway's request timeout; a request's ``x-demo-scoring-delay``
-header, in seconds, overrides it for that request).
+header, in seconds, overrides it for that request), HEALTH_SWITCH_DIR (/tmp): ``GET /-/ready``
+and ``GET /-/live`` answer 200 unless a file ``not-ready`` / ``not-live`` is there, so that
+tests can fail an instance's readiness or liveness on demand (``docker exec C touch
+/tmp/not-ready``; /tmp is a tmpfs, so a restart clears the switch).
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ READY_AFTER_SECONDS = float(os.environ.get("READY_AFTER_SECONDS", "0") or 0)
 DEPLOYMENT_NAME = os.environ.get("DEPLOYMENT_NAME", "")
 SCORING_DELAY_SECONDS = float(os.environ.get("SCORING_DELAY_SECONDS", "0") or 0)
 SCORING_DELAY_HEADER = "x-demo-scoring-delay"
+HEALTH_SWITCH_DIR = Path(os.environ.get("HEALTH_SWITCH_DIR", "/tmp"))
+HEALTH_ROUTES = {"/-/ready": "not-ready", "/-/live": "not-live"}
 # A typo in a test must not hang a handler thread for hours.
 MAX_SCORING_DELAY_SECONDS = 60.0
 HOSTNAME = socket.gethostname()
@@ -142,6 +147,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.model
 
     def do_GET(self):
+        switch = HEALTH_ROUTES.get(self.path.split("?", 1)[0])
+        if switch:
+            failing = (HEALTH_SWITCH_DIR / switch).exists()
+            self.send_json(503 if failing else 200, {"status": switch if failing else "ok"})
+            return
         model = self.resolve(verb_wanted=False)
         if model:
             status = {"error_code": "OK", "error_message": ""}

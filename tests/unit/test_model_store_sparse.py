@@ -37,25 +37,25 @@ def test_a_file_without_holes_is_copied_whole(tmp_path):
     assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
 
 
-def test_two_steps_storing_the_same_content_at_once_both_succeed(tmp_path, monkeypatch):
-    """The quickstart's model-1 and model-2 are one pickle in folders of one name: one digest,
-    stored by two parallel model steps. The one that loses the race uses the other's copy."""
-    import reconciler.drivers.docker.model_store as model_store
+def test_two_models_of_one_content_stored_at_once_share_the_copy(tmp_path, monkeypatch):
+    """Parallel model steps of the same content both copy; the second to finish finds the
+    first one's copy in place (it used to fail with "Directory not empty")."""
+    from reconciler.drivers.docker import model_store
     monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "cache"))
-    for name in ("model-1", "model-2"):
-        (tmp_path / "stack" / name / "model").mkdir(parents=True)
-        (tmp_path / "stack" / name / "model" / "weights.pkl").write_bytes(b"same bytes")
     stack = tmp_path / "stack"
-    digest = fingerprint(stack / "model-1" / "model", stack).digest
-    assert fingerprint(stack / "model-2" / "model", stack).digest == digest
+    (stack / "model").mkdir(parents=True)
+    (stack / "model" / "config.json").write_text("{}")
+    digest = fingerprint(stack / "model", stack).digest
     real_replace = os.replace
+    sibling = []
 
-    def the_other_step_wins(source, target):
-        monkeypatch.setattr(model_store.os, "replace", real_replace)
-        materialise(tmp_path / "state", "identity-1", stack / "model-2" / "model", stack, digest)
+    def replace_after_a_sibling(source, target):
+        if not sibling:  # the sibling step finishes its copy first
+            sibling.append(None)
+            sibling[0] = materialise(tmp_path / "state", "identity-1", stack / "model", stack, digest)
         real_replace(source, target)
 
-    monkeypatch.setattr(model_store.os, "replace", the_other_step_wins)
-    stored = materialise(tmp_path / "state", "identity-1", stack / "model-1" / "model", stack, digest)
-    assert (stored / "model" / "weights.pkl").read_bytes() == b"same bytes"
-    assert [p.name for p in stored.parent.iterdir()] == [stored.name], "the losing step's staging copy is left"
+    monkeypatch.setattr(model_store.os, "replace", replace_after_a_sibling)
+    stored = materialise(tmp_path / "state", "identity-1", stack / "model", stack, digest)
+    assert stored == sibling[0] and model_store.stored_digest(stored) == digest
+    assert [p.name for p in stored.parent.iterdir()] == [stored.name], "no staging directory left behind"

@@ -3,7 +3,8 @@
 The config lives in `<state dir>/gateways/<stack identity>/<endpoint>/` (mode 0700: it holds the
 keys; by identity, so stacks of one folder name sharing a state folder never share it), with the
 keys also in `keys.json` there, which `state recover` reads back. The directory is
-bind-mounted so a rewritten file is seen by the container; changes are
+bind-mounted so a rewritten file is seen by the container (on a remote engine, a volume
+refilled through the API from that directory: content_volumes.py); changes are
 applied with a graceful `nginx -s reload`, which never drops a connection. Deployments'
 container names are resolved per request through Docker's embedded DNS, so the gateway
 starts (after a reboot, a `docker restart`) and serves the healthy deployments while others
@@ -14,6 +15,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import ssl
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +26,16 @@ import docker
 from docker.errors import APIError
 from docker.types import Mount
 
+from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import StepContext
-from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.engine import EngineAddress, current_engine, free_host_port
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, managed_labels, new_generation, owned_filter
 from reconciler.drivers.common.names import object_name
+from reconciler.config.settings import file_fingerprint
+from reconciler.drivers.common import tls
 from reconciler.drivers.common.probes import wait_answering
+from reconciler.drivers.docker import content_volumes, supervisor
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config, routed_servers
@@ -134,8 +142,46 @@ def config_digest(directory: Path) -> str | None:
         return None
 
 
+TLS_SUBDIR = "tls"
+TLS_IN_CONTAINER = {"certificate": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.crt",
+                    "key": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.key"}
+
+
 def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
-    return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys)
+    return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys,
+                                 rotation_dir=f"{CONFIG_DIR_IN_CONTAINER}/{supervisor.HEALTH_SUBDIR}",
+                                 tls=TLS_IN_CONTAINER if spec.get("tls") else None)
+
+
+def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
+    """The endpoint's certificate and key copied beside its config (the key 0600, readable by
+    the gateway's user only); returns `tls` for the outputs: the CA a client verifies against
+    and the certificate's fingerprint (never the key)."""
+    files = tls.endpoint_files(spec, ctx.state_dir, ctx.identity)
+    target = directory / TLS_SUBDIR
+    if files is None:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    target.mkdir(mode=0o700, exist_ok=True)
+    uid, gid = gateway_user()
+    for source, name in ((files.certificate, "endpoint.crt"), (files.key, "endpoint.key")):
+        fd, temp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(source.read_bytes())
+        if os.geteuid() == 0:
+            os.chown(temp, uid, gid)
+        os.replace(temp, target / name)
+    if os.geteuid() == 0:
+        os.chown(target, uid, gid)
+    return {"ca": str(files.ca.resolve()) if files.ca else None, "certificate_sha256": file_fingerprint(files.certificate)}
+
+
+def scoring_uri(spec: dict, port: int, engine: EngineAddress | None = None) -> str:
+    """Where a client here calls the endpoint: the engine's host (127.0.0.1 for the local
+    engine) unless the endpoint listens on one address of it."""
+    engine = engine or current_engine()
+    scheme = "https" if spec.get("tls") else "http"
+    return f"{scheme}://{engine.caller_uri_host(engine.gateway_listen(spec)['address'])}:{port}/score"
 
 
 def routes_of(ctx: StepContext, endpoint: str) -> dict[str, list[str]]:
@@ -159,14 +205,34 @@ def _wait_resolvable(container, hosts: list[str], timeout: float = RESOLVE_TIMEO
 
 
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
-          keys: dict[str, str], port: int | None) -> dict:
-    """Start the gateway; returns the outputs kept in state."""
+          keys: dict[str, str], port: int | None, engine: EngineAddress | None = None) -> dict:
+    """Start the gateway; returns the outputs kept in state. On a remote engine the config
+    directory reaches the gateway in a volume filled through the API, the port is published on
+    every address of the engine's host unless `listen` says otherwise (the engine picks the port
+    the first time: a port free here says nothing about that host), the scoring URI names that
+    host, and no health supervisor runs (it bind-mounts this machine's package and the engine's
+    unix socket): nginx's passive checks alone take failing instances out of rotation."""
+    engine = engine or current_engine()
     directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
+    served_tls = write_tls(directory, ctx, spec)
+    supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     write_keys(directory, keys)
     generation = new_generation()
     name = object_name("rc", ctx.stack, spec["name"], "gw", generation, identity=ctx.identity)
-    port = port or free_host_port()
+    listen = engine.gateway_listen(spec)
+    config_volume = None
+    if engine.remote:
+        config_volume = content_volumes.create_volume(client, object_name(
+            "rc", ctx.stack, spec["name"], "gw", generation, "conf", identity=ctx.identity),
+            managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: content_volumes.GATEWAY_CONFIG_ROLE,
+                                                    LABEL_GENERATION: generation}))
+        _fill_config(client, config_volume, directory)
+        config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=config_volume, type="volume", read_only=True)
+        port = listen["port"] or port
+    else:
+        config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)
+        port = listen["port"] or port or free_host_port(listen["address"])
     # A gateway of this endpoint that no record owns (an apply killed after `docker run`) would
     # hold the endpoint's port; under the state lock, any existing one is such a leftover.
     for leftover in client.containers.list(all=True, sparse=True, filters=owned_filter(ctx, address)):
@@ -176,48 +242,121 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
             GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
             labels=managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway",
                                                                       LABEL_GENERATION: generation}),
-            ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", port)},
-            mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
+            ports={f"{GATEWAY_PORT}/tcp": (listen["address"], port)},
+            mounts=[config_mount],
             restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx),
             **hardening_options())
     except APIError as error:
+        if config_volume:
+            content_volumes.remove_volume(client, config_volume)
         raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
-                          f"is 127.0.0.1:{port} taken by another program? `reconciler logs` shows details") from error
+                          f"is {listen['address']}:{port} taken by another program, or not an address of the "
+                          "engine's host? `reconciler logs` shows details") from error
+
+    def discard() -> None:  # never leave an unrecorded gateway behind
+        remove_container(client, container.id, stop_timeout=1)
+        if config_volume:
+            content_volumes.remove_volume(client, config_volume)
     try:
-        _wait_listening(client, container.id, port)
+        port = port or _published_port(client, container.id)
+        _wait_listening(client, container.id, engine.caller_host(listen["address"]), port, bool(served_tls))
     except DriverError:
-        remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
+        discard()
         raise
     _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
-    return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest,
+    health: dict | None = {}  # none on a remote engine (see above): recorded empty, so refresh expects none
+    if not engine.remote:
+        try:
+            health = supervisor.start(client, ctx, address, spec["name"], directory, container.id, gateway_user())
+        except DriverError:
+            discard()
+            raise
+    gateway = {"id": container.id, "name": name, "image": GATEWAY_IMAGE}
+    if config_volume:
+        gateway.update(config_volume=config_volume, listen=listen["address"])
+    return {"gateway": gateway, "port": port, "health": health,
+            "scoring_uri": scoring_uri(spec, port, engine), "keys": keys, "config_digest": digest,
+            **({"tls": served_tls} if served_tls else {}),
             "routes": routes_of(ctx, spec["name"])}
 
 
-def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:
-    error = wait_answering(port, "/-/healthz", timeout, interval=0.1)
+def _published_port(client: docker.DockerClient, container_id: str) -> int:
+    """The host port the engine chose for the gateway's port."""
+    bindings = (client.api.inspect_container(container_id)["NetworkSettings"]["Ports"] or {}).get(
+        f"{GATEWAY_PORT}/tcp") or []
+    if not bindings:
+        raise DriverError(f"the engine published no port for gateway {container_id[:12]}", "see `docker inspect`")
+    return int(bindings[0]["HostPort"])
+
+
+def _fill_config(client: docker.DockerClient, volume: str, directory: Path) -> None:
+    """The gateway's files (config, TLS, rotation) into its config volume on a remote engine,
+    with the owners and modes they have here (readable by the gateway's user only). Not the
+    keys file (recovery reads it here) nor half-written temporary files."""
+    with tempfile.TemporaryFile() as archive:
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for path in sorted(directory.rglob("*")):
+                relative = path.relative_to(directory)
+                if relative.name == KEYS_FILE or relative.name.startswith("."):
+                    continue
+                tar.add(path, arcname=relative.as_posix(), recursive=False)
+        archive.seek(0)
+        content_volumes.fill(client, volume, archive, GATEWAY_IMAGE)
+
+
+def _wait_listening(client: docker.DockerClient, container_id: str, host: str, port: int, https: bool,
+                    timeout: float = 20) -> None:
+    # Whether it listens, not whom it claims to be (invoke verifies that).
+    context = ssl._create_unverified_context() if https else None  # noqa: S323
+    error = wait_answering(port, "/-/healthz", timeout, interval=0.1, host=host, tls=context)
     if not error:
         return
     logs = client.containers.get(container_id).logs(tail=20).decode("utf-8", "replace")
-    raise DriverError(f"gateway did not start listening on 127.0.0.1:{port}: {error}", "gateway log:\n" + logs)
+    raise DriverError(f"gateway did not start listening on {host}:{port}: {error}", "gateway log:\n" + logs)
 
 
-def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> str:
-    """Rewrite the config, check it, reload gracefully and wait for old workers to drain.
-    Returns the digest of the config now in force."""
+def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> tuple[str, dict | None, dict | None]:
+    """Rewrite the config (and TLS files), check it, reload gracefully and wait for old workers
+    to drain; then the health supervisor follows. Returns the digest of the config now in
+    force, the supervisor's outputs (`health`) and the TLS outputs (`tls`)."""
     directory = config_dir(ctx, spec["name"])
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     digest = write_config(directory, render(ctx, spec, outputs["keys"]))
+    served_tls = write_tls(directory, ctx, spec)
+    config_volume = outputs["gateway"].get("config_volume")
+    if not config_volume:
+        supervisor.pause(client, outputs.get("health"))
+    health_changed = supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     container = client.containers.get(outputs["gateway"]["id"])
+    if config_volume:  # a remote engine's gateway: its files through the API, no supervisor
+        _fill_config(client, config_volume, directory)
+        try:
+            _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+        except DriverError:
+            _fill_config(client, config_volume, directory)  # the previous config, restored here
+            raise
+        return digest, outputs.get("health", {}), served_tls
+    try:
+        _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+    finally:
+        # The probe runs again either way (on the new files: a rejected config is restored,
+        # the instances it watches are those state now records).
+        health = supervisor.resume(client, ctx, endpoint_address(spec["name"]), spec["name"], directory,
+                                   container.id, gateway_user(), outputs.get("health"), health_changed)
+    return digest, health, served_tls
+
+
+def _reload_nginx(container, directory: Path, spec: dict, outputs: dict, previous: str | None,
+                  hosts: list[str]) -> None:
+    """`nginx -t`, then a graceful reload, then wait until the old workers are gone."""
     check = _check_config(container)
     if check.exit_code != 0:
         if previous is not None:
             write_config(directory, previous)
         raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
                           check.output.decode("utf-8", "replace").strip())
-    # Names already in the config were resolvable before; only new containers may lag.
-    _wait_resolvable(container, [host for host in upstream_hosts(ctx, spec["name"])
-                                 if previous is None or f'"{host}:' not in previous])
+    # Only new containers may lag behind in the engine's DNS; a known name answers at once.
+    _wait_resolvable(container, hosts)
     old_workers = _worker_pids(container)
     result = container.exec_run(["nginx", "-s", "reload", "-c", CONFIG_FILE])
     if result.exit_code != 0:
@@ -225,7 +364,14 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
                           result.output.decode("utf-8", "replace").strip())
     write_keys(directory, outputs["keys"])  # the keys of the config now in force
     _wait_gone(container, old_workers)
-    return digest
+
+
+def reloaded_outputs(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> dict:
+    """`reload`, and the endpoint's outputs after it."""
+    digest, health, served_tls = reload(client, ctx, spec, outputs)
+    kept = {key: value for key, value in outputs.items() if key != "tls"}
+    return {**kept, "config_digest": digest, "health": health, "routes": routes_of(ctx, spec["name"]),
+            "scoring_uri": scoring_uri(spec, outputs["port"]), **({"tls": served_tls} if served_tls else {})}
 
 
 def _check_config(container):
@@ -252,12 +398,13 @@ def _wait_gone(container, old_workers: set[str]) -> None:
 
 
 def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoint: str) -> None:
+    supervisor.remove(client, outputs.get("health"))
     gateway = outputs.get("gateway")
     if gateway:
         remove_container(client, gateway["id"], stop_timeout=5)
+        if gateway.get("config_volume"):
+            content_volumes.remove_volume(client, gateway["config_volume"])
     directory = config_dir(ctx, endpoint)
     if directory.exists():
-        for path in directory.iterdir():
-            path.unlink()
-        directory.rmdir()
+        shutil.rmtree(directory)
 

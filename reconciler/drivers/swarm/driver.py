@@ -49,6 +49,11 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         """Fail before any change when this engine is no swarm manager or an image is missing.
         Images are checked on this node only: on several nodes they must come from a registry."""
         engine.require_manager(self.client)
+        for address, spec in specs:
+            if address.kind == "endpoint" and gateway.unpublishable(spec):
+                raise DriverError(f"endpoint {spec['name']} asks to listen on {gateway.unpublishable(spec)}, but "
+                                  "swarm publishes a port on every address of each node",
+                                  "give listen.address 0.0.0.0 (or leave it out) in the stack settings on swarm")
         builds_here = sorted(str(a) for a, _ in specs if a.kind == "environment")
         if builds_here:
             nodes = len(self.client.nodes.list())
@@ -73,7 +78,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             return builds.build(self.client, ctx, record)
         # A replaced endpoint keeps its port and keys, as on the docker driver.
         keys, port = kept_keys_and_port(prior)
-        outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port)
+        outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port, self.engine)
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
@@ -149,7 +154,6 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
     def _service_spec(self, ctx: StepContext, address: str, spec: dict, spec_hash: str, generation: str,
                       network_id: str) -> dict:
         model_outputs = self._model_outputs(spec, ctx)
-        readiness, probe = spec["routes"]["readiness"], spec["readiness_probe"]
         container = ContainerSpec(
             spec["image"], command=spec.get("command") or None, args=spec.get("args") or None,
             # Swarm fills in the slot: blue-1, blue-2, ... as the docker driver names hosts.
@@ -157,7 +161,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             env=[f"{k}={v}" for k, v in sorted(spec["environment_variables"].items())],
             configs=(models.config_references(model_outputs, spec["model"]["mount_path"]) if model_outputs else [])
             + self._code_configs(ctx, address, spec, spec_hash) or None,
-            healthcheck=engine.http_healthcheck(readiness["port"], readiness["path"], probe),
+            healthcheck=engine.task_healthcheck(spec),
             stop_grace_period=STOP_GRACE_SECONDS * NANOS)
         template = TaskTemplate(
             container, resources=Resources(mem_limit=parse_bytes(spec["memory"])) if spec.get("memory") else None,
@@ -168,7 +172,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         if model_outputs:
             labels[observe.LABEL_MODEL_MOUNT] = spec["model"]["mount_path"]
             labels[observe.LABEL_MODEL_DIGEST] = model_outputs["content_digest"]
-        monitor = monitor_seconds(probe) * NANOS
+        monitor = monitor_seconds(spec["readiness_probe"]) * NANOS
         return {"task_template": engine.with_rollout(template), "labels": labels,
                 "mode": {"Replicated": {"Replicas": spec["instance_count"]}},
                 # DNS round-robin: the gateway resolves the service name to its healthy tasks.
