@@ -96,11 +96,14 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
 @click.command()
 @click.argument("deployment")
 @click.option("--lines", "-n", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--gateway", is_flag=True,
+              help="DEPLOYMENT names an endpoint: print its gateway's log (one JSON line per request).")
 @which_stack
 @handle_errors()
-def logs(deployment, lines, stack_ref, state_path):
-    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME)."""
-    store, record = find_record("deployment", deployment, stack_ref, state_path)
+def logs(deployment, lines, gateway, stack_ref, state_path):
+    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or with
+    --gateway those of endpoint DEPLOYMENT's gateway."""
+    store, record = find_record("endpoint" if gateway else "deployment", deployment, stack_ref, state_path)
     for name, text in driver_named(record.driver).logs(record, lines):
         click.echo(f"==> {name} <==")
         click.echo(text.rstrip())

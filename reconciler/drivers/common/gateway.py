@@ -37,7 +37,9 @@ from reconciler.tokens import new_token_secret
 
 GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 GATEWAY_PORT = 8080
-DEFAULT_READ_TIMEOUT_MS = 5000
+# How long a deployment's hop waits for its model after the client got its 408: the request
+# keeps its in-flight slot until then (Azure ML counts a request until the model finishes).
+MIN_HOLD_MS = 300_000
 # Servers of one deployment tried per request (the first picked at random): as many as nginx's
 # proxy_next_upstream_tries allowed with the former upstream blocks.
 MAX_TRIES = 3
@@ -201,8 +203,9 @@ def serving_records(endpoint: str, records: dict) -> dict[str, object]:
 
 
 def serving_routes(endpoint: str, records: dict, upstream: Callable[[object, int], dict | None]) -> dict[str, dict]:
-    """{deployment name: {id, scoring_path, timeout_ms, **upstream(record, scoring port)}} for
-    the serving deployments of `endpoint`; one whose upstream is None (nothing runs) is left out."""
+    """{deployment name: {id, scoring_path, timeout_ms, max_in_flight, **upstream(record, scoring
+    port)}} for the serving deployments of `endpoint`; one whose upstream is None (nothing runs)
+    is left out."""
     routes = {}
     for name, record in sorted(serving_records(endpoint, records).items()):
         view = gateway_view(record.spec)
@@ -210,7 +213,8 @@ def serving_routes(endpoint: str, records: dict, upstream: Callable[[object, int
         if servers:
             routes[name] = {"id": hashlib.sha256(name.encode()).hexdigest()[:10],
                             **servers, "scoring_path": view["scoring_path"],
-                            "timeout_ms": view["request_timeout_ms"]}
+                            "timeout_ms": view["request_timeout_ms"],
+                            "max_in_flight": view["max_requests_in_flight"]}
     return routes
 
 
@@ -229,7 +233,8 @@ def _with_tries(route: dict) -> dict:
     # failed (a busy engine's DNS) should not fail the request. Only a server never reached is
     # tried again, so no request is processed twice.
     tries = [[servers[(first + k) % count] for first in range(count)] for k in range(min(max(count, 2), MAX_TRIES))]
-    return {**route, "servers": servers, "tries": tries, "shares": instance_shares(count)}
+    return {**route, "servers": servers, "tries": tries, "shares": instance_shares(count),
+            "hold_ms": max(MIN_HOLD_MS, 2 * route["timeout_ms"])}
 
 
 def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker") -> str:
@@ -239,10 +244,9 @@ def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, s
     that resolves to all of its tasks."""
     traffic = [(name, percent) for name, percent in sorted(spec["traffic"].items()) if name in routes]
     mirror = [(name, percent) for name, percent in sorted(spec["mirror_traffic"].items()) if name in routes]
-    read_timeout = max([r["timeout_ms"] for r in routes.values()] or [DEFAULT_READ_TIMEOUT_MS])
     deployments = {name: _with_tries(route) for name, route in routes.items()}
     return template("reconciler.drivers.common", "gateway.conf.j2").render(
         endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
         keys=[keys["primary"], keys["secondary"]], auth_mode=spec["auth_mode"],
         token_secret=keys.get("token") if spec["auth_mode"] == "aml_token" else None,
-        read_timeout_ms=read_timeout, driver=driver, max_tries=MAX_TRIES)
+        driver=driver, max_tries=MAX_TRIES)

@@ -259,7 +259,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
 
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
         result = []
-        for instance in record.outputs.get("instances", []):
+        # An endpoint's one container is its gateway; a deployment's are its instances.
+        for instance in record.outputs.get("instances", []) or filter(None, [record.outputs.get("gateway")]):
             try:
                 text = self.client.containers.get(instance["id"]).logs(tail=lines).decode("utf-8", "replace")
             except docker.errors.NotFound:
