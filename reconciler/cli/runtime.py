@@ -101,8 +101,9 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
 @which_stack
 @handle_errors()
 def logs(deployment, lines, gateway, stack_ref, state_path):
-    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or with
-    --gateway those of endpoint DEPLOYMENT's gateway."""
+    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or --gateway those of an endpoint's gateway.
+
+    With --gateway, DEPLOYMENT names an endpoint; its gateway logs one JSON line per request."""
     store, record = find_record("endpoint" if gateway else "deployment", deployment, stack_ref, state_path)
     for name, text in driver_named(record.driver).logs(record, lines):
         click.echo(f"==> {name} <==")
