@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything reconciler needs on a Debian 12 machine, installed or started only when missing:
-#   - Debian's docker.io (the engine), debootstrap (for the offline images) and hey (a load
-#     client that does not retry, for the zero-failed-requests tests),
+#   - Debian's docker.io (the engine), debootstrap (for the offline images), hey (a load
+#     client that does not retry, for the zero-failed-requests tests) and prometheus (scrapes
+#     an endpoint's metrics in tests/integration/test_gateway_metrics.py),
 #   - the Python package with its test extras (pip, editable),
 #   - a running dockerd (started in the background when none answers; ours to leave running),
 #   - the offline images (images/build.sh: debootstrap once, then the build cache).
@@ -18,6 +19,9 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # hey: the load client that does not retry (tests of zero failed requests during rollouts).
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+# prometheus: the gateway-metrics test scrapes an endpoint with a real one (on loopback, its own
+# data dir; never started as a service here).
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   if ((EUID != 0)); then
     log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"

@@ -161,3 +161,26 @@ def test_metrics_count_by_status_behind_the_key_and_the_access_log_has_a_json_li
     failed = [line for line in lines if line["status"] == 424]
     assert failed and failed[-1]["deployment"] == "tfserving" and failed[-1]["model_status"] == "500"
     assert all(line["request_id"] and "duration_s" in line and "upstream_s" in line for line in lines)
+
+
+def test_only_unpinned_live_traffic_is_mirrored(blue_green):
+    """Azure ML mirrors live traffic that no header pins (how-to-safely-rollout-online-endpoints)."""
+    blue_green.edit("endpoint.yml", "  blue: 90\n  green: 10", "  blue: 100\nmirror_traffic:\n  green: 50")
+    blue_green.apply()
+    outputs = blue_green.endpoint("blue-green")
+    (green,) = blue_green.containers(**{"org.reconciler.address": "deployment.blue-green/green"})
+
+    def green_requests() -> int:
+        return sum(1 for line in green.logs().decode().splitlines() if '"POST ' in line)
+
+    for _ in range(40):
+        status, headers, _, _ = score(outputs, {"azureml-model-deployment": "blue"})
+        assert status == 200 and headers["azureml-model-deployment"] == "blue"
+    time.sleep(0.5)
+    assert green_requests() == 0
+    for _ in range(40):
+        status, headers, _, _ = score(outputs)
+        assert status == 200 and headers["azureml-model-deployment"] == "blue"
+    time.sleep(0.5)
+    # 50 % of 40 by request id: at least 8 is over 99.99 % likely.
+    assert 8 <= green_requests() <= 32
