@@ -66,6 +66,7 @@ WARMUP = 200
 THREADS = 4
 TARGET_OVERHEAD_MS = 1.0
 PERCENTILES = (50, 90, 99)
+CONCURRENCY = (1, 8)
 
 
 # -- the stack, through the CLI ----------------------------------------------------------------
@@ -74,6 +75,10 @@ class Stack:
         self.name = f"bench-gw-{secrets.token_hex(3)}"
         self.dir = workdir / self.name  # the stack is named after its directory
         shutil.copytree(ROOT / "stacks" / "blue-green", self.dir)
+        # Direct = blue's port published on 127.0.0.1 (deployments publish none by default), and
+        # room for CONCURRENCY[-1] requests in flight (2 x 8 x 1 = 16) so that no 429 is measured.
+        self.edit("blue.yml", "instance_count: 1\n", "instance_count: 1\nlocal: {publish_ports: true}\n"
+                  "request_settings: {max_concurrent_requests_per_instance: 8}\n")
         self.state = workdir / "state" / "state.json"
         self.state.parent.mkdir()
 
@@ -159,6 +164,47 @@ def measure_latency(gateway_port: int, key: str, direct_port: int, n: int) -> di
         direct.close()
         gateway.close()
     result = {"n": n, "blocks": block, "wall": wall, "stats": {}}
+    for name, values in samples.items():
+        values.sort()
+        result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
+                                 "mean": sum(values) / len(values) / 1e6, "max": values[-1] / 1e6}
+    result["overhead"] = {p: result["stats"]["gateway"][p] - result["stats"]["direct"][p] for p in PERCENTILES}
+    return result
+
+
+def hey_latencies(url: str, headers: dict, concurrency: int, n: int) -> list[int]:
+    """Per-request latencies (ns) of `n` POSTs by hey at `concurrency` (Go, keep-alive where the
+    server allows it): the Python client's own GIL would dominate at concurrency 8."""
+    command = ["hey", "-n", str(n), "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+               "-d", SAMPLE.decode(), "-o", "csv", "-t", "10"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    result = subprocess.run(command + [url], capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:] if line]
+    statuses = Counter(row[6] for row in rows)
+    if statuses != Counter({"200": n}):
+        raise RuntimeError(f"hey {url}: statuses {dict(statuses)} (expected {n} x 200)")
+    return [int(float(row[0]) * 1e9) for row in rows]
+
+
+def measure_concurrent(gateway_port: int, key: str, direct_port: int, concurrency: int, n: int) -> dict:
+    """Like measure_latency, at `concurrency` with hey: blocks alternate gateway/direct."""
+    urls = {"direct": (f"http://127.0.0.1:{direct_port}{DIRECT_PATH}", {}),
+            "gateway": (f"http://127.0.0.1:{gateway_port}/score",
+                        {"Authorization": f"Bearer {key}", "azureml-model-deployment": "blue"})}
+    block = max(BLOCK * concurrency, 200)
+    for name in urls:
+        hey_latencies(*urls[name], concurrency, WARMUP)
+    samples: dict[str, list[int]] = {"direct": [], "gateway": []}
+    started = time.monotonic()
+    blocks = 0
+    while len(samples["gateway"]) < n:
+        size = min(block, n - len(samples["gateway"]))
+        for name in (("direct", "gateway") if blocks % 2 == 0 else ("gateway", "direct")):
+            samples[name] += hey_latencies(*urls[name], concurrency, size)
+        blocks += 1
+    result = {"n": n, "blocks": blocks, "block": block, "wall": time.monotonic() - started, "stats": {},
+              "concurrency": concurrency}
     for name, values in samples.items():
         values.sort()
         result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
@@ -326,6 +372,35 @@ def verdict(passed: bool) -> str:
     return "**PASS**" if passed else "**FAIL**"
 
 
+def concurrent_section(results: list[dict]) -> str:
+    """The hey runs: one table per concurrency, the target judged at the highest one."""
+    parts = [f"""### Latency overhead at concurrency {", ".join(str(r["concurrency"]) for r in results)} (issue 15)
+
+With the request semantics on (per-deployment hop over a unix socket with its in-flight limit,
+x-request-id, the JSON access log line and the Lua metrics of every request): `hey -c C` (Go,
+keep-alive where the server allows it; the gateway answers `Connection: close`, so its clients
+pay a connect per request), N = {results[0]['n']:,} requests per path and concurrency, in blocks of
+at least {results[0]['block']:,} that alternate which path goes first, after {WARMUP} warm-up
+requests per path. Milliseconds:
+"""]
+    for result in results:
+        stats = result["stats"]
+        rows = "\n".join(
+            f"| {name} | " + " | ".join(f"{stats[name][p]:.3f}" for p in PERCENTILES)
+            + f" | {stats[name]['mean']:.3f} | {stats[name]['max']:.2f} |" for name in ("direct", "gateway"))
+        rows += "\n| **overhead** | " + " | ".join(f"**{result['overhead'][p]:+.3f}**" for p in PERCENTILES) + " | | |"
+        parts.append(f"""Concurrency {result['concurrency']} ({result['blocks']} blocks, {result['wall']:.1f} s):
+
+| path | p50 | p90 | p99 | mean | max |
+|---|---:|---:|---:|---:|---:|
+{rows}
+""")
+    top = results[-1]
+    parts.append(f"Target: p99 overhead < {TARGET_OVERHEAD_MS:g} ms at concurrency {top['concurrency']} — "
+                 f"{verdict(top['overhead'][99] < TARGET_OVERHEAD_MS)}: {top['overhead'][99]:+.3f} ms.\n")
+    return "\n".join(parts)
+
+
 def section(info: dict) -> str:
     lat, roll = info["latency"], info["rollout"]
     stats = lat["stats"]
@@ -382,6 +457,7 @@ stack's bridge network). {lat['wall']:.1f} s for the {2 * lat['n']:,} timed requ
 Target: p99 overhead < {TARGET_OVERHEAD_MS:g} ms — {verdict(latency_ok)}: {lat['overhead'][99]:+.3f} ms
 (gateway p99 {stats['gateway'][99]:.3f} ms vs direct p99 {stats['direct'][99]:.3f} ms).
 
+{concurrent_section(info["concurrent"])}
 ### Zero-downtime rollout
 
 {THREADS} client threads (tests/integration/gateway_client.py `GatewayClient`, keep-alive, no
@@ -446,6 +522,10 @@ def main() -> int:
         print(f"applied in {info['apply_s']:.1f} s: gateway 127.0.0.1:{port}, blue 127.0.0.1:{direct_port}", flush=True)
 
         info["latency"] = measure_latency(port, key, direct_port, args.requests)
+        info["concurrent"] = [measure_concurrent(port, key, direct_port, c, args.requests) for c in CONCURRENCY]
+        for result in info["concurrent"]:
+            print(f"hey -c {result['concurrency']}: overhead " + "  ".join(
+                f"p{p} {v:+.3f} ms" for p, v in result["overhead"].items()), flush=True)
         for name, stats in info["latency"]["stats"].items():
             print(f"{name:8} " + "  ".join(f"p{p} {stats[p]:.3f} ms" for p in PERCENTILES), flush=True)
         print("overhead " + "  ".join(f"p{p} {v:+.3f} ms" for p, v in info["latency"]["overhead"].items()), flush=True)

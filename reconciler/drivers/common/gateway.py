@@ -234,7 +234,14 @@ def _with_tries(route: dict) -> dict:
     # tried again, so no request is processed twice.
     tries = [[servers[(first + k) % count] for first in range(count)] for k in range(min(max(count, 2), MAX_TRIES))]
     return {**route, "servers": servers, "tries": tries, "shares": instance_shares(count),
-            "hold_ms": max(MIN_HOLD_MS, 2 * route["timeout_ms"])}
+            "hold_ms": max(MIN_HOLD_MS, 2 * route["timeout_ms"]), "connect_timeout_ms": connect_timeout_ms(route)}
+
+
+def connect_timeout_ms(route: dict) -> int:
+    """How long a hop waits for one server's connection: a quarter of the request timeout (2 s
+    at most, 100 ms at least), so that a stopped instance still cached in DNS leaves time for
+    the next one."""
+    return min(2000, max(100, route["timeout_ms"] // 4))
 
 
 def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker") -> str:
