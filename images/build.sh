@@ -3,7 +3,7 @@
 #
 #   reconciler/base:bookworm          debootstrap'd Debian rootfs (python3, nginx)
 #   reconciler/demo-tfserving:latest  stdlib stand-in for TensorFlow Serving's REST API
-#   reconciler/gateway:latest         nginx reverse proxy in front of deployments
+#   reconciler/gateway:latest         nginx (+ Debian's Lua module) in front of deployments
 #
 # Usage: images/build.sh [--force]
 #   --force         rebuild the base image even if it already exists

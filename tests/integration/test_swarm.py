@@ -520,6 +520,30 @@ def test_new_scoring_route_replaces_the_deployment_under_load(stack):
 
 
 @pytest.mark.integration
+def test_request_semantics_are_the_docker_drivers(stack):
+    """Issue 15 on swarm, through the edge (the gateway template is shared; written by helper gw,
+    not run by it): 424 with the model's status, 408 after request_timeout_ms (green's default
+    5000 ms), x-request-id on every answer, the client's id echoed, metrics behind the key."""
+    client = stack.client_for()
+    try:
+        status, headers, body = client.score(deployment="green", headers={"x-demo-error-status": "503"})
+        assert status == 424 and headers["ms-azureml-model-error-statuscode"] == "503", (status, body)
+        assert headers["ms-azureml-model-error-reason"] == "Service Unavailable" and len(headers["x-request-id"]) == 32
+        status, headers, _ = client.score(deployment="green", headers={"x-ms-client-request-id": "swarm-1"})
+        assert status == 200 and headers["x-ms-client-request-id"] == "swarm-1"
+        started = time.monotonic()
+        status, headers, body = client.score(deployment="green", headers={"x-demo-scoring-delay": "7"})
+        assert status == 408 and 4.5 < time.monotonic() - started < 6.5, (status, body)
+        assert client.score(key="wrong", path="/metrics")[0] == 401
+        status, _, text = client.score(path="/metrics")
+        assert status == 200
+        assert b'reconciler_requests_total{endpoint="blue-green",deployment="green",status="424"} ' in text, text
+        assert b'reconciler_requests_in_flight{endpoint="blue-green",deployment="green"} ' in text
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
 def test_destroy_leaves_no_labelled_object(stack):
     plan = stack.apply(DESTROY)
     assert str(plan).endswith("Plan: 0 to add, 0 to change, 4 to destroy."), str(plan)
