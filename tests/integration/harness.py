@@ -15,7 +15,8 @@ from reconciler.cli.main import cli
 ROOT = Path(__file__).resolve().parents[2]
 STACKS_DEMO_IMAGE = "reconciler/demo-tfserving:latest"
 # A variant under test (images/README.md): RECONCILER_DEMO_IMAGE is written into the copied
-# stacks, RECONCILER_GATEWAY_IMAGE is read by the drivers themselves.
+# stacks that ask for it (StackRun.use_demo_image_under_test), RECONCILER_GATEWAY_IMAGE is
+# read by the drivers themselves.
 DEMO_IMAGE = os.environ.get("RECONCILER_DEMO_IMAGE", STACKS_DEMO_IMAGE)
 GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 LABEL_STACK = "org.reconciler.stack"
@@ -56,12 +57,16 @@ class StackRun:
         self.name = f"it-{secrets.token_hex(3)}"
         self.dir = root / self.name
         shutil.copytree(ROOT / "stacks" / source, self.dir)
-        if DEMO_IMAGE != STACKS_DEMO_IMAGE:
-            for document in self.dir.glob("*.yml"):
-                document.write_text(document.read_text().replace(STACKS_DEMO_IMAGE, DEMO_IMAGE))
         self.state = root / "state" / f"{self.name}.json"
         self.client = client
         self.runner = CliRunner()
+
+    def use_demo_image_under_test(self) -> "StackRun":
+        """The stack's documents name DEMO_IMAGE (a variant from RECONCILER_DEMO_IMAGE) for tests
+        that need what only a rebuilt demo image does."""
+        for document in self.dir.glob("*.yml"):
+            document.write_text(document.read_text().replace(STACKS_DEMO_IMAGE, DEMO_IMAGE))
+        return self
 
     def edit(self, file: str, old: str, new: str) -> None:
         path = self.dir / file

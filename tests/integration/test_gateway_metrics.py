@@ -72,7 +72,7 @@ def query(port: int, promql: str) -> list:
 
 
 def test_prometheus_scrapes_the_endpoint_and_answers_promql(stack, prometheus, tmp_path):
-    stack.apply()
+    stack.use_demo_image_under_test().apply()
     outputs = stack.endpoint(ENDPOINT)
     for _ in range(5):
         assert score(outputs)[0] == 200

@@ -72,6 +72,7 @@ def metrics(outputs: dict, key: str | None = None) -> tuple[int, str]:
 @pytest.fixture
 def limited(stack):
     """The demo stack with 1 s request timeout: 2 x 1 x 1 = 2 requests in flight at most."""
+    stack.use_demo_image_under_test()
     stack.edit("deployment.yml", "instance_count: 1",
                "instance_count: 1\nrequest_settings:\n  request_timeout_ms: 1000\n  max_concurrent_requests_per_instance: 1")
     stack.apply()
@@ -133,6 +134,7 @@ def test_request_ids_on_every_answer_and_the_clients_id_echoed(limited):
 
 
 def test_no_live_traffic_is_404(stack):
+    stack.use_demo_image_under_test()
     stack.edit("endpoint.yml", "tfserving: 100", "tfserving: 0")
     stack.apply()
     outputs = stack.endpoint(ENDPOINT)
@@ -165,6 +167,7 @@ def test_metrics_count_by_status_behind_the_key_and_the_access_log_has_a_json_li
 
 def test_only_unpinned_live_traffic_is_mirrored(blue_green):
     """Azure ML mirrors live traffic that no header pins (how-to-safely-rollout-online-endpoints)."""
+    blue_green.use_demo_image_under_test()
     blue_green.edit("endpoint.yml", "  blue: 90\n  green: 10", "  blue: 100\nmirror_traffic:\n  green: 50")
     blue_green.apply()
     outputs = blue_green.endpoint("blue-green")
