@@ -7,11 +7,15 @@ It copies stacks/blue-green to a temporary directory under a unique stack name, 
 the CLI (`reconciler apply DIR --state TMP/state.json --auto-approve`, a subprocess), and reads the
 gateway port, the primary key and the host port of blue's first container from the state file.
 
-Latency: N sequential keep-alive POSTs of {"instances": [1.0, 2.0, 5.0]} straight to blue's
+Latency (issue 15: with the request semantics on, the docs/endpoint.md rules): N sequential
+keep-alive POSTs of {"instances": [1.0, 2.0, 5.0]} straight to blue's
 container (`/v1/models/half_plus_two:predict`) and N through the gateway (`/score`, Bearer key,
 `azureml-model-deployment: blue`, so both reach the same container), one http.client connection
 each, interleaved in blocks of 100 (which path goes first alternates per block) to cancel drift,
-after a warm-up. Timed with time.perf_counter_ns around request + full response read.
+after a warm-up. Timed with time.perf_counter_ns around request + full response read. Then the
+same at concurrency 1 and 8 with hey (per-request latencies from its CSV output), in blocks that
+alternate which path goes first. Blue is published on 127.0.0.1 for the direct path and allows
+16 requests in flight (2 x 8 x 1), so no 429 is measured.
 
 Rollout: 4 client threads (tests/integration/gateway_client.GatewayClient, keep-alive, no
 deployment header so the 90/10 split applies) send steady load while the benchmark
@@ -37,7 +41,6 @@ import json
 import math
 import os
 import platform
-import re
 import secrets
 import shutil
 import subprocess
@@ -55,7 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from gateway_client import SAMPLE, GatewayClient  # noqa: E402
 
-BENCHMARKS = ROOT / "BENCHMARKS.md"
+sys.path.insert(0, str(ROOT / "bench"))
+from benchmarks_md import publish  # noqa: E402
+
 SECTION = "## Gateway under rollout (issue 5)"
 ENDPOINT = "blue-green"
 LABEL_STACK = "org.reconciler.stack"
@@ -77,8 +82,10 @@ class Stack:
         shutil.copytree(ROOT / "stacks" / "blue-green", self.dir)
         # Direct = blue's port published on 127.0.0.1 (deployments publish none by default), and
         # room for CONCURRENCY[-1] requests in flight (2 x 8 x 1 = 16) so that no 429 is measured.
-        self.edit("blue.yml", "instance_count: 1\n", "instance_count: 1\nlocal: {publish_ports: true}\n"
-                  "request_settings: {max_concurrent_requests_per_instance: 8}\n")
+        self.edit("blue.yml", "instance_count: 1\n", "instance_count: 1\nlocal: {publish_ports: true}\n")
+        for document in ("blue.yml", "green.yml"):
+            path = self.dir / document
+            path.write_text(path.read_text() + "request_settings: {max_concurrent_requests_per_instance: 8}\n")
         self.state = workdir / "state" / "state.json"
         self.state.parent.mkdir()
 
@@ -484,17 +491,6 @@ Target: failed requests = 0 — {verdict(rollout_ok)}: {overall['failed']} faile
 """
 
 
-def update_benchmarks(text: str) -> None:
-    # Others edit other sections concurrently: re-read right before writing, touch only ours.
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(updated.rstrip("\n") + "\n")
-
-
 def leftovers(client: docker.DockerClient, stack: str) -> list:
     return client.containers.list(all=True, filters={"label": f"{LABEL_STACK}={stack}"})
 
@@ -551,11 +547,7 @@ def main() -> int:
     if error is not None:
         raise error
 
-    text = section(info)
-    print("\n" + text)
-    if not args.no_write:
-        update_benchmarks(text)
-        print(f"updated {BENCHMARKS}")
+    publish(SECTION, section(info), not args.no_write)
     return 1 if info["cleanup"]["left"] else 0
 
 

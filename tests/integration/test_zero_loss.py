@@ -20,6 +20,14 @@ pytestmark = pytest.mark.integration
 REQUESTS, CONNECTIONS = 8000, 16
 
 
+def allow_all_connections_in_flight(stack) -> None:
+    """Issue 15: a deployment holds 2 x max_concurrent_requests_per_instance x instance_count
+    requests (429 beyond, as on Azure ML); 2 x 8 x 1 = 16 takes every connection, whatever the split."""
+    for document in ("blue.yml", "green.yml"):
+        path = stack.dir / document
+        path.write_text(path.read_text() + "request_settings: {max_concurrent_requests_per_instance: 8}\n")
+
+
 @pytest.fixture
 def hey():
     path = shutil.which("hey")
@@ -44,6 +52,7 @@ def answered(load: subprocess.Popen) -> dict[str, int]:
 
 
 def test_traffic_moves_lose_no_request(blue_green, hey, tmp_path):
+    allow_all_connections_in_flight(blue_green)
     blue_green.apply()
     body = tmp_path / "body.json"
     body.write_text('{"instances": [1.0, 2.0, 5.0]}')
@@ -58,6 +67,7 @@ def test_traffic_moves_lose_no_request(blue_green, hey, tmp_path):
 
 
 def test_an_image_replacement_loses_no_request(blue_green, hey, tmp_path, docker_client):
+    allow_all_connections_in_flight(blue_green)
     blue_green.apply()
     docker_client.images.get("reconciler/demo-tfserving:latest").tag("reconciler/demo-tfserving", "zero-loss")
     try:
