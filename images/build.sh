@@ -4,10 +4,15 @@
 #   reconciler/base:bookworm          debootstrap'd Debian rootfs (python3, nginx)
 #   reconciler/demo-tfserving:latest  stdlib stand-in for TensorFlow Serving's REST API
 #   reconciler/gateway:latest         nginx (+ Debian's Lua module) in front of deployments
+#   reconciler/azureml-inference-base:latest
+#                                     stand-in for Azure ML's inference base images: Python venv,
+#                                     the Azure ML inference server from PyPI, the host's CA trusted
 #
 # Usage: images/build.sh [--force]
 #   --force         rebuild the base image even if it already exists
 #   DEBIAN_MIRROR   Debian mirror for debootstrap (default: http://deb.debian.org/debian)
+#   HOST_CA_BUNDLE  CA bundle the images that install from PyPI trust (default: the one the host's
+#                   pip uses, `pip config get global.cert`, else /etc/ssl/certs/ca-certificates.crt)
 #
 # Idempotent: the base image is only bootstrapped when missing; the two app
 # images are rebuilt every run but come straight from the build cache when
@@ -105,13 +110,40 @@ build_app() {
     docker build --quiet --label "$LABEL" --tag "$image" "$context" >/dev/null
 }
 
+# Containers reach PyPI only through the machine's TLS-intercepting proxy, whose CA is in the
+# bundle the host's pip trusts; images that pip-install get a copy of it in their build context
+# (same bytes, same build-cache hit).
+host_ca_bundle() {
+    local bundle="${HOST_CA_BUNDLE:-}"
+    [[ -n "$bundle" ]] || bundle="$(python3 -m pip config get global.cert 2>/dev/null || true)"
+    [[ -n "$bundle" ]] || bundle=/etc/ssl/certs/ca-certificates.crt
+    [[ -r "$bundle" ]] || die "no CA bundle at $bundle (set HOST_CA_BUNDLE)"
+    printf '%s\n' "$bundle"
+}
+
+build_app_with_host_ca() {
+    local image="$1" source="$HERE/$2" context
+    context="$(mktemp -d "${TMPDIR:-/tmp}/reconciler-context.XXXXXX")"
+    cp -a "$source/." "$context/"
+    cp "$(host_ca_bundle)" "$context/host-ca-certificates.crt"
+    # Fixed mtime: the legacy builder's cache key for COPY includes file metadata.
+    touch -d @0 "$context/host-ca-certificates.crt"
+    log "docker build $image from $source (+ the host's CA bundle)"
+    local status=0
+    docker build --quiet --label "$LABEL" --tag "$image" "$context" >/dev/null || status=$?
+    rm -rf "$context"
+    ((status == 0)) || die "building $image failed (rerun without --quiet: docker build $source)"
+}
+
 docker info >/dev/null 2>&1 || die "cannot reach the Docker daemon"
 build_base
 build_app reconciler/demo-tfserving:latest demo-tfserving
 build_app reconciler/gateway:latest gateway
+build_app_with_host_ca reconciler/azureml-inference-base:latest azureml-inference-base
 # Untagged images left behind by rebuilds; in-use ones are kept by Docker.
 docker image prune --force --filter "label=$LABEL" >/dev/null
 
-for image in "$BASE_IMAGE" reconciler/demo-tfserving:latest reconciler/gateway:latest; do
+for image in "$BASE_IMAGE" reconciler/demo-tfserving:latest reconciler/gateway:latest \
+    reconciler/azureml-inference-base:latest; do
     printf '%s %s\n' "$image" "$(image_id "$image")"
 done

@@ -39,15 +39,18 @@ def stack_options(command):
 
 
 def load_options():
-    """The --root and --image of the command being run (see stack_options)."""
+    """The --root and --image of the command being run (see stack_options), and the machine's
+    image map file that `RECONCILER_IMAGE_MAP` names."""
     from reconciler.config.image_map import rule_from_option
-    from reconciler.config.settings import LoadOptions
+    from reconciler.config.settings import LoadOptions, machine_image_rules
     meta = click.get_current_context().meta
     try:
         images = tuple(rule_from_option(text) for text in meta.get("reconciler.image_rules") or ())
     except ValueError as error:
         raise ReconcilerError(str(error), "fix the --image arguments") from error
-    return LoadOptions(images=images, root=meta.get("reconciler.root"))
+    machine_map = os.environ.get("RECONCILER_IMAGE_MAP")
+    machine_images = machine_image_rules(Path(machine_map)) if machine_map else ()
+    return LoadOptions(images=images, root=meta.get("reconciler.root"), machine_images=machine_images)
 
 
 def stack_variables(var_assignments, vars_file) -> dict[str, str]:

@@ -526,7 +526,7 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
     settings, settings_problems = read_settings([d for d in documents if d.kind == "stack"])
     root, root_problems = paths_root(stack_root, options.root, settings)
     settings_problems += root_problems
-    settings = dataclasses.replace(settings, images=options.images + settings.images)
+    settings = dataclasses.replace(settings, images=options.images + settings.images + options.machine_images)
     builder = _GraphBuilder(stack, root, frozenset(filter(None, map(declared_name, invalid))), settings)
     endpoints: dict[str, Document] = {}
     for document in documents:

@@ -5,7 +5,12 @@ So that `mcr.microsoft.com/azureml/...:latest` or `docker.io/tensorflow/serving:
 from Azure ML's examples, runs on a local stand-in where the registry is unreachable. Rules come
 from the stack settings (`images: [{name, newName, newTag, digest}]`) and from `--image FROM=TO`,
 which win. A rule's `name` is a repository (docker.io/x, x and library/x are one repository);
-`name: repo:tag` matches that tag only.
+`name: repo:tag` matches that tag only; `name: registry/path/*` matches every repository under
+that path (the stand-in for a whole family of base images, e.g. mcr.microsoft.com/azureml/*).
+
+A machine can add rules of its own (`RECONCILER_IMAGE_MAP`: a YAML file with the same `images:`
+list, e.g. images/stand-ins.yaml on a machine without a registry); they come last, so the
+stack's settings and `--image` win over them.
 """
 from __future__ import annotations
 
@@ -61,11 +66,18 @@ def rule_from_setting(entry: dict, where: str) -> ImageRule:
     return ImageRule(name, tag, entry.get("newName"), entry.get("newTag"), entry.get("digest"), source=where)
 
 
+def names_repository(rule: ImageRule, repository: str) -> bool:
+    pattern, repository = canonical_repository(rule.name), canonical_repository(repository)
+    if pattern.endswith("/*"):
+        return repository.startswith(pattern[:-1])
+    return pattern == repository
+
+
 def substitute(image: str, rules: tuple[ImageRule, ...]) -> tuple[str, ImageRule | None]:
     """The image to run instead of `image`, and the rule that said so (the first that matches)."""
     name, tag, digest = split_reference(image)
     for rule in rules:
-        if canonical_repository(rule.name) != canonical_repository(name):
+        if not names_repository(rule, name):
             continue
         if rule.tag is not None and rule.tag != (tag or "latest"):
             continue

@@ -30,9 +30,11 @@ class StackSettings:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """What the command line adds to the stack settings (and wins over them)."""
+    """What the command line adds to the stack settings (and wins over them), and the machine's
+    own image map (`RECONCILER_IMAGE_MAP`), which the stack settings win over."""
     images: tuple[ImageRule, ...] = ()
     root: Path | None = None
+    machine_images: tuple[ImageRule, ...] = ()
 
 
 def read_settings(documents: list[Document]) -> tuple[StackSettings, list[Problem]]:
@@ -50,3 +52,33 @@ def read_settings(documents: list[Document]) -> tuple[StackSettings, list[Proble
     return StackSettings(driver=data.get("driver", ""),
                          plain_environment_variables=tuple(sorted(set(data.get("plain_environment_variables", ())))),
                          images=images, root=root, root_source=(first, ("root",)) if root else None), problems
+
+
+def machine_image_rules(path: Path) -> tuple[ImageRule, ...]:
+    """The `images:` of a machine's image map file (`RECONCILER_IMAGE_MAP`): the stack settings'
+    grammar, and only its `images:`. Raises StackInvalid with the file's located problems."""
+    from reconciler.config.loader import parse_documents
+    from reconciler.config.validation import validate_document
+    from reconciler.errors import StackInvalid
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise StackInvalid([Problem(file, 1, "", f"cannot read the machine's image map: {error}",
+                                    "point RECONCILER_IMAGE_MAP at a readable YAML file, or unset it")]) from error
+    documents, problems = parse_documents(text, file, path.parent)
+    stack_documents = [document for document in documents if document.kind == "stack"]
+    for document in stack_documents:
+        problems.extend(validate_document(document))
+        problems.extend(document.problem((key,), f"`{key}` is a stack setting, not part of a machine's image map",
+                                         "keep only `images:` in this file")
+                        for key in document.data.keys() - {"images", "$schema", "description"})
+    if not stack_documents and not problems:
+        problems.append(Problem(file, 1, "", "no `images:` list in the machine's image map",
+                                "write `images: [{name: ..., newName: ..., newTag: ...}]`"))
+    if problems:
+        raise StackInvalid(problems)
+    settings, problems = read_settings(stack_documents)
+    if problems:
+        raise StackInvalid(problems)
+    return settings.images

@@ -99,3 +99,53 @@ def test_the_command_line_wins_over_the_settings(demo_stack):
 def test_a_malformed_image_option_is_a_clear_error(demo_stack):
     result = CliRunner().invoke(cli, ["validate", str(demo_stack), "--image", "no-equals-sign"])
     assert result.exit_code == 1 and "--image expects FROM=TO" in result.stderr
+
+
+@pytest.mark.parametrize("rule, image, expected", [
+    ("mcr.microsoft.com/azureml/*", "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest", "base:1"),
+    ("mcr.microsoft.com/azureml/*", "mcr.microsoft.com/azureml/minimal-py312-inference", "base:1"),
+    ("mcr.microsoft.com/azureml/*", "mcr.microsoft.com/azureml-other/x:1", None),
+    ("mcr.microsoft.com/azureml/*", "mcr.microsoft.com/azureml:1", None),
+    ("tensorflow/*", "docker.io/tensorflow/serving:2", "base:1"),
+])
+def test_a_rule_ending_in_slash_star_names_every_repository_under_it(rule, image, expected):
+    from reconciler.config.image_map import ImageRule, substitute
+    mapped, used = substitute(image, (ImageRule(rule, None, "base", "1"),))
+    assert (mapped if used else None) == expected
+
+
+def machine_map(tmp_path, text: str):
+    path = tmp_path / "stand-ins.yaml"
+    path.write_text(text)
+    return {"RECONCILER_IMAGE_MAP": str(path)}
+
+
+def test_the_machine_image_map_applies_last(demo_stack, tmp_path):
+    aml_image(demo_stack)
+    env = machine_map(tmp_path, "images:\n  - {name: 'docker.io/tensorflow/*', newName: reconciler/machine, newTag: '1'}\n")
+    state = ["--state", str(tmp_path / "s.json")]
+    result = CliRunner(env=env).invoke(cli, ["plan", str(demo_stack), "--no-refresh", *state])
+    assert result.exit_code == 0, result.output
+    assert "-> reconciler/machine:1 (" + str(tmp_path / "stand-ins.yaml") + ":2)" in result.output
+    (demo_stack / "reconciler.yml").write_text("images:\n  - {name: tensorflow/serving, newName: a/b, newTag: '2'}\n")
+    result = CliRunner(env=env).invoke(cli, ["plan", str(demo_stack), "--no-refresh", *state])
+    assert "-> a/b:2 (" in result.output and "reconciler/machine" not in result.output
+
+
+@pytest.mark.parametrize("text, message", [
+    ("images: [{newName: x}]\n", "stand-ins.yaml:1: images[0]: missing required key 'name'"),
+    ("driver: swarm\nimages: []\n", "stand-ins.yaml:1: driver: `driver` is a stack setting"),
+    ("- not a mapping\n", "stand-ins.yaml:1: no `images:` list"),
+])
+def test_a_bad_machine_image_map_is_a_located_error(demo_stack, tmp_path, text, message):
+    result = CliRunner(env=machine_map(tmp_path, text)).invoke(cli, ["validate", str(demo_stack)])
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+
+
+def test_the_repository_stand_ins_map_azure_ml_base_images_to_the_offline_inference_base():
+    from pathlib import Path
+    from reconciler.config.image_map import substitute
+    from reconciler.config.settings import machine_image_rules
+    rules = machine_image_rules(Path(__file__).parents[2] / "images" / "stand-ins.yaml")
+    assert substitute("mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest", rules)[0] == \
+        "reconciler/azureml-inference-base:latest"
