@@ -157,10 +157,14 @@ def test_metrics_count_by_status_behind_the_key_and_the_access_log_has_a_json_li
     assert f'reconciler_requests_in_flight{{endpoint="{ENDPOINT}",deployment="tfserving"}} 0' in text
     assert metrics(outputs, key="wrong")[0] == 401
 
-    result = limited.run("logs", ENDPOINT, "--gateway", "--state", str(limited.state))
-    assert result.exit_code == 0, result.output
-    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
-    failed = [line for line in lines if line["status"] == 424]
+    deadline = time.monotonic() + 10  # the access log is flushed every second
+    failed: list = []
+    while not failed and time.monotonic() < deadline:
+        time.sleep(0.5)
+        result = limited.run("logs", ENDPOINT, "--gateway", "--state", str(limited.state))
+        assert result.exit_code == 0, result.output
+        lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+        failed = [line for line in lines if line["status"] == 424]
     assert failed and failed[-1]["deployment"] == "tfserving" and failed[-1]["model_status"] == "500"
     assert all(line["request_id"] and "duration_s" in line and "upstream_s" in line for line in lines)
 
