@@ -189,9 +189,15 @@ def hey_latencies(url: str, headers: dict, concurrency: int, n: int) -> list[int
     result = subprocess.run(command + [url], capture_output=True, text=True, timeout=120, check=True)
     rows = [line.split(",") for line in result.stdout.splitlines()[1:] if line]
     statuses = Counter(row[6] for row in rows)
-    if statuses != Counter({"200": n}):
-        raise RuntimeError(f"hey {url}: statuses {dict(statuses)} (expected {n} x 200)")
+    if set(statuses) != {"200"}:
+        raise RuntimeError(f"hey {url}: statuses {dict(statuses)} (expected only 200)")
+    # hey leaves requests that failed to connect out of its CSV: the demo server's listen
+    # backlog (5, Python's default) overflows now and then at concurrency 8, direct or not.
+    HEY_ERRORS[url] = HEY_ERRORS.get(url, 0) + n - len(rows)
     return [int(float(row[0]) * 1e9) for row in rows]
+
+
+HEY_ERRORS: dict[str, int] = {}
 
 
 def measure_concurrent(gateway_port: int, key: str, direct_port: int, concurrency: int, n: int) -> dict:
@@ -211,7 +217,7 @@ def measure_concurrent(gateway_port: int, key: str, direct_port: int, concurrenc
             samples[name] += hey_latencies(*urls[name], concurrency, size)
         blocks += 1
     result = {"n": n, "blocks": blocks, "block": block, "wall": time.monotonic() - started, "stats": {},
-              "concurrency": concurrency}
+              "concurrency": concurrency, "errors": {name: HEY_ERRORS.pop(urls[name][0], 0) for name in urls}}
     for name, values in samples.items():
         values.sort()
         result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
@@ -396,7 +402,9 @@ requests per path. Milliseconds:
             f"| {name} | " + " | ".join(f"{stats[name][p]:.3f}" for p in PERCENTILES)
             + f" | {stats[name]['mean']:.3f} | {stats[name]['max']:.2f} |" for name in ("direct", "gateway"))
         rows += "\n| **overhead** | " + " | ".join(f"**{result['overhead'][p]:+.3f}**" for p in PERCENTILES) + " | | |"
-        parts.append(f"""Concurrency {result['concurrency']} ({result['blocks']} blocks, {result['wall']:.1f} s):
+        errors = ", ".join(f"{name} {count}" for name, count in result["errors"].items())
+        parts.append(f"""Concurrency {result['concurrency']} ({result['blocks']} blocks, {result['wall']:.1f} s; requests hey
+could not connect, warm-up included: {errors}):
 
 | path | p50 | p90 | p99 | mean | max |
 |---|---:|---:|---:|---:|---:|
