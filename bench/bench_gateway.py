@@ -385,6 +385,16 @@ def verdict(passed: bool) -> str:
     return "**PASS**" if passed else "**FAIL**"
 
 
+def busy_warning(info: dict) -> str:
+    """A note when other work shared the cores: then the latencies measure that contention."""
+    load = float(info["loadavg"].split(" / ")[0])
+    if load <= (os.cpu_count() or 1):
+        return ""
+    return (f"\n**The machine was busy** (load average {load:.1f} on {os.cpu_count()} cores, other work running): the\n"
+            "latencies below measure that contention more than the gateway; the latency targets are only\n"
+            "meaningful on an otherwise idle machine (the rollout's failed-request count is meaningful either way).\n")
+
+
 def concurrent_section(results: list[dict]) -> str:
     """The hey runs: one table per concurrency, the target judged at the highest one."""
     parts = [f"""### Latency overhead at concurrency {", ".join(str(r["concurrency"]) for r in results)} (issue 15)
@@ -455,7 +465,7 @@ on the local Docker Engine; every client and server is on this one machine.
 Measured {info['date']} in one run on {info['machine']}; load average {info['loadavg']} at
 the start. Apply of the stack {info['apply_s']:.1f} s, destroy {cleanup['destroy_s']:.1f} s; containers labelled
 org.reconciler.stack=<stack> left after the destroy: {cleanup['left']}.
-
+{busy_warning(info)}
 ### Latency overhead
 
 N = {lat['n']:,} sequential keep-alive POSTs of `{SAMPLE.decode()}` per path (after {WARMUP} warm-up
