@@ -6,6 +6,10 @@ runs a normal apply and checks: it succeeds, the state file parses, a second pla
 no container of the stack is left that state does not own, and the endpoint answers.
 
     python bench/crash_trials.py [--trials 50] [--seed 1] [--write RELIABILITY.md]
+    PG_CONN_STR=postgresql://... python bench/crash_trials.py --backend pg [--schema NAME]
+
+With `--backend pg` the stack keeps its state in PostgreSQL (`backend: pg` in its settings) and
+the trials read it with `reconciler state pull`.
 """
 from __future__ import annotations
 
@@ -49,17 +53,34 @@ def reconciler(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 class Trials:
-    def __init__(self, workdir: Path, seed: int) -> None:
+    def __init__(self, workdir: Path, seed: int, backend: str = "local", schema: str = "crash_trials") -> None:
         self.random = random.Random(seed)
         self.name = f"crash-{seed}-{os.getpid()}"
         self.stack = workdir / self.name
         shutil.copytree(ROOT / "stacks" / "blue-green", self.stack)
-        self.state = workdir / "state" / f"{self.name}.json"
+        self.backend = backend
+        if backend == "pg":
+            (self.stack / "reconciler.yml").write_text(f"backend: pg\npg:\n  schema_name: {schema}\n")
+            self.state_option: list[str] = []
+            self.state = None
+        else:
+            self.state = workdir / "state" / f"{self.name}.json"
+            self.state_option = ["--state", str(self.state)]
         self.client = docker.from_env()
         self.version = 0
 
     def args(self, command: str) -> list[str]:
-        return [command, str(self.stack), "--state", str(self.state), "--auto-approve"]
+        return [command, str(self.stack), *self.state_option, "--auto-approve"]
+
+    def read_state(self) -> dict | None:
+        """The stored state (None when there is none yet); ValueError when it does not parse."""
+        if self.backend == "pg":
+            pulled = reconciler("state", "pull", "--stack", str(self.stack))
+            if pulled.returncode != 0:
+                raise ValueError(pulled.stderr.strip())
+            state = json.loads(pulled.stdout)
+            return state if state["lineage"] else None
+        return json.loads(self.state.read_text()) if self.state.exists() else None
 
     def edit(self, file: str, pattern: str, replacement: str) -> None:
         path = self.stack / file
@@ -80,7 +101,7 @@ class Trials:
         return "destroy" if kind == "destroy" else "apply"
 
     def owned_ids(self) -> set[str]:
-        records = json.loads(self.state.read_text())["records"] if self.state.exists() else []
+        records = (self.read_state() or {"records": []})["records"]
         ids = set()
         for record in records:
             ids |= {i["id"] for i in record["outputs"].get("instances", [])}
@@ -114,7 +135,7 @@ class Trials:
 
         label = f"trial {number} ({kind}, killed after {delay:.2f}s at {point})"
         try:
-            json.loads(self.state.read_text()) if self.state.exists() else None
+            self.read_state()
             outcome.state_parsed += 1
         except ValueError as error:
             outcome.failures.append(f"{label}: state file does not parse: {error}")
@@ -125,7 +146,7 @@ class Trials:
         if result.returncode != 0:
             outcome.failures.append(f"{label}: converging apply failed:\n{result.stdout}\n{result.stderr}")
             return
-        check = reconciler("plan", str(self.stack), "--state", str(self.state), "--detailed-exitcode")
+        check = reconciler("plan", str(self.stack), *self.state_option, "--detailed-exitcode")
         if check.returncode != 0:
             outcome.failures.append(f"{label}: plan after converging is not empty:\n{check.stdout}{check.stderr}")
             return
@@ -134,7 +155,7 @@ class Trials:
         if orphans:
             outcome.failures.append(f"{label}: {len(orphans)} orphan container(s) left")
             return
-        endpoint = [r for r in json.loads(self.state.read_text())["records"]
+        endpoint = [r for r in self.read_state()["records"]
                     if r["address"] == "endpoint.blue-green"][0]["outputs"]
         status, _, body = GatewayClient(endpoint["port"], endpoint["keys"]["primary"]).score()
         if status != 200:
@@ -150,10 +171,10 @@ class Trials:
         return len(left)
 
 
-def run_trials(trials: int, seed: int) -> Outcome:
+def run_trials(trials: int, seed: int, backend: str = "local", schema: str = "crash_trials") -> Outcome:
     outcome = Outcome()
     with tempfile.TemporaryDirectory() as workdir:
-        runner = Trials(Path(workdir), seed)
+        runner = Trials(Path(workdir), seed, backend, schema)
         try:
             first = reconciler(*runner.args("apply"))
             assert first.returncode == 0, first.stdout + first.stderr
@@ -198,9 +219,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--write", type=Path, help="Replace the crash-safety section of this Markdown file.")
+    parser.add_argument("--backend", choices=("local", "pg"), default="local")
+    parser.add_argument("--schema", default="crash_trials", help="The pg schema of the trials' state.")
     options = parser.parse_args()
     started = time.monotonic()
-    outcome = run_trials(options.trials, options.seed)
+    outcome = run_trials(options.trials, options.seed, options.backend, options.schema)
     text = report(outcome, time.monotonic() - started, options.seed)
     print(text)
     if options.write:

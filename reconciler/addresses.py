@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.errors import ReconcilerError
 
-KINDS = ("model", "deployment", "endpoint")
+KINDS = ("model", "environment", "deployment", "endpoint")
 DEPOSED, ORPHAN = "~deposed-", "~orphan-"
 
 
@@ -70,7 +70,8 @@ class Address:
                 or (DEPOSED in rest and not deposed) or (ORPHAN in rest and not orphan)):
             raise ReconcilerError(
                 f"not a resource address: {text!r}",
-                "addresses look like endpoint.NAME, deployment.ENDPOINT/NAME or model.NAME:VERSION",
+                "addresses look like endpoint.NAME, deployment.ENDPOINT/NAME, model.NAME:VERSION or "
+                "environment.NAME:VERSION",
             )
         return cls(kind, name, deposed, orphan)
 
@@ -124,6 +125,10 @@ class Address:
 
 def model_address(name: str, version: str) -> Address:
     return Address("model", f"{name}:{version}")
+
+
+def environment_address(name: str, version: str) -> Address:
+    return Address("environment", f"{name}:{version}")
 
 
 def deployment_address(endpoint: str, name: str) -> Address:

@@ -31,7 +31,7 @@ from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, U
 from reconciler.planning.ordering import change_predecessors
 from reconciler.planning.plan import CREATE, CREATE_THEN_DELETE, DELETE, UPDATE, Plan
 from reconciler.state.model import StateFile, StateRecord
-from reconciler.state.store import StateStore
+from reconciler.state.backend import StateBackend
 
 STILL_EVERY_SECONDS = 10
 
@@ -73,6 +73,7 @@ def step_graph(plan: Plan) -> StepGraph:
     steps: list[Step] = []
     first: dict[str, str] = {}
     ready: dict[str, str] = {}  # the step after which dependents may start
+    last: dict[str, str] = {}  # the step after which nothing of the old resource is left
     needs: dict[str, set[str]] = {}
     for address, change in changes.items():
         if change.action is CREATE_THEN_DELETE:
@@ -87,13 +88,16 @@ def step_graph(plan: Plan) -> StepGraph:
             needs[step_id] = {ids[index - 1]} if index else set()
         first[address] = ids[0]
         ready[address] = ids[0] if ops[-1] == DESTROY_DEPOSED_STEP else ids[-1]
+        last[address] = ids[-1]
     for address, predecessors in change_predecessors(changes).items():
         needs[first[address]] |= {ready[p] for p in predecessors}
     for address, change in changes.items():
         if f"{address}:{DESTROY_DEPOSED_STEP}" in needs:
             # The old one goes only after everything that pointed at it has moved to the new one.
             users = {a for a, c in changes.items() if address in c.depends_on or address in c.prior_depends_on}
-            needs[f"{address}:{DESTROY_DEPOSED_STEP}"] |= {ready[u] for u in users if u != address}
+            # An old image goes only once the old containers made from it are gone too.
+            after = last if address.kind == "environment" else ready
+            needs[f"{address}:{DESTROY_DEPOSED_STEP}"] |= {after[u] for u in users if u != address}
     return StepGraph(tuple(steps), {step_id: frozenset(ids) for step_id, ids in needs.items()})
 
 
@@ -105,7 +109,7 @@ class Applier:
     """Carries out one plan. `hooks` receive every step event; `echo`, if given, receives the
     rendered progress lines (shorthand for a render.progress.ProgressPrinter hook)."""
 
-    def __init__(self, driver, store: StateStore, state: StateFile, plan: Plan, ctx: dict,
+    def __init__(self, driver, store: StateBackend, state: StateFile, plan: Plan, ctx: dict,
                  parallelism: int = 10, echo: Callable[[str], None] | None = None,
                  hooks: Sequence[Hook] = (), still_every: float = STILL_EVERY_SECONDS) -> None:
         self.driver = driver
@@ -125,7 +129,7 @@ class Applier:
         self.ctx = self._context()
 
     def _context(self) -> StepContext:
-        fields = {"identity": self.state.lineage, "state_path": self.store.path.resolve(), **self._ctx_fields}
+        fields = {"identity": self.state.lineage, "state_path": self.store.location, **self._ctx_fields}
         return StepContext(records=lambda: dict(self.state.records),
                            progress=lambda text: self._emit(DriverMessage(text)), **fields)
 

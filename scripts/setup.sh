@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Everything reconciler needs on a Debian 12 machine, installed or started only when missing:
 #   - Debian's docker.io (the engine), debootstrap (for the offline images), hey (a load
-#     client that does not retry, for the zero-failed-requests tests) and prometheus (scrapes
-#     an endpoint's metrics in tests/integration/test_gateway_metrics.py),
+#     client that does not retry, for the zero-failed-requests tests), prometheus (scrapes
+#     an endpoint's metrics in tests/integration/test_gateway_metrics.py) and postgresql (only its
+#     binaries are used: the tests initdb and start a cluster of their own, tests/pgcluster.py;
+#     a system cluster the package may start is never touched),
 #   - the Python package with its test extras (pip, editable),
 #   - a running dockerd (started in the background when none answers; ours to leave running),
 #   - the offline images (images/build.sh: debootstrap once, then the build cache).
@@ -22,6 +24,8 @@ command -v hey >/dev/null 2>&1 || missing+=(hey)
 # prometheus: the gateway-metrics test scrapes an endpoint with a real one (on loopback, its own
 # data dir; never started as a service here).
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+# Debian keeps initdb and pg_ctl under /usr/lib/postgresql/N/bin, out of PATH.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
   if ((EUID != 0)); then
     log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"

@@ -155,7 +155,7 @@ def _default_store_named(stack: str):
         raise ReconcilerError(f"no state for a stack named {stack!r} at the default locations",
                               "pass --stack STACK_DIR (the directory) or --state PATH")
     if len(found) > 1:
-        raise ReconcilerError(f"{len(found)} stacks are named {stack!r}: " + ", ".join(str(s.path) for s in found),
+        raise ReconcilerError(f"{len(found)} stacks are named {stack!r}: " + ", ".join(s.location for s in found),
                               "pass --stack STACK_DIR (the directory) or --state PATH")
     return found[0]
 

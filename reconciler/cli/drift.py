@@ -32,14 +32,14 @@ def drift(stack_dir, state_path, as_json, as_markdown):
     stack = Path(stack_dir).resolve().name
     store = open_store(stack, state_path, Path(stack_dir))
     if not store.exists():
-        raise ReconcilerError(f"no state for stack {stack} at {store.path}",
+        raise ReconcilerError(f"no state for stack {stack} at {store.location}",
                               "apply the stack first, pass --state, or rebuild a lost state file with "
                               f"`reconciler state recover {stack_dir}`")
     # Read without the lock, as `plan` does: nothing is written, and a running apply must not
     # make the scheduled check fail (it then reports what is half-way, which is drift).
     state = store.read()
-    _, found = refresh_state(driver_named(choose_driver(None, "", state)), state, store.path.parent)
-    report = drift_report(stack, str(stack_dir), str(store.path), state.serial, found,
+    _, found = refresh_state(driver_named(choose_driver(None, "", state)), state, store.work_dir)
+    report = drift_report(stack, str(stack_dir), store.location, state.serial, found,
                           len([a for a in state.records if not a.is_derived]),
                           datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if as_json:

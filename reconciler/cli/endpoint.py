@@ -33,9 +33,9 @@ def keys(name, regenerate_keys, lock_timeout, stack_ref, state_path):
         with store:
             state = store.read()
             record = state.records[record.address]
-            ctx = StepContext(stack=store.stack, stack_dir=store.path.parent, state_dir=store.path.parent,
+            ctx = StepContext(stack=store.stack, stack_dir=store.work_dir, state_dir=store.work_dir,
                               records=lambda: dict(state.records), identity=state.lineage,
-                              state_path=store.path.resolve())
+                              state_path=store.location)
             rotator = require(driver_named(record.driver), SupportsKeyRotation,
                               "reconciler endpoint keys --regenerate-keys")
             record = rotator.regenerate_keys(record, regenerate_keys, ctx)

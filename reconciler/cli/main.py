@@ -28,13 +28,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "invoke": ("reconciler.cli.runtime", "invoke",
                "Send a scoring request to ENDPOINT's gateway, as `az ml online-endpoint invoke` does."),
     "logs": ("reconciler.cli.runtime", "logs",
-             "Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or --gateway "
-             "those of an endpoint's gateway."),
+             "Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), the build log "
+             "of environment.NAME:VERSION, or --gateway those of an endpoint's gateway."),
     "plan": ("reconciler.cli.plan", "plan", "Show what apply would change to make the engine match STACK_DIR."),
     "render": ("reconciler.cli.render", "render",
                "Render STACK_DIR as Kubernetes manifests (Deployments, Services, HTTPRoutes, model volumes)."),
     "show": ("reconciler.cli.plan", "show", "Show a saved plan FILE, or the state of a stack DIR."),
-    "state": ("reconciler.cli.state_cmd", "state", "Inspect and edit the state file."),
+    "state": ("reconciler.cli.state_cmd", "state",
+              "Inspect, edit and move the state (a local file, or PostgreSQL with `backend: pg`)."),
     "validate": ("reconciler.cli.validate", "validate", "Check STACK_DIR against the schemas and across documents."),
 }
 

@@ -97,7 +97,7 @@ def show(target, state_path, as_json, as_markdown):
         click.echo(json.dumps(mask_state(state.to_dict()), indent=2))
         return
     if not state.records:
-        click.echo(f"No state for stack {state.stack} ({store.path}).")
+        click.echo(f"No state for stack {state.stack} ({store.location}).")
         return
     for address in sorted(state.records):
         click.echo(describe_record(state.records[address]))

@@ -101,10 +101,15 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
 @which_stack
 @handle_errors()
 def logs(deployment, lines, gateway, stack_ref, state_path):
-    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or --gateway those of an endpoint's gateway.
+    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), the build log of environment.NAME:VERSION, or --gateway those of an endpoint's gateway.
 
-    With --gateway, DEPLOYMENT names an endpoint; its gateway logs one JSON line per request."""
-    store, record = find_record("endpoint" if gateway else "deployment", deployment, stack_ref, state_path)
+    With --gateway, DEPLOYMENT names an endpoint; its gateway logs one JSON line per request."""  # noqa: E501
+    if gateway:
+        store, record = find_record("endpoint", deployment, stack_ref, state_path)
+    elif deployment.startswith("environment."):
+        store, record = find_record("environment", deployment.removeprefix("environment."), stack_ref, state_path)
+    else:
+        store, record = find_record("deployment", deployment, stack_ref, state_path)
     for name, text in driver_named(record.driver).logs(record, lines):
         click.echo(f"==> {name} <==")
         click.echo(text.rstrip())

@@ -1,4 +1,4 @@
-"""`reconciler state list|show|rm` and `reconciler force-unlock ID`."""
+"""`reconciler state list|show|rm|pull|push|history|migrate` and `reconciler force-unlock ID`."""
 from __future__ import annotations
 
 import json
@@ -21,7 +21,7 @@ def which_state(command):
 
 @click.group()
 def state():
-    """Inspect and edit the state file."""
+    """Inspect, edit and move the state (a local file, or PostgreSQL with `backend: pg`)."""
 
 
 @state.command("list")
@@ -66,6 +66,73 @@ def state_rm(addresses, stack_ref, state_path, lock_timeout):
     for address in addresses:
         click.echo(f"Removed {address}")
     click.echo(f"Successfully removed {len(addresses)} resource instance(s).")
+
+
+@state.command("pull")
+@which_state
+@handle_errors()
+def state_pull(stack_ref, state_path):
+    """Print the stored state as JSON (secrets included: it is what `state push` takes)."""
+    click.echo(json.dumps(store_for(stack_ref, state_path).read().to_dict(), indent=2))
+
+
+@state.command("push")
+@click.argument("file", type=click.File("r"))
+@which_state
+@click.option("--force", is_flag=True, help="Replace the stored state even with another lineage or a lower serial.")
+@click.option("--lock-timeout", type=float, default=0.0)
+@handle_errors()
+def state_push(file, stack_ref, state_path, force, lock_timeout):
+    """Replace the stored state with FILE (`-` for stdin), as written by `state pull`."""
+    from reconciler.operations.state import parse_state, push_state
+    store = store_for(stack_ref, state_path)
+    pushed = parse_state(file.read(), file.name, store.stack)
+    result = push_state(store, pushed, force=force, lock_timeout=lock_timeout)
+    if not result.changed:
+        click.echo(f"{store.location} already holds this state (serial {result.state.serial}); nothing pushed.")
+    else:
+        click.echo(f"Pushed state of stack {store.stack} to {store.location}: lineage {result.state.lineage}, "
+                   f"serial {result.state.serial}.")
+
+
+@state.command("history")
+@which_state
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors()
+def state_history(stack_ref, state_path, as_json):
+    """List the stored versions of the state, oldest first (local keeps one earlier version)."""
+    import dataclasses
+    store = store_for(stack_ref, state_path)
+    versions = store.history()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(v) for v in versions], indent=2))
+        return
+    click.echo(f"{'SERIAL':>6}  {'WRITTEN (UTC)':<25}  {'RECORDS':>7}  {'LINEAGE':<36}  BY")
+    for version in versions:
+        click.echo(f"{version.serial:>6}  {version.written_at:<25}  {version.records:>7}  {version.lineage:<36}  "
+                   f"{version.written_by}".rstrip())
+
+
+@state.command("migrate")
+@click.argument("stack_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--to", "to", type=click.Choice(["pg", "local"]), required=True,
+              help="The backend to copy the state into (from the other one).")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The local state file (default: the stack's default state).")
+@click.option("--force", is_flag=True, help="Replace a state the target already holds; move a --state file whose "
+              "gateway configs live beside it anyway.")
+@click.option("--lock-timeout", type=float, default=0.0)
+@handle_errors()
+def state_migrate(stack_dir, to, state_path, force, lock_timeout):
+    """Copy STACK_DIR's state between its local file and PostgreSQL, lineage and serial kept."""
+    from reconciler.operations.state import migrate_state
+    result = migrate_state(stack_dir, to, state_path, force=force, lock_timeout=lock_timeout)
+    click.echo(f"Copied the state of stack {result.state.stack} (lineage {result.state.lineage}, serial "
+               f"{result.state.serial}, {len(result.state.records)} records) from {result.source} to {result.target}.")
+    from reconciler.config.stack import read_backend_settings
+    if read_backend_settings(stack_dir).kind != to:
+        click.echo(f"Now set `backend: {to}` in the stack settings; {result.source} is left as it was and is no "
+                   "longer used then.")
 
 
 def _record(current, address):

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.addresses import Address, deployment_address, endpoint_address, model_address
+from reconciler.addresses import Address, deployment_address, endpoint_address, environment_address, model_address
 from reconciler.config.image_reference import image_reference_problem
 from reconciler.config.loader import Document
 from reconciler.config.model_content import ModelPathError, fingerprint
-from reconciler.config.conda import conda_file_problem
+from reconciler.config.conda import conda_file_problem, conda_only, parse_conda
+from reconciler.config.environments import (MAX_DOCKERFILE_BYTES, ContextError, conda_environment_spec, context_files,
+                                            copy_sources, dockerfile_environment_spec, map_dockerfile)
 from reconciler.config.image_map import substitute
-from reconciler.config.settings import LoadOptions, StackSettings, read_settings
+from reconciler.config.settings import BackendSettings, LoadOptions, StackSettings, read_settings
 from reconciler.errors import Problem
 
 DEFAULT_MODEL_MOUNT_BASE = "/var/azureml-app/azureml-models"
@@ -62,6 +64,16 @@ DEPLOYMENT_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass(frozen=True)
+class EnvironmentOrigin:
+    """Where an environment is defined: an environment document (path ()) or a deployment's
+    inline `environment:` (path ("environment",)), and the name and version it has."""
+    document: Document
+    path: tuple
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
 class DesiredResource:
     address: Address
     spec: dict
@@ -90,6 +102,8 @@ class DesiredGraph:
     ignored: tuple = field(default=())
     # "ADDRESS: FROM -> TO (rule)" for every image the image map replaced; plans show them.
     substitutions: tuple[str, ...] = field(default=())
+    # Where the stack's state lives (`backend:` and `pg:` of the stack settings).
+    backend: BackendSettings = BackendSettings()
 
     @property
     def digest(self) -> str:
@@ -224,9 +238,10 @@ class _GraphBuilder:
                 "keep one: `image:` for a ready image, `build:` to build one from a Docker context"))
         self.environments[key] = document
 
-    def resolve_environment(self, document: Document, reference: str) -> dict | None:
+    def resolve_environment(self, document: Document, reference: str) -> tuple[dict, "EnvironmentOrigin"] | None:
         """The environment an `azureml:NAME:VERSION` / `azureml:NAME@latest` reference names,
-        as an inline environment; None (reported) when the stack has no such document."""
+        as an inline environment, and where it is defined; None (reported) when the stack has
+        no such document."""
         if reference.startswith("azureml://"):
             self.problems.append(document.problem(
                 ("environment",), f"environment {reference!r} is in an Azure ML registry, which a local engine "
@@ -251,7 +266,9 @@ class _GraphBuilder:
         inline = {k: data[k] for k in ("image", "conda_file", "build", "inference_config") if k in data}
         if "conda_file" in inline:
             inline["conda_file"] = str((environment.directory / inline["conda_file"]))
-        return inline
+        if isinstance(inline.get("build"), dict) and "path" in inline["build"]:
+            inline["build"] = {**inline["build"], "path": str(environment.directory / inline["build"]["path"])}
+        return inline, EnvironmentOrigin(environment, (), *key)
 
     def _unknown_model(self, document: Document, reference: str, name: str) -> None:
         if ("model", name) in self.invalid_names:
@@ -287,28 +304,33 @@ class _GraphBuilder:
         if model is False:
             self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
             return
-        environment = data["environment"]
+        environment, origin = data["environment"], None
         if isinstance(environment, str):
             if environment.startswith("azureml:"):
-                environment = self.resolve_environment(document, environment)
-                if environment is None:
+                resolved = self.resolve_environment(document, environment)
+                if resolved is None:
                     self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
                     return
+                environment, origin = resolved
             else:
                 environment = {"image": environment}
+        else:
+            # Inline: named as Azure ML would register it, or after the deployment.
+            origin = EnvironmentOrigin(document, ("environment",), str(environment.get("name", f"{endpoint}-{name}")),
+                                       str(environment.get("version", DEFAULT_ASSET_VERSION)))
+            if environment.get("image") and environment.get("build"):
+                self.problems.append(document.problem(
+                    ("environment", "build"), f"environment {origin.name}:{origin.version} has both image and build",
+                    "keep one: `image:` for a ready image, `build:` to build one from a Docker context"))
+        if not environment.get("image") and not environment.get("build"):
+            self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+            return  # reported where the environment is defined
         conda = environment.get("conda_file")
         conda_path = ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",)
-        why = conda_file_problem(document.directory / conda, self.stack_root) if conda else None
-        if why:
-            self.problems.append(document.problem(conda_path, f"conda file {conda!r} {why}",
+        conda_unusable = conda_file_problem(document.directory / conda, self.stack_root) if conda else None
+        if conda_unusable:
+            self.problems.append(document.problem(conda_path, f"conda file {conda!r} {conda_unusable}",
                                                   "point conda_file at the environment's conda YAML"))
-        # A scoring script's conda file is part of one unsupported feature (an image built around
-        # the script), refused once, at code_configuration, below.
-        if environment.get("conda_file") and "code_configuration" not in data:
-            self.unsupported.append(document.problem(
-                ("environment", "conda_file") if isinstance(data["environment"], dict) else ("environment",),
-                "building an image from a conda file is not supported on a local engine yet",
-                "give an image that already has the packages (environment.image without conda_file)"))
         image = environment.get("image")
         if isinstance(image, str) and self.settings.images:
             mapped, rule = substitute(image, self.settings.images)
@@ -328,13 +350,97 @@ class _GraphBuilder:
                 ("code_configuration",), f"code_configuration (scoring scripts{with_conda}) is not supported on a "
                 "local engine", "bake the scoring code" + (" and its packages" if with_conda else "") +
                 " into the image and describe its routes in environment.inference_config"))
-        if "build" in environment:
-            self.unsupported.append(document.problem(
-                ("environment", "build"), "environment.build is not supported on a local engine",
-                "build the image yourself and give environment.image"))
+        depends = [model] if model else []
+        if origin is not None and (environment.get("build") or (conda and not conda_unusable)) and \
+                not (environment.get("image") and environment.get("build")):
+            built = self.add_built_environment(document, address, origin, environment)
+            if built is None:
+                self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+                return
+            environment = {**environment, "image": self.resources[built].spec["image"]}
+            depends.append(built)
+        elif conda or environment.get("build"):
+            self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
+            return  # refused above
         self.resources[address] = _resource(
-            address, self.deployment_spec(document, environment, model), [model] if model else [], document)
+            address, self.deployment_spec(document, environment, model), depends, document)
         self.deployments_of.setdefault(endpoint, []).append(address)
+
+    def add_built_environment(self, document: Document, deployment: Address, origin: "EnvironmentOrigin",
+                              environment: dict) -> Address | None:
+        """The environment resource an image must be built for (conda file or Dockerfile);
+        None when its inputs are unusable (reported)."""
+        address = environment_address(origin.name, origin.version)
+        if environment.get("build"):
+            spec = self._dockerfile_spec(document, deployment, origin, environment)
+        else:
+            spec = self._conda_spec(document, origin, environment)
+        if spec is None:
+            return None
+        existing = self.resources.get(address)
+        if existing is not None:
+            if existing.spec["digest"] != spec["digest"]:
+                self.problems.append(origin.document.problem(
+                    origin.path + ("name",), f"environment {origin.name}:{origin.version} is defined twice, "
+                    "with different contents",
+                    f"the other one is at {existing.source}; give one a new name or version"))
+                return None
+            return address
+        self.resources[address] = _resource(address, spec, (), origin.document, origin.path)
+        return address
+
+    def _conda_spec(self, document: Document, origin: "EnvironmentOrigin", environment: dict) -> dict | None:
+        conda_file = (document.directory / environment["conda_file"]).resolve()
+        text = conda_file.read_text(encoding="utf-8")
+        parsed = parse_conda(text)
+        shown = str(document.directory / environment["conda_file"])
+        refused = [Problem(shown, line, "dependencies", message,
+                           "write the package under `pip:` or leave it out") for line, message in parsed.problems]
+        for package in conda_only(parsed):
+            refused.append(Problem(
+                shown, package.line, "dependencies", f"conda package {package.spec!r} is only on conda channels, "
+                "not on PyPI, and the image has no conda channel to get it from",
+                "leave it out, since pip wheels bundle the libraries they need, or build from a Dockerfile on a "
+                "base image that has it"))
+        if refused:
+            self.problems.extend(refused)
+            return None
+        return conda_environment_spec(origin.name, origin.version, environment["image"],
+                                      conda_file.relative_to(self.stack_root.resolve()).as_posix(), text, parsed)
+
+    def _dockerfile_spec(self, document: Document, deployment: Address, origin: "EnvironmentOrigin",
+                         environment: dict) -> dict | None:
+        build = environment["build"]
+        where = origin.path + ("build",)
+        # An environment document's build.path was made absolute by resolve_environment.
+        context = document.directory / build["path"]
+        dockerfile_path = build.get("dockerfile_path", "Dockerfile")
+        dockerfile = context / dockerfile_path
+        real = context.resolve()
+        if not real.is_dir() or not real.is_relative_to(self.stack_root.resolve()):
+            self.problems.append(origin.document.problem(
+                where + ("path",), f"build context {build['path']!r} is not a folder inside {self.stack_root}",
+                "build.path is the Docker context folder, relative to the YAML file that names it"))
+            return None
+        if not dockerfile.resolve().is_file() or dockerfile.stat().st_size > MAX_DOCKERFILE_BYTES or \
+                not dockerfile.resolve().is_relative_to(self.stack_root.resolve()):
+            self.problems.append(origin.document.problem(
+                where + ("dockerfile_path",), f"Dockerfile {dockerfile_path!r} is not a file in the build context "
+                f"{context}", "dockerfile_path is relative to build.path (default: Dockerfile)"))
+            return None
+        mapped = map_dockerfile(dockerfile.read_text(encoding="utf-8"), self.settings.images)
+        for image, target, rule in mapped.substitutions:
+            self.substitutions.append(f"{environment_address(origin.name, origin.version)}: FROM {image} -> "
+                                      f"{target} ({rule})")
+        try:
+            files = context_files(context, copy_sources(mapped.text), self.stack_root)
+        except ContextError as error:
+            self.problems.append(Problem(str(dockerfile), error.line, "", str(error),
+                                         "COPY and ADD sources are paths inside build.path"))
+            return None
+        return dockerfile_environment_spec(origin.name, origin.version,
+                                           real.relative_to(self.stack_root.resolve()).as_posix(),
+                                           dockerfile_path, mapped, files)
 
     def _deployment_model(self, document: Document):
         data = document.data
@@ -558,5 +664,5 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
         builder.add_endpoint(document)
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
                          str(root), settings.driver, tuple(sorted(builder.warnings)),
-                         substitutions=tuple(builder.substitutions))
+                         substitutions=tuple(builder.substitutions), backend=settings.backend)
     return graph, builder.problems + settings_problems

@@ -2,7 +2,9 @@
 reconciler.yml), found by `$schema` or by its keys. Pure.
 
 Everything a stack can say about how reconciler runs it, rather than what it runs: the
-driver, and which environment variables are no secret (plans mask every other value).
+driver, where its state lives (`backend: local | pg` and `pg: {...}`; never a connection
+string, which comes from the environment), and which environment variables are no secret
+(plans mask every other value).
 """
 from __future__ import annotations
 
@@ -12,6 +14,15 @@ from pathlib import Path
 from reconciler.config.image_map import ImageRule, rule_from_setting
 from reconciler.config.loader import Document
 from reconciler.errors import Problem
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """Where the stack's state lives. `name` "" means the stack's name."""
+    kind: str = "local"  # local | pg
+    conn_str_env: str = "PG_CONN_STR"
+    schema_name: str = "reconciler"
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -26,6 +37,7 @@ class StackSettings:
     root: Path | None = None
     # Where `root` was given, for errors about it.
     root_source: tuple[Document, tuple] | None = None
+    backend: BackendSettings = BackendSettings()
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,17 @@ def read_settings(documents: list[Document]) -> tuple[StackSettings, list[Proble
     root = (first.directory / data["root"]).resolve() if "root" in data else None
     return StackSettings(driver=data.get("driver", ""),
                          plain_environment_variables=tuple(sorted(set(data.get("plain_environment_variables", ())))),
-                         images=images, root=root, root_source=(first, ("root",)) if root else None), problems
+                         images=images, root=root, root_source=(first, ("root",)) if root else None,
+                         backend=backend_settings(data)), problems
+
+
+def backend_settings(data: dict) -> BackendSettings:
+    """The backend of one (schema-valid) settings document."""
+    pg = data.get("pg", {})
+    default = BackendSettings()
+    return BackendSettings(kind=data.get("backend", default.kind),
+                           conn_str_env=pg.get("conn_str_env", default.conn_str_env),
+                           schema_name=pg.get("schema_name", default.schema_name), name=pg.get("name", ""))
 
 
 def machine_image_rules(path: Path) -> tuple[ImageRule, ...]:

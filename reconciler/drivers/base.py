@@ -38,7 +38,7 @@ class StepContext:
     progress: Callable[[str], None] = field(default=lambda message: None)
     # The state's lineage: every object made is labelled with it (drivers/common/labels.py).
     identity: str = ""
-    state_path: Path | None = None
+    state_path: str | None = None  # the state's location (StateBackend.location), for labels
 
 
 class Driver(ABC):

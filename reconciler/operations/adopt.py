@@ -19,6 +19,7 @@ from reconciler.drivers.base import StepContext, SupportsImport, SupportsRecover
 from reconciler.drivers.common.labels import LABEL_IDENTITY, LABEL_STACK_DIR, LABEL_STATE, other_owners
 from reconciler.drivers.registry import choose_driver, driver_named
 from reconciler.errors import ReconcilerError
+from reconciler.state.backend import as_location
 from reconciler.state.model import StateFile, StateRecord
 
 
@@ -41,8 +42,8 @@ class RecoverResult:
 
 
 def _ctx(store, stack_dir: Path, records: dict, identity: str) -> StepContext:
-    return StepContext(stack=store.stack, stack_dir=Path(stack_dir).resolve(), state_dir=store.path.parent,
-                       records=lambda: dict(records), identity=identity, state_path=store.path.resolve())
+    return StepContext(stack=store.stack, stack_dir=Path(stack_dir).resolve(), state_dir=store.work_dir,
+                       records=lambda: dict(records), identity=identity, state_path=store.location)
 
 
 def import_container(desired: DesiredGraph, store, stack_dir: Path, address: str, container: str,
@@ -79,7 +80,7 @@ def recover_state(desired: DesiredGraph, store, stack_dir: Path, force: bool = F
     objects carry (found by their stack directory or state file labels); gateways keep the keys
     their live config admits."""
     if store.exists() and not force:
-        raise ReconcilerError(f"state file {store.path} exists; recover only rebuilds a lost one",
+        raise ReconcilerError(f"state {store.location} exists; recover only rebuilds a lost one",
                               "`reconciler drift` compares it with Docker; pass --force to replace it anyway "
                               "(the current file is kept as .backup)")
     # The state is lost (or unreadable): the stack settings alone say which engine to read.
@@ -87,10 +88,10 @@ def recover_state(desired: DesiredGraph, store, stack_dir: Path, force: bool = F
     recoverer = require(driver, SupportsRecover, "reconciler state recover")
     store.lock("state recover", lock_timeout)
     with store:
-        observed, identity, left_alone = lost_identity(recoverer.list_managed(desired.stack), store.path,
+        observed, identity, left_alone = lost_identity(recoverer.list_managed(desired.stack), store.location,
                                                        Path(stack_dir))
         digests = sorted({r.spec["content_digest"] for r in desired.by_kind("model")})
-        stored = recoverer.stored_models(store.path.parent, identity, digests)
+        stored = recoverer.stored_models(store.work_dir, identity, digests)
         result = rebuild(desired, observed, stored)
         if result.inspect:
             inspected = {cid: recoverer.inspect_container(cid) for cid in result.inspect.values()}
@@ -105,7 +106,7 @@ def recover_state(desired: DesiredGraph, store, stack_dir: Path, force: bool = F
         for record in records.values():
             state = state.with_record(record)
         written = store.write(state)
-    return RecoverResult(desired.stack, store.path, written.lineage, records, tuple(notes))
+    return RecoverResult(desired.stack, store.location, written.lineage, records, tuple(notes))
 
 
 def lost_identity(observed: list, state_path: Path, stack_dir: Path):
@@ -113,7 +114,7 @@ def lost_identity(observed: list, state_path: Path, stack_dir: Path):
     identity: those labelled with this state file or stack directory. Objects from before
     identities existed carry none: they are taken (as recover always did) under a new one.
     Returns (its objects, identity, the other owners left alone). Pure."""
-    state_path, stack_dir = str(Path(state_path).resolve()), str(Path(stack_dir).resolve())
+    state_path, stack_dir = as_location(state_path), str(Path(stack_dir).resolve())
     by_identity: dict[str, list] = {}
     for item in observed:
         by_identity.setdefault((item.labels or {}).get(LABEL_IDENTITY, ""), []).append(item)

@@ -3,8 +3,9 @@ caller to confirm, preflight, run the apply engine. Side effects through the sta
 the driver only; nothing here prints or prompts: the front end passes `show` (render the plan),
 `confirm` (ask) and hooks (render progress), and reads the outcome.
 
-A saved plan is applied to the state file it was made against (`Plan.state_path`); a
-`state_path` in the request that names another file is refused.
+A saved plan is applied to the state it was made against (`Plan.state_path`: a file, or a pg
+state found through the stack settings); a `state_path` in the request that names another one is
+refused.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from reconciler.apply import Applier, ApplyResult
 from reconciler.config.settings import LoadOptions
 from reconciler.errors import ReconcilerError, StalePlan
 from reconciler.events import Hook
-from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, open_store,
-                                        plan_with_store)
+from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, load_desired,
+                                        open_store, plan_with_store)
 from reconciler.planfile import check_not_stale, read_plan
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY
+from reconciler.state.backend import PG_LOCATION_PREFIX, StateBackend
 from reconciler.state.model import StateFile
-from reconciler.state.store import StateStore
 
 # What an apply ended with.
 APPLIED = "applied"            # every step ran
@@ -52,7 +53,7 @@ class ApplyRequest:
 class ApplyOutcome:
     plan: Plan
     status: str  # APPLIED | FAILED | NO_CHANGES | STATE_REFRESHED | CANCELLED
-    state_path: Path
+    state_path: str  # the state's location
     saved_plan: bool  # the plan came from a file (it was confirmed when it was made)
     result: ApplyResult | None = None  # when steps ran
 
@@ -86,7 +87,9 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
     source = Path(request.source)
     saved = source.is_file()
     plan = read_plan(source) if saved else None
-    store = _store_for(request, plan, source)
+    # The stack is read before the lock (its settings choose the store); nothing locks its files.
+    desired = None if saved else load_desired(_plan_request(request))
+    store = _store_for(request, plan, source, desired)
     store.lock("destroy" if request.mode == DESTROY else "apply", request.lock_timeout)
     with store:
         if plan is not None:
@@ -96,13 +99,13 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
             if plan.drift or plan.mode == REFRESH_ONLY:
                 state = refreshed_as_planned(plan, state, driver, store)
         else:
-            planned = plan_with_store(_plan_request(request), store, drivers)
+            planned = plan_with_store(_plan_request(request), store, drivers, desired)
             plan, state = planned.plan, planned.state
             driver = planned.driver or driver_lookup(drivers)(plan.driver)
         show(plan)
 
         def outcome(status: str, result: ApplyResult | None = None) -> ApplyOutcome:
-            return ApplyOutcome(plan, status, store.path, saved, result)
+            return ApplyOutcome(plan, status, store.location, saved, result)
 
         if not plan.has_changes():
             if plan.drift and plan.mode == REFRESH_ONLY:
@@ -116,7 +119,7 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
         driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
         applier = Applier(driver, store, state, plan,
                           {"stack": plan.stack, "stack_dir": Path(plan.stack_dir).resolve(),
-                           "state_dir": store.path.parent},
+                           "state_dir": store.work_dir},
                           parallelism=request.parallelism, hooks=hooks)
         result = applier.run()
     return outcome(APPLIED if result.ok else FAILED, result)
@@ -133,11 +136,18 @@ def _plan_request(request: ApplyRequest) -> PlanRequest:
                        refresh=request.refresh, driver=request.driver, load=request.load)
 
 
-def _store_for(request: ApplyRequest, plan: Plan | None, source: Path) -> StateStore:
+def _store_for(request: ApplyRequest, plan: Plan | None, source: Path, desired=None) -> StateBackend:
     if plan is None:
-        return open_store(source.resolve().name, request.state_path, source)
-    return open_store(plan.stack, saved_plan_state_path(plan, request.state_path, source),
-                      Path(plan.stack_dir) if plan.stack_dir else None)
+        return open_store(source.resolve().name, request.state_path, source, desired.backend if desired else None)
+    stack_dir = Path(plan.stack_dir) if plan.stack_dir else None
+    if plan.state_path.startswith(PG_LOCATION_PREFIX):
+        store = open_store(plan.stack, request.state_path, stack_dir)
+        if store.location != plan.state_path:
+            raise ReconcilerError(f"saved plan {source} was made against state {plan.state_path}, but the stack "
+                                  f"settings now name {store.location}",
+                                  "run `reconciler plan` again and apply the new plan")
+        return store
+    return open_store(plan.stack, saved_plan_state_path(plan, request.state_path, source), stack_dir)
 
 
 def saved_plan_state_path(plan: Plan, requested: Path | None, plan_file: Path) -> Path | None:
@@ -154,11 +164,11 @@ def saved_plan_state_path(plan: Plan, requested: Path | None, plan_file: Path) -
     return recorded
 
 
-def refreshed_as_planned(plan: Plan, state: StateFile, driver, store: StateStore) -> StateFile:
+def refreshed_as_planned(plan: Plan, state: StateFile, driver, store: StateBackend) -> StateFile:
     """The refreshed state a saved plan was made from: its changes (a scale-up after a missing
     container, an orphan's removal) refer to it. Refused when the engine has moved on since."""
     from reconciler.refresh import refresh_state
-    refreshed, drift = refresh_state(driver, state, store.path.parent)
+    refreshed, drift = refresh_state(driver, state, store.work_dir)
     if [d.to_dict() for d in drift] != [d.to_dict() for d in plan.drift]:
         raise StalePlan("saved plan is stale: the objects in Docker changed since it was made",
                         "run `reconciler plan` again and apply the new plan")

@@ -2,8 +2,9 @@
 the stack directory, the state file and (when refreshing) the engine; writes nothing.
 
 `plan(PlanRequest(...))` returns the plan with the (refreshed) state it was made from and the
-driver it chose. The plan records the absolute path of the state file, so that a saved plan is
-applied to the state it was made against.
+driver it chose. The plan records the state's location (the absolute path of a local state
+file, or `pg:SCHEMA/NAME`), so that a saved plan is applied to the state it was made against.
+`open_store` picks the state backend the stack settings name (`backend: local | pg`).
 
 Objects labelled with this stack's name but another identity (another state: a stack of the
 same folder name elsewhere) are named in the plan's warnings and never touched. When
@@ -20,13 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from reconciler.config.settings import LoadOptions
-from reconciler.config.stack import load_stack, stack_name
+from reconciler.config.graph import DesiredGraph
+from reconciler.config.settings import BackendSettings, LoadOptions
+from reconciler.config.stack import load_stack, read_backend_settings
 from reconciler.drivers.common.fold import record_ids
 from reconciler.drivers.common.labels import OtherOwner, other_owners
 from reconciler.errors import ReconcilerError, StackInvalid
 from reconciler.planning.plan import Plan
 from reconciler.planning.planner import APPLY, DESTROY, REFRESH_ONLY, PlanOptions, make_plan
+from reconciler.state.backend import PG_LOCATION_PREFIX, StateBackend, as_location
 from reconciler.state.model import StateFile
 from reconciler.state.store import StateStore, default_state_path, legacy_state_path
 
@@ -54,7 +57,7 @@ class PlanOutcome:
     plan: Plan
     state: StateFile  # as refreshed: the plan's changes refer to it
     driver: object | None  # the chosen driver, when refreshing needed one
-    state_path: Path
+    state_path: str  # the state's location
 
 
 def driver_lookup(drivers: DriverLookup | None) -> DriverLookup:
@@ -70,10 +73,35 @@ def choose_driver(option: str | None, configured: str, state: StateFile) -> str:
     return choose(option, configured, state)
 
 
-def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = None) -> StateStore:
-    """The store of `--state`, else the stack directory's default one. A state file at the old
-    default location (`state/<stack>.json` in the working directory) is not guessed at: it may
-    be this stack's or another stack's of the same name."""
+def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = None,
+               backend: BackendSettings | None = None) -> StateBackend:
+    """The state backend the stack settings choose (`backend`, when the caller has loaded them;
+    else read from `stack_dir`): PostgreSQL for `backend: pg`, else the local file of `--state`
+    or the stack directory's default one. A state file at the old default location
+    (`state/<stack>.json` in the working directory) is not guessed at: it may be this stack's or
+    another stack's of the same name."""
+    if backend is None:
+        backend = read_backend_settings(stack_dir) if stack_dir is not None else BackendSettings()
+    if backend.kind == "pg":
+        if state_path:
+            raise ReconcilerError(
+                f"stack {stack} keeps its state in PostgreSQL (`backend: pg` in its settings), but --state "
+                f"names a local file ({state_path})",
+                "drop --state; to move a state between backends: reconciler state migrate STACK_DIR --to pg|local")
+        return pg_store(stack, backend, Path(stack_dir))
+    return local_store(stack, state_path, stack_dir)
+
+
+def pg_store(stack: str, backend: BackendSettings, stack_dir: Path) -> StateBackend:
+    # Gateway configs and model copies stay in the stack directory's local state directory, as
+    # with the local backend: `state migrate` then moves the state and nothing else.
+    from reconciler.state.pg import PgStateStore
+    return PgStateStore(stack, backend.name or stack, default_state_path(stack_dir).parent,
+                        conn_str_env=backend.conn_str_env, schema=backend.schema_name)
+
+
+def local_store(stack: str, state_path: Path | None, stack_dir: Path | None = None) -> StateStore:
+    """The local backend of `--state`, else the stack directory's default file."""
     if state_path:
         return StateStore(Path(state_path), stack)
     if stack_dir is None:
@@ -92,14 +120,22 @@ def open_store(stack: str, state_path: Path | None, stack_dir: Path | None = Non
 
 def plan(request: PlanRequest, drivers: DriverLookup | None = None) -> PlanOutcome:
     """Plan `request.stack_dir` against its state (read, not locked: a plan changes nothing)."""
-    store = open_store(stack_name(Path(request.stack_dir)), request.state_path, Path(request.stack_dir))
-    return plan_with_store(request, store, drivers)
+    desired = load_desired(request)
+    store = open_store(desired.stack, request.state_path, Path(request.stack_dir), desired.backend)
+    return plan_with_store(request, store, drivers, desired)
 
 
-def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLookup | None = None) -> PlanOutcome:
+def load_desired(request: PlanRequest) -> DesiredGraph:
     if request.mode not in MODES:
         raise ReconcilerError(f"unknown plan mode {request.mode!r}", f"use one of {', '.join(MODES)}")
-    desired = load_stack(Path(request.stack_dir), dict(request.variables), request.load)
+    return load_stack(Path(request.stack_dir), dict(request.variables), request.load)
+
+
+def plan_with_store(request: PlanRequest, store: StateBackend, drivers: DriverLookup | None = None,
+                    desired: DesiredGraph | None = None) -> PlanOutcome:
+    """Plan against `store` (the caller may hold its lock); `desired`: the stack, when the
+    caller has loaded it already (to choose the store)."""
+    desired = desired if desired is not None else load_desired(request)
     if desired.unsupported and request.mode != DESTROY:
         raise StackInvalid(list(desired.unsupported))
     state = store.read()
@@ -110,11 +146,11 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
         # Also with no records: an apply killed during its first step leaves objects labelled
         # with the identity it wrote before that step, which only a refresh finds.
         from reconciler.refresh import refresh_state
-        state, drift = refresh_state(driver, state, store.path.parent)
+        state, drift = refresh_state(driver, state, store.work_dir)
         others = other_owners(driver.stack_objects(state.stack), state.lineage,
                               {cid for record in state.records.values() for cid in record_ids(record)})
         if request.mode != DESTROY:
-            refuse_if_lost(state, others, store.path, Path(request.stack_dir))
+            refuse_if_lost(state, others, store.location, Path(request.stack_dir))
     else:
         others = []
     known = {str(a) for a in desired.resources} | set(state.records)
@@ -126,9 +162,9 @@ def plan_with_store(request: PlanRequest, store: StateStore, drivers: DriverLook
                           replace=frozenset(request.replace),
                           created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), driver=chosen)
     made = make_plan(desired, state, options, drift)
-    made = dataclasses.replace(made, state_path=str(store.path.resolve()),
+    made = dataclasses.replace(made, state_path=store.location,
                                warnings=(*made.warnings, *other_state_warnings(others)))
-    return PlanOutcome(made, state, driver, store.path)
+    return PlanOutcome(made, state, driver, store.location)
 
 
 def other_state_warnings(others: list[OtherOwner]) -> tuple[str, ...]:
@@ -137,14 +173,14 @@ def other_state_warnings(others: list[OtherOwner]) -> tuple[str, ...]:
                  "reconciler leaves them alone" for other in others)
 
 
-def refuse_if_lost(state: StateFile, others: list[OtherOwner], state_path: Path, stack_dir: Path) -> None:
+def refuse_if_lost(state: StateFile, others: list[OtherOwner], state_path, stack_dir: Path) -> None:
     """Raise when `state` is empty but live objects were made from this stack directory or state
-    file by a state that no longer exists (lost): a plan now would be a full rebuild."""
+    by a state that no longer exists (lost): a plan now would be a full rebuild."""
     if state.records:
         return
-    here, path = str(Path(stack_dir).resolve()), str(Path(state_path).resolve())
+    here, path = str(Path(stack_dir).resolve()), as_location(state_path)
     lost = [o for o in others if o.identity and (o.state == path or o.stack_dir == here)
-            and not _state_alive(o)]
+            and not _state_alive(o, path)]
     if lost:
         state_option = "" if _is_default_path(state_path, stack_dir) else f" --state {state_path}"
         raise ReconcilerError(
@@ -154,12 +190,17 @@ def refuse_if_lost(state: StateFile, others: list[OtherOwner], state_path: Path,
             f"{state_option}; planning now would start everything again beside them on a new port with new keys")
 
 
-def _is_default_path(state_path: Path, stack_dir: Path) -> bool:
-    return Path(state_path).resolve() == default_state_path(stack_dir).resolve()
+def _is_default_path(state_path, stack_dir: Path) -> bool:
+    if str(state_path).startswith(PG_LOCATION_PREFIX):
+        return True  # found through the stack settings: there is no --state to suggest
+    return as_location(state_path) == str(default_state_path(stack_dir).resolve())
 
 
-def _state_alive(owner: OtherOwner) -> bool:
-    """Whether the state file the objects' labels name still exists with their identity."""
+def _state_alive(owner: OtherOwner, ours: str) -> bool:
+    """Whether the state the objects' labels name still exists with their identity. A state in
+    PostgreSQL other than ours is taken to be alive: checking it would need its connection."""
+    if owner.state.startswith(PG_LOCATION_PREFIX):
+        return owner.state != ours
     try:
         return json.loads(Path(owner.state).read_text()).get("lineage") == owner.identity
     except (OSError, ValueError, AttributeError):

@@ -31,6 +31,13 @@ FIELD_POLICY: FieldTable = {
         ("type", IN_PLACE),
     ),
     "deployment": deployment_rows("docker"),
+    # What the image is built from is all in `digest` (config/environments.py): where the inputs
+    # are named only moves in state; everything else is a new image.
+    "environment": (
+        ("conda_file", IN_PLACE),
+        ("context", IN_PLACE),
+        ("dockerfile_path", IN_PLACE),
+    ),
     "endpoint": (
         ("description", IN_PLACE),
         ("tags", IN_PLACE),
@@ -42,7 +49,8 @@ FIELD_POLICY: FieldTable = {
 
 # How a replacement runs: deployments and models are created before the old ones go, so that
 # traffic never points at nothing; an endpoint keeps its port, so it must go first.
-REPLACE_MODE = {"model": "create-then-delete", "deployment": "create-then-delete", "endpoint": "delete-then-create"}
+REPLACE_MODE = {"model": "create-then-delete", "environment": "create-then-delete",
+                "deployment": "create-then-delete", "endpoint": "delete-then-create"}
 
 
 # On swarm a service update is a start-first rolling update, so most of what replaces
@@ -57,6 +65,7 @@ SWARM_FIELD_POLICY: FieldTable = {
         ("files", IN_PLACE),
         ("bytes", IN_PLACE),
     ),
+    "environment": FIELD_POLICY["environment"],
     "deployment": deployment_rows("swarm"),
     "endpoint": FIELD_POLICY["endpoint"],
 }

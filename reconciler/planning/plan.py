@@ -132,8 +132,8 @@ class Change:
 class Drift:
     """Something changed outside reconciler: what state says vs what the engine shows.
 
-    kind: missing | stopped | recreated | changed | orphan | model-content | gateway-config |
-    gateway-stale.
+    kind: missing | stopped | recreated | changed | orphan | model-content | base-image-changed |
+    gateway-config | gateway-stale.
     fields: before = state, after = engine. repair: what the planner must do beyond what the
     refreshed state already shows it ("replace" / "update"; "" when the state says it all).
     """

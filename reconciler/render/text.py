@@ -28,7 +28,15 @@ REASONS = {
 }
 
 
+# An environment's headings say what happens to its image.
+ENVIRONMENT_HEADINGS = {CREATE: "will be built", REPLACE: "will be rebuilt", DELETE: "will be destroyed (its image removed)"}
+# Whole files an environment spec carries (what the build is made of): a plan names them by size.
+FILE_VALUED = frozenset({"conda_content", "dockerfile", "install_script"})
+
+
 def show_value(path: str, value: Any, plain: frozenset[str] = frozenset()) -> str:
+    if path in FILE_VALUED and isinstance(value, str):
+        return f"({len(value.splitlines())} lines)"
     return json.dumps(mask_value(path, value, plain=plain), sort_keys=True)
 
 
@@ -39,7 +47,8 @@ def _paint(text: str, action: Action, color: bool) -> str:
 def render_change(change: Change, color: bool = False) -> list[str]:
     kind, name = change.address.kind, change.address.name_with_suffix
     key = REPLACE if change.action.is_replace else change.action
-    heading = REASONS.get((key, change.reason), HEADINGS[key])
+    headings = ENVIRONMENT_HEADINGS if kind == "environment" else HEADINGS
+    heading = REASONS.get((key, change.reason), headings.get(key, HEADINGS[key]))
     if change.action is CREATE_THEN_DELETE:
         heading += " (new one created before the old one is destroyed)"
     symbol = change.action.symbol

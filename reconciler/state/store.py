@@ -1,4 +1,4 @@
-"""The state store: one JSON file per stack, written atomically, guarded by a lock file.
+"""The local state backend: one JSON file per stack, written atomically, guarded by a lock file.
 
 Where a stack's state lives by default does not depend on the working directory: a per-user
 directory keyed by the stack directory's absolute path (`default_state_path`), under
@@ -23,13 +23,15 @@ import socket
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError, StateCorrupt, StateLocked
+from reconciler.state.backend import LockInfo, StateBackend, StateVersion
 from reconciler.state.model import StateFile, StateRecord
+
+__all__ = ["LockInfo", "StateStore", "default_state_path", "default_states", "state_root"]
 
 STATE_DIR_ENV = "RECONCILER_STATE_DIR"
 STATE_FILE_NAME = "state.json"
@@ -65,21 +67,11 @@ def legacy_state_path(stack: str) -> Path:
     return LEGACY_STATE_DIR / f"{stack}.json"
 
 
-@dataclass(frozen=True)
-class LockInfo:
-    id: str
-    who: str
-    operation: str
-    created: str
-    pid: int
-    host: str
+class StateStore(StateBackend):
+    """The `local` backend."""
 
-    def describe(self) -> str:
-        return (f"ID: {self.id}\n  Operation: {self.operation}\n  Who: {self.who}\n"
-                f"  PID: {self.pid} on {self.host}\n  Created: {self.created}")
+    kind = "local"
 
-
-class StateStore:
     def __init__(self, path: Path, stack: str) -> None:
         self.path = Path(path)
         self.stack = stack
@@ -92,9 +84,34 @@ class StateStore:
         self._on_disk: StateFile | None = None
         self._journal_synced = False
 
+    @property
+    def location(self) -> str:
+        return str(self.path.resolve())
+
+    @property
+    def work_dir(self) -> Path:
+        return self.path.parent
+
     # -- reading --------------------------------------------------------------------------
     def exists(self) -> bool:
         return self.path.exists()
+
+    def history(self) -> list[StateVersion]:
+        """A local state keeps one earlier version: `<state>.backup`."""
+        versions = []
+        for path in (self.backup_path, self.path):
+            try:
+                data = json.loads(path.read_text())
+                stamp = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+            except (OSError, ValueError):
+                continue
+            state = self.read() if path == self.path else None
+            versions.append(StateVersion(
+                serial=state.serial if state else int(data.get("serial", 0)),
+                lineage=state.lineage if state else str(data.get("lineage", "")),
+                written_at=stamp, written_by="",
+                records=len(state.records) if state else len(data.get("records", ()))))
+        return versions
 
     def read(self) -> StateFile:
         """The current state; an empty one (new lineage) when no file exists yet."""
@@ -280,11 +297,6 @@ class StateStore:
         finally:
             os.close(fd)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.unlock()
 
 
 def _same_file(fd: int, path: Path) -> bool:

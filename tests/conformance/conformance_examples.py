@@ -39,6 +39,9 @@ class Doc:
     target: str = ""
     sed: dict = field(default_factory=dict)
     set: dict = field(default_factory=dict)
+    # Whole text -> text: what the script does outside the document that reconciler does from it
+    # (its `az acr build` becomes the environment's `build:`).
+    replace: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,6 @@ class Answers:
     endpoint: str
     request: str          # under the stack directory
     expected: dict
-    build: str = ""       # a Dockerfile under the stack whose FROM is mapped to the stand-in
-    build_tag: str = ""   # the local tag the built image gets (the image map points at it)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,9 @@ def assemble(example: Example, online: Path) -> Path:
             text = text.replace("{{" + placeholder + "}}", value)
         for dotted, value in doc.set.items():
             text = _doc_set(text, dotted, value)
+        for old, new in doc.replace.items():
+            assert old in text, f"{doc.source} has no {old!r}"
+            text = text.replace(old, new)
         (stack / (doc.target or Path(doc.source).name)).write_text(text)
     if example.created_endpoint:
         (stack / "endpoint.yml").write_text(
@@ -190,13 +194,15 @@ EXAMPLES: tuple[Example, ...] = (
         script="deploy-custom-container-tfserving-half-plus-two-integrated.sh", kind=CC,
         stack="custom-container/tfserving/cf-hpti",
         assets="custom-container/tfserving/half-plus-two-integrated",
-        documents=(Doc("custom-container/tfserving/half-plus-two-integrated/half-plus-two-integrated-deployment.yml"),),
+        documents=(Doc("custom-container/tfserving/half-plus-two-integrated/half-plus-two-integrated-deployment.yml",
+                       replace={"  image: {{ACR_NAME}}.azurecr.io/azureml-examples/tfsintegrated:1\n":
+                                "  build:\n    path: .\n    dockerfile_path: half-plus-two-integrated.Dockerfile\n"}),),
         created_endpoint="tfsintegrated-1", vars={"ENDPOINT_NAME": "tfsintegrated-1", "ACR_NAME": ACR},
-        images={f"{ACR}.azurecr.io/azureml-examples/tfsintegrated": "reconciler/conformance-tfsintegrated:1"},
-        expect=Answers("tfsintegrated-1", "sample-data.json", HPT_INTEGRATED_ANSWER,
-                       build="half-plus-two-integrated.Dockerfile", build_tag="reconciler/conformance-tfsintegrated:1"),
-        note="image built from its Dockerfile with FROM mapped to the stand-in (ENV MODEL_NAME=hpt and "
-             "COPY models /models give the stand-in its model as they give TF Serving)"),
+        images={"docker.io/tensorflow/serving": TFS_STANDIN},
+        expect=Answers("tfsintegrated-1", "sample-data.json", HPT_INTEGRATED_ANSWER),
+        note="the script's `az acr build` of its Dockerfile written as the environment's `build:`, which "
+             "reconciler builds with FROM mapped to the stand-in (ENV MODEL_NAME=hpt and COPY models /models "
+             "give the stand-in its model as they give TF Serving)"),
     Example(
         id="torchserve-densenet", title="custom-container/torchserve/densenet",
         script="deploy-custom-container-torchserve-densenet.sh", kind=CC,

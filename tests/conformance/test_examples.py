@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from conformance_examples import EXAMPLES, DEMO_IMAGE, Answers, Plans, Refused, assemble
+from conformance_examples import EXAMPLES, Answers, Plans, Refused, assemble
 from reconciler.cli.main import cli
 
 LOCATED = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): ")
@@ -71,10 +70,7 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
     expect: Answers = example.expect
     stack = assemble(example, online)
     state = tmp_path / "state.json"
-    built = None
     try:
-        if expect.build:
-            built = build_with_stand_in(docker_client, stack, expect.build, expect.build_tag, tmp_path)
         planned = plan(example, stack, state)
         assert planned.exit_code == 0, planned.output
         applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
@@ -88,26 +84,6 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
         if state.exists():
             destroyed = run("destroy", str(stack), "--state", str(state), "--auto-approve", *variables(example))
             assert destroyed.exit_code == 0, destroyed.output
-        if built:
-            docker_client.images.remove(built, force=True)
-
-
-def build_with_stand_in(client, stack: Path, dockerfile: str, tag: str, tmp_path: Path) -> str:
-    """Build a copy of the stack's Docker context with its FROM mapped to the stand-in; the tag."""
-    context = tmp_path / "context"
-    shutil.copytree(stack, context)
-    text = (context / dockerfile).read_text()
-    mapped = re.sub(r"(?im)^FROM\s+docker\.io/tensorflow/serving:latest\s*$", f"FROM {DEMO_IMAGE}", text)
-    assert mapped != text, f"{dockerfile} does not start FROM docker.io/tensorflow/serving:latest"
-    (context / dockerfile).write_text(mapped)
-    # The Dockerfile lays its model out as TF Serving reads it: $MODEL_BASE_PATH/$MODEL_NAME/<version>,
-    # MODEL_NAME from its ENV, MODEL_BASE_PATH TF Serving's default /models, which the stand-in shares.
-    assert re.search(r"(?m)^ENV MODEL_NAME=hpt$", text) and re.search(r"(?m)^COPY models /models\s*$", text)
-    assert (context / "models" / "hpt" / "1" / "saved_model.pb").is_file()
-    assert "MODEL_BASE_PATH=/models" in client.images.get(DEMO_IMAGE).attrs["Config"]["Env"]
-    client.images.build(path=str(context), dockerfile=dockerfile, tag=tag, rm=True, forcerm=True,
-                        labels={"org.reconciler.test": "conformance"}, timeout=120)
-    return tag
 
 
 def _warning(output: str) -> str:

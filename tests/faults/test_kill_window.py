@@ -6,7 +6,8 @@ included: SIGKILL after a completed step lands between engine calls, and a reloa
 sent has finished draining before its step completes); `drift` does not say "No drift" while
 the gateway's config on disk routes to anything but what state considers serving; `plan` is
 not "No changes" while anything is half-way (a deposed record, or such a gateway); the next
-apply converges (plan then says No changes) and the endpoint still answers.
+apply converges (plan then says No changes) and the endpoint still answers. Run with the state in
+the local file and in PostgreSQL (`backend: pg`): a step is one journal line or one transaction.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ import pytest
 from gateway_client import GatewayClient  # tests/integration, on the path by conftest.py
 from harness import DEMO_IMAGE, ROOT
 
-from reconciler.state.store import StateStore
+from reconciler.operations.plan import open_store
+from reconciler.state.backend import StateBackend
+from reconciler.state.store import StateStore, default_state_path
+from tests.pgcluster import use_pg_backend
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +52,8 @@ class KillAfter(Hook):
             if self.completed == int(sys.argv[3]):
                 os.kill(os.getpid(), signal.SIGKILL)
 
-outcome = apply(ApplyRequest(Path(sys.argv[1]), state_path=Path(sys.argv[2])), hooks=[KillAfter()])
+outcome = apply(ApplyRequest(Path(sys.argv[1]), state_path=Path(sys.argv[2]) if sys.argv[2] else None),
+                hooks=[KillAfter()])
 print("finished", outcome.status, flush=True)
 """
 
@@ -86,17 +91,17 @@ class Load(threading.Thread):
             return len(self.failures)
 
 
-def routed_hosts(state_path: Path) -> set[str]:
+def routed_hosts(work_dir: Path) -> set[str]:
     """The container names the gateway config on disk (what nginx runs) sends requests to."""
-    [config] = list((state_path.parent / "gateways").glob("*/blue-green/nginx.conf"))
+    [config] = list((work_dir / "gateways").glob("*/blue-green/nginx.conf"))
     return set(re.findall(r'"(rc-[A-Za-z0-9_.-]+):8501"', config.read_text())) or \
         set(re.findall(r"(rc-[A-Za-z0-9_.-]+):8501", config.read_text()))
 
 
-def records_now(stack) -> dict:
+def records_now(store: StateBackend) -> dict:
     """State as the next command reads it: the file with its per-step journal replayed (a
-    killed apply leaves its completed steps in the journal, not yet in the file)."""
-    state = StateStore(stack.state, stack.name).read()
+    killed apply leaves its completed steps in the journal, not yet in the file), or pg's row."""
+    state = store.read()
     return {str(a): {"status": r.status, "outputs": r.outputs} for a, r in state.records.items()}
 
 
@@ -112,15 +117,32 @@ def serving_hosts(records: dict) -> set[str]:
     return {i["name"] for r in chosen.values() for i in r["outputs"].get("instances", [])}
 
 
-def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_client):
+@pytest.fixture(params=["local", "pg"])
+def where(request, blue_green, monkeypatch, tmp_path) -> dict:
+    """Where the stack's state is: its --state file, or PostgreSQL through its settings."""
+    if request.param == "pg":
+        monkeypatch.setenv("RECONCILER_STATE_DIR", str(tmp_path / "states"))
+        use_pg_backend(blue_green.dir, request.getfixturevalue("pg_schema"))
+        return {"args": [], "killer": "", "store": open_store(blue_green.name, None, blue_green.dir),
+                "work_dir": default_state_path(blue_green.dir).parent}
+    return {"args": ["--state", str(blue_green.state)], "killer": str(blue_green.state),
+            "store": StateStore(blue_green.state, blue_green.name), "work_dir": blue_green.state.parent}
+
+
+def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_client, where):
     stack = blue_green
+    store, work_dir, state_args = where["store"], where["work_dir"], where["args"]
+
+    def apply_converging():
+        result = stack.run("apply", str(stack.dir), *state_args, "--auto-approve")
+        assert result.exit_code == 0, result.output
     tag = f"reconciler/demo-tfserving:kw-{stack.name}"
     docker_client.images.get(DEMO_IMAGE).tag(tag)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     try:
-        stack.apply()
-        outputs = stack.endpoint("blue-green")
+        apply_converging()
+        outputs = records_now(store)["endpoint.blue-green"]["outputs"]
         load = Load(outputs["port"], outputs["keys"]["primary"])
         load.start()
         images = [tag, DEMO_IMAGE]
@@ -131,7 +153,7 @@ def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_cli
             stack.edit("blue.yml", f"image: {current}", f"image: {target}")
             current = target
             before = load.failed()
-            run = subprocess.run([sys.executable, "-c", KILLER, str(stack.dir), str(stack.state), str(kill_after)],
+            run = subprocess.run([sys.executable, "-c", KILLER, str(stack.dir), where["killer"], str(kill_after)],
                                  capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
             if run.returncode == 0:
                 assert "finished applied" in run.stdout, run.stdout + run.stderr
@@ -139,13 +161,13 @@ def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_cli
                 break
             assert run.returncode == -9, run.stdout + run.stderr
             boundaries.append(kill_after)
-            records = records_now(stack)
-            routed, serving = routed_hosts(stack.state), serving_hosts(records)
+            records = records_now(store)
+            routed, serving = routed_hosts(work_dir), serving_hosts(records)
             gateway_stale = routed != serving
             stale_seen += gateway_stale
             half_way = gateway_stale or any("~deposed-" in a or "~orphan-" in a for a in records)
-            drift = stack.run("drift", str(stack.dir), "--state", str(stack.state))
-            plan = stack.run("plan", str(stack.dir), "--state", str(stack.state), "--detailed-exitcode")
+            drift = stack.run("drift", str(stack.dir), *state_args)
+            plan = stack.run("plan", str(stack.dir), *state_args, "--detailed-exitcode")
             label = f"killed after step {kill_after} ({run.stdout.strip()})"
             if gateway_stale:
                 assert drift.exit_code == 2 and "gateway-stale" in drift.output, f"{label}: routes {routed}, " \
@@ -153,10 +175,10 @@ def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_cli
             assert drift.exit_code in (0, 2), f"{label}:\n{drift.output}"
             if half_way:
                 assert plan.exit_code == 2 and "No changes" not in plan.output, f"{label}:\n{plan.output}"
-            stack.apply()
-            converged = stack.plan("--detailed-exitcode")
+            apply_converging()
+            converged = stack.run("plan", str(stack.dir), *state_args, "--detailed-exitcode")
             assert converged.exit_code == 0 and "No changes" in converged.output, f"{label}:\n{converged.output}"
-            assert routed_hosts(stack.state) == serving_hosts(records_now(stack)), label
+            assert routed_hosts(work_dir) == serving_hosts(records_now(store)), label
             assert load.failed() == before, f"{label}: {load.failures[before:]}"
         else:
             pytest.fail(f"apply still had steps left after {MAX_STEPS} kills")

@@ -5,31 +5,13 @@ that killing it shows what the kernel does with an flock whose owner dies.
 """
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-# Locks the store, prints the LockInfo as one JSON line, then holds the lock until stdin
-# closes (or for argv[4] seconds), then unlocks.
-HOLDER_SCRIPT = """
-import dataclasses, json, sys, time
-from pathlib import Path
-from reconciler.state.store import StateStore
-store = StateStore(Path(sys.argv[1]), sys.argv[2])
-info = store.lock(sys.argv[3])
-print(json.dumps(dataclasses.asdict(info)), flush=True)
-if len(sys.argv) > 4:
-    time.sleep(float(sys.argv[4]))
-else:
-    sys.stdin.read()
-store.unlock()
-print("released", flush=True)
-"""
-
+from tests.unit.store_child import start_store_child
 
 @dataclass
 class HeldLock:
@@ -49,15 +31,8 @@ def hold_lock():
     started: list[HeldLock] = []
 
     def start(state_path: Path, stack: str, operation: str = "apply", seconds: float | None = None) -> HeldLock:
-        argv = [sys.executable, "-c", HOLDER_SCRIPT, str(state_path), stack, operation]
-        if seconds is not None:
-            argv.append(str(seconds))
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        line = process.stdout.readline()
-        if not line:
-            process.wait(timeout=10)
-            raise RuntimeError(f"lock holder exited with {process.returncode} before locking")
-        held = HeldLock(process, json.loads(line))
+        spec = {"kind": "local", "path": str(state_path), "stack": stack}
+        held = HeldLock(*start_store_child(spec, operation, "hold" if seconds is None else f"hold:{seconds}"))
         started.append(held)
         return held
 

@@ -100,6 +100,25 @@ def test_create_then_delete_destroys_the_old_one_after_the_endpoint_moved(store)
         "update endpoint.ep <- create deployment.ep/blue")
 
 
+BUILT = {
+    "environment.env:1": ({"digest": "d1", "image": "env:1-d1"}, ()),
+    "deployment.ep/blue": ({"image": "env:1-d1"}, ("environment.env:1",)),
+    "endpoint.ep": ({"traffic": {"blue": 100}}, ("deployment.ep/blue",)),
+}
+
+
+def test_a_rebuilt_environment_image_goes_only_after_the_old_containers_made_from_it(store):
+    applied(store, BUILT)
+    rebuilt = with_image(with_image(BUILT, "environment.env:1", "env:1-d2"), "deployment.ep/blue", "env:1-d2")
+    plan = make_plan(graph(rebuilt), store.read())
+    assert describe_steps(plan) == (
+        "create environment.env:1\n"
+        "destroy-deposed environment.env:1 <- create environment.env:1, destroy-deposed deployment.ep/blue\n"
+        "create deployment.ep/blue <- create environment.env:1\n"
+        "destroy-deposed deployment.ep/blue <- create deployment.ep/blue, update endpoint.ep\n"
+        "update endpoint.ep <- create deployment.ep/blue")
+
+
 def test_delete_then_create_endpoint_is_two_steps_in_that_order(store):
     applied(store, CHAIN)
     plan = make_plan(graph(CHAIN), store.read(), PlanOptions(replace=frozenset({"endpoint.ep"})))
@@ -388,7 +407,7 @@ def test_saved_plan_applies_to_the_state_it_was_made_against_from_any_directory(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     outcome = apply(ApplyRequest(plan_file), drivers=by_name(fake))
-    assert outcome.status == APPLIED and outcome.state_path == state_path.resolve()
+    assert outcome.status == APPLIED and outcome.state_path == str(state_path.resolve())
     assert len(StateStore(state_path, "half-plus-two").read().records) == 3
     assert not (elsewhere / "state").exists()
 

@@ -167,12 +167,19 @@ def test_a_model_without_version_is_version_1(demo_stack):
     assert [str(r.address) for r in load_stack(demo_stack).by_kind("model")] == ["model.tfserving-mounted:1"]
 
 
-def test_a_conda_file_is_refused_until_images_are_built(demo_stack):
+def test_a_conda_file_makes_an_environment_the_deployment_runs(demo_stack):
+    # Issue 14 changes this: a conda file was refused ("not supported on a local engine yet").
     edit(demo_stack / "deployment.yml", "  image: reconciler/demo-tfserving:latest",
          "  image: reconciler/demo-tfserving:latest\n  conda_file: conda.yaml")
     (demo_stack / "conda.yaml").write_text(CONDA)
-    [problem] = load_stack(demo_stack).unsupported
-    assert problem.path == "environment.conda_file" and "conda file" in problem.message
+    graph = load_stack(demo_stack)
+    assert not graph.unsupported
+    [environment] = graph.by_kind("environment")
+    [deployment] = graph.by_kind("deployment")
+    assert environment.spec["pip_requirements"] == ["numpy"] and environment.spec["python"] == "3.10"
+    assert deployment.spec["image"] == environment.spec["image"]
+    assert environment.spec["image"].startswith(f"reconciler/env-{deployment.spec['endpoint']}-")
+    assert environment.address in deployment.depends_on
 
 
 def test_the_environment_schema_has_the_deployment_schemas_route_grammar():

@@ -6,6 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 
@@ -33,12 +34,18 @@ def test_example_workflow_uses_real_commands_and_options(path):
     calls = invocations(workflow)
     assert calls, f"{path.name} runs no reconciler command"
     for tokens in calls:
-        command = load_command(tokens[0])
+        command, rest = load_command(tokens[0]), tokens[1:]
+        while isinstance(command, click.Group) and rest and rest[0] in command.commands:
+            command, rest = command.commands[rest[0]], rest[1:]  # `state history --stack`
         options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
-        for token in tokens[1:]:
+        for token in rest:
             if token.startswith("-"):
                 assert token.split("=")[0] in options, f"{path.name}: reconciler {tokens[0]} has no {token}"
 
 
 def test_the_three_examples_exist():
     assert {p.name for p in EXAMPLES} >= {"plan-on-pr.yml", "apply-on-main.yml", "nightly-drift.yml"}
+
+
+def test_the_pg_state_example_exists():
+    assert "apply-with-pg-state.yml" in {p.name for p in EXAMPLES}

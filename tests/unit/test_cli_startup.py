@@ -26,7 +26,7 @@ def test_help_lists_every_command():
 def test_help_and_validate_import_no_planner_driver_docker_or_jinja2():
     probe = ("import sys, runpy; sys.argv = ['reconciler'] + sys.argv[1:]\n"
              "try:\n    runpy.run_module('reconciler', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'jinja2', 'deepdiff', 'jsonschema')"
+             "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('docker', 'jinja2', 'deepdiff', 'jsonschema', 'psycopg')"
              " or m.startswith(('reconciler.planning', 'reconciler.drivers', 'reconciler.operations')))\n"
              "print(heavy, file=sys.stderr)")
     for args in (["--help"], ["validate", "stacks/half-plus-two"]):

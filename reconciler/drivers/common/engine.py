@@ -74,8 +74,14 @@ def ensure_images(client: docker.DockerClient, specs: list[tuple[str, dict]], ga
 
 
 def required_images(specs: list[tuple[str, dict]], gateway_image: str) -> list[str]:
-    """Every image a plan's changes need: each deployment's, and the gateway's for endpoints."""
-    images = {spec["image"] for address, spec in specs if address.kind == "deployment"}
+    """Every image a plan's changes need: each deployment's (unless an environment of the plan
+    builds it), each environment's base images, and the gateway's for endpoints."""
+    built = {spec["image"] for address, spec in specs if address.kind == "environment"}
+    images = {spec["image"] for address, spec in specs if address.kind == "deployment"} - built
+    for address, spec in specs:
+        if address.kind == "environment":
+            images |= {spec["base_image"]} if spec.get("base_image") else set()
+            images |= {b for b in spec.get("base_images", ()) if b.lower() != "scratch"}
     if any(address.kind == "endpoint" for address, _ in specs):
         images.add(gateway_image)
     return sorted(images)

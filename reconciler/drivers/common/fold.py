@@ -50,9 +50,11 @@ class FoldPass:
     A driver's fold fills in the kinds; `updated`, `drift` and `owned` (object ids some record
     took) collect what it found."""
 
-    def __init__(self, records: dict[Address, StateRecord], model_digests: dict[str, str | None]) -> None:
+    def __init__(self, records: dict[Address, StateRecord], model_digests: dict[str, str | None],
+                 environment_images: dict[str, dict | None] | None = None) -> None:
         self.records = records
         self.model_digests = model_digests
+        self.environment_images = environment_images or {}
         # Every object id some record names: never a claimant, never an orphan of another.
         self.recorded = {oid for r in records.values() for oid in record_ids(r)}
         self.owned: set[str] = set()
@@ -70,6 +72,7 @@ class FoldPass:
         for record, drift in model_drifts(self.records, self.model_digests):
             self.updated[record.address] = record
             self.drift.append(drift)
+        self.drift += environment_drifts(self.records, self.environment_images)
         return FoldResult(dict(self.updated), tuple(self.drift), tuple(self.strays()), frozenset(self.seen()))
 
     def derived(self, record: StateRecord) -> None:
@@ -129,6 +132,21 @@ def model_drift(record: StateRecord, digest: str | None) -> tuple[StateRecord, D
     return dataclasses.replace(record, spec=spec), Drift(
         record.address, "model-content", detail + "; apply replaces the model and the deployments that mount it",
         (FieldChange("content_digest", expected, spec["content_digest"], True),))
+
+
+def environment_drifts(records: dict[Address, StateRecord], images: dict[str, dict | None]) -> list[Drift]:
+    """A built environment whose image is gone from the engine (None), or was built from base
+    images that have been rebuilt since (stale), is built again, and its deployments replaced."""
+    found = []
+    for address in sorted(set(records) & set(images)):
+        tag = records[address].spec.get("image")
+        if images[address] is None:
+            found.append(Drift(address, "missing", f"image {tag} no longer exists; apply builds it again", (),
+                               REPAIR_REPLACE))
+        elif images[address].get("stale"):
+            found.append(Drift(address, "base-image-changed", f"image {tag} was built from a base image that has "
+                               "been rebuilt since; apply builds it again", (), REPAIR_REPLACE))
+    return found
 
 
 def with_lowered_count(spec: dict, found: list[Drift], alive: int, recorded: int) -> tuple[dict, list[Drift]]:

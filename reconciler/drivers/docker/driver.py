@@ -14,6 +14,7 @@ import docker
 
 from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover
+from reconciler.drivers.common import builds
 from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
@@ -65,6 +66,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             return dataclasses.replace(record, outputs={"store_path": str(stored)})
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
+        if address.kind == "environment":
+            return builds.build(self.client, ctx, record)
         keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
                                                                  keys, port))
@@ -112,6 +115,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 model_store.release(ctx.state_dir, ctx.identity, Path(stored))
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
+        elif kind == "environment":
+            builds.remove(self.client, ctx, record)
         else:
             gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
 
@@ -258,6 +263,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return adoption.recover_gateway(self.client, ctx, record)
 
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
+        if record.address.kind == "environment":
+            return [(f"build of {record.spec['image']}", builds.read_log(record))]
         result = []
         # An endpoint's one container is its gateway; a deployment's are its instances.
         for instance in record.outputs.get("instances", []) or filter(None, [record.outputs.get("gateway")]):

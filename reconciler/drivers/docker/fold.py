@@ -76,12 +76,14 @@ class DockerObservation:
     """One refresh's reads. listed: the labelled list plus adopted containers inspected by id;
     model_digests: model address -> digest of its store copy (None: gone); inspected: container
     id -> inspect data (None: gone by then); gateway_configs: endpoint address -> its config
-    directory on disk (see observe.gateway_config)."""
+    directory on disk (see observe.gateway_config); environment_images: environment address -> its
+    image's id and whether it is stale (built from an older base), None when gone."""
 
     listed: list[Observed]
     model_digests: dict[str, str | None] = field(default_factory=dict)
     inspected: dict[str, dict | None] = field(default_factory=dict)
     gateway_configs: dict[str, dict] = field(default_factory=dict)
+    environment_images: dict[str, dict | None] = field(default_factory=dict)  # builds.observe_images
 
 
 def fold(state: StateFile, observation: DockerObservation) -> FoldResult:
@@ -178,7 +180,7 @@ class _Fold(FoldPass):
     (and the fold goes on from list data alone), so a pass without any tells what to inspect."""
 
     def __init__(self, state: StateFile, observation: DockerObservation) -> None:
-        super().__init__(state.records, observation.model_digests)
+        super().__init__(state.records, observation.model_digests, observation.environment_images)
         self.observed = sorted(observation.listed, key=lambda o: o.driver_id)
         self.by_id = {o.driver_id: o for o in self.observed}
         self.inspected = observation.inspected

@@ -22,6 +22,7 @@ from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.gateway import GATEWAY_PORT
 from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE,
                                               LABEL_SPEC_HASH, is_own, label_filter)
+from reconciler.drivers.common import builds
 from reconciler.drivers.common.fold import record_ids
 from reconciler.drivers.docker import gateway, model_store
 from reconciler.drivers.docker.fold import DockerObservation, Observed, adopted_ids, needed_inspections
@@ -43,7 +44,7 @@ def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
     gateway_configs = {a: gateway_config(state_dir, state, r) for a, r in state.records.items()
                        if a.kind == "endpoint" and not a.is_derived} if state_dir is not None else {}
     inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
-    return DockerObservation(listed, model_digests, inspected, gateway_configs)
+    return DockerObservation(listed, model_digests, inspected, gateway_configs, builds.observe_images(client, state))
 
 
 def list_managed(client: docker.DockerClient, stack: str) -> list[Observed]:

@@ -18,6 +18,7 @@ from docker.types import ContainerSpec, Resources, RestartPolicy, RollbackConfig
 from docker.utils import parse_bytes
 
 from reconciler.drivers.base import Driver, StepContext, SupportsKeyRotation
+from reconciler.drivers.common import builds
 from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
@@ -47,6 +48,14 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         """Fail before any change when this engine is no swarm manager or an image is missing.
         Images are checked on this node only: on several nodes they must come from a registry."""
         engine.require_manager(self.client)
+        builds_here = sorted(str(a) for a, _ in specs if a.kind == "environment")
+        if builds_here:
+            nodes = len(self.client.nodes.list())
+            if nodes > 1:
+                raise DriverError(
+                    f"{', '.join(builds_here)} would be built on this manager only, and the swarm has {nodes} nodes",
+                    "tasks on other nodes could not find the image: push built images to a registry the nodes "
+                    "pull from (not supported yet), or run a one-node swarm")
         ensure_images(self.client, specs, GATEWAY_IMAGE)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -58,6 +67,9 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             return dataclasses.replace(record, outputs=outputs, driver_ids=_config_ids(outputs))
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
+        if address.kind == "environment":
+            # On the manager's engine, where a one-node swarm's tasks find it.
+            return builds.build(self.client, ctx, record)
         # A replaced endpoint keeps its port and keys, as on the docker driver.
         keys, port = kept_keys_and_port(prior)
         outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port)
@@ -77,6 +89,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             return dataclasses.replace(updated, outputs=outputs, driver_ids=_config_ids(outputs))
         if kind == "deployment":
             return self._update_deployment(updated, ctx)
+        if kind == "environment":
+            return updated
         outputs = gateway.reload(self.client, ctx, record.address, spec, spec_hash, record.outputs)
         return dataclasses.replace(updated, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
@@ -95,6 +109,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
                            owner=record.address)
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
+        elif kind == "environment":
+            builds.remove(self.client, ctx, record)
         else:
             gateway.remove(self.client, ctx, base_address(record.address), record.outputs)
 
@@ -245,6 +261,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         return swarm_fold.fold(state, observation)
 
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
+        if record.address.kind == "environment":
+            return [(f"build of {record.spec['image']}", builds.read_log(record))]
         services = [record.outputs.get("service")] if "service" in record.outputs else \
             [record.outputs.get("gateway"), record.outputs.get("edge")]
         result = []

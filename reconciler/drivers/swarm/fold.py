@@ -58,6 +58,7 @@ class ServiceView:
 class SwarmObservation:
     services: list[ServiceView]
     model_digests: dict[str, str | None] = field(default_factory=dict)  # model address -> None: configs gone
+    environment_images: dict[str, dict | None] = field(default_factory=dict)  # builds.observe_images
 
 
 def slot_id(service_id: str, slot: int) -> str:
@@ -100,7 +101,7 @@ def service_fields(spec: dict, service: ServiceView) -> tuple[tuple[FieldChange,
 
 class _Fold(FoldPass):
     def __init__(self, state: StateFile, observation: SwarmObservation) -> None:
-        super().__init__(state.records, observation.model_digests)
+        super().__init__(state.records, observation.model_digests, observation.environment_images)
         self.services = {s.service_id: s for s in observation.services}
         self.edges_live = {s.address: s.live_tasks > 0 for s in observation.services if s.role == "edge"}
 

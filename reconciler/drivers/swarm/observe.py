@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import docker
 
+from reconciler.drivers.common import builds
 from reconciler.drivers.common.labels import LABEL_ADDRESS, LABEL_PREFIX, LABEL_ROLE, is_own, label_filter
 from reconciler.drivers.swarm import models
 from reconciler.drivers.swarm.engine import LIVE_STATES, require_manager
@@ -30,7 +31,7 @@ def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
                                                                    s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
                      if a.kind == "model" and not a.is_derived}
-    return SwarmObservation(services, model_digests)
+    return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state))
 
 
 def _strings(value) -> set[str]:
