@@ -7,6 +7,8 @@
 #   reconciler/azureml-inference-base:latest
 #                                     stand-in for Azure ML's inference base images: Python venv,
 #                                     the Azure ML inference server from PyPI, the host's CA trusted
+#   reconciler/torchserve:latest-cpu  stand-in for pytorch/torchserve:latest-cpu (images/torchserve/build.sh:
+#                                     Debian's JRE, torch CPU + torchserve wheels resolved on the host)
 #
 # Usage: images/build.sh [--force]
 #   --force         rebuild the base image even if it already exists
@@ -140,10 +142,11 @@ build_base
 build_app reconciler/demo-tfserving:latest demo-tfserving
 build_app reconciler/gateway:latest gateway
 build_app_with_host_ca reconciler/azureml-inference-base:latest azureml-inference-base
+"$HERE/torchserve/build.sh" reconciler/torchserve:latest-cpu
 # Untagged images left behind by rebuilds; in-use ones are kept by Docker.
 docker image prune --force --filter "label=$LABEL" >/dev/null
 
 for image in "$BASE_IMAGE" reconciler/demo-tfserving:latest reconciler/gateway:latest \
-    reconciler/azureml-inference-base:latest; do
+    reconciler/azureml-inference-base:latest reconciler/torchserve:latest-cpu; do
     printf '%s %s\n' "$image" "$(image_id "$image")"
 done

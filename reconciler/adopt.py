@@ -152,12 +152,16 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
     store_dir = store_dir_of(result.records)
     groups: dict[str, dict[str, list[Observed]]] = {}
     gateways: dict[str, list[Observed]] = {}
+    # The endpoint's health probe and restarter (docker driver, #15), recorded with its gateway.
+    supervisors: dict[str, dict[str, Observed]] = {}
     for item in sorted(observed, key=lambda o: o.driver_id):
         role = item.labels.get(LABEL_ROLE)
         if role == "deployment":
             groups.setdefault(item.address, {}).setdefault(item.labels.get(LABEL_GENERATION, ""), []).append(item)
         elif role == "gateway":
             gateways.setdefault(item.address, []).append(item)
+        elif role in ("health-probe", "health-restarter"):
+            supervisors.setdefault(item.address, {})[role.removeprefix("health-")] = item
     for address, generations in sorted(groups.items()):
         resource = resources.get(address)
         if resource is None:
@@ -214,7 +218,10 @@ def rebuild(desired: DesiredGraph, observed: list[Observed], stored_models: dict
             status="ready" if chosen.running and port else "tainted",
             outputs={"gateway": {"id": chosen.driver_id, "name": chosen.name, "image": chosen.attributes.get("image")},
                      "port": port, "scoring_uri": f"http://{LOOPBACK}:{port}/score" if port else None,
-                     "keys": {}})
+                     "keys": {},
+                     **({"health": {role: {"id": o.driver_id, "name": o.name}
+                                    for role, o in sorted(supervisors[address].items())}}
+                        if address in supervisors else {})})
     return result
 
 

@@ -21,7 +21,11 @@ exercise the gateway's request timeout; a request's ``x-demo-scoring-delay``
 header, in seconds, overrides it for that request), SCORING_ERROR_RATE (0: the share of
 predictions, 0 to 1, answered with SCORING_ERROR_STATUS, 500 by default, instead, to exercise
 the gateway's 424; a request's ``x-demo-error-status`` header answers that status, 400-599,
-for that request). An error comes after the delay, as a model that fails late would.
+for that request; an error comes after the delay, as a model that fails late would),
+HEALTH_SWITCH_DIR (/tmp): ``GET /-/ready``
+and ``GET /-/live`` answer 200 unless a file ``not-ready`` / ``not-live`` is there, so that
+tests can fail an instance's readiness or liveness on demand (``docker exec C touch
+/tmp/not-ready``; /tmp is a tmpfs, so a restart clears the switch).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ SCORING_DELAY_HEADER = "x-demo-scoring-delay"
 SCORING_ERROR_RATE = float(os.environ.get("SCORING_ERROR_RATE", "0") or 0)
 SCORING_ERROR_STATUS = int(os.environ.get("SCORING_ERROR_STATUS", "500") or 500)
 SCORING_ERROR_HEADER = "x-demo-error-status"
+HEALTH_SWITCH_DIR = Path(os.environ.get("HEALTH_SWITCH_DIR", "/tmp"))
+HEALTH_ROUTES = {"/-/ready": "not-ready", "/-/live": "not-live"}
 # A typo in a test must not hang a handler thread for hours.
 MAX_SCORING_DELAY_SECONDS = 60.0
 HOSTNAME = socket.gethostname()
@@ -149,6 +155,11 @@ class Handler(BaseHTTPRequestHandler):
         return self.model
 
     def do_GET(self):
+        switch = HEALTH_ROUTES.get(self.path.split("?", 1)[0])
+        if switch:
+            failing = (HEALTH_SWITCH_DIR / switch).exists()
+            self.send_json(503 if failing else 200, {"status": switch if failing else "ok"})
+            return
         model = self.resolve(verb_wanted=False)
         if model:
             status = {"error_code": "OK", "error_message": ""}

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "show": ("reconciler.cli.plan", "show", "Show a saved plan FILE, or the state of a stack DIR."),
     "state": ("reconciler.cli.state_cmd", "state",
               "Inspect, edit and move the state (a local file, or PostgreSQL with `backend: pg`)."),
+    "status": ("reconciler.cli.status", "status",
+               "Show each endpoint, deployment and instance of STACK_DIR as it runs now."),
     "validate": ("reconciler.cli.validate", "validate", "Check STACK_DIR against the schemas and across documents."),
 }
 

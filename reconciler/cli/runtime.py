@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.client
+import ssl
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -43,14 +44,24 @@ def find_record(kind: str, name: str, stack_ref, state_path):
     return found[0]
 
 
-def post(url: str, body: bytes, headers: dict, timeout: float) -> tuple[int, dict, bytes]:
+def post(url: str, body: bytes, headers: dict, timeout: float, ca: str | None = None) -> tuple[int, dict, bytes]:
+    """POST to an endpoint; an https one is verified (against `ca`, else the system's trust)."""
     parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    if parts.scheme == "https":
+        from reconciler.drivers.common.tls import client_context
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
+                                                 context=client_context(ca))
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         connection.request("POST", parts.path + (f"?{parts.query}" if parts.query else ""), body=body,
                            headers={"Content-Type": "application/json", **headers})
         response = connection.getresponse()
         return response.status, dict(response.getheaders()), response.read()
+    except ssl.SSLCertVerificationError as error:
+        raise ReconcilerError(f"the certificate of {url} does not verify: {error.verify_message}",
+                              f"it is checked against {ca or 'the system trust store'} (stack settings "
+                              "endpoints.<name>.tls.ca)") from error
     except OSError as error:
         raise ReconcilerError(f"cannot reach {url}: {error}",
                               "check `reconciler drift` or `reconciler logs`; the container may be down") from error
@@ -86,7 +97,8 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
         headers["Authorization"] = f"Bearer {endpoint_token(record)['accessToken']}"
     if deployment_name:
         headers["azureml-model-deployment"] = deployment_name
-    status, _, body = post(record.outputs["scoring_uri"], request_file.read(), headers, timeout=60)
+    status, _, body = post(record.outputs["scoring_uri"], request_file.read(), headers, timeout=60,
+                           ca=(record.outputs.get("tls") or {}).get("ca"))
     click.echo(body.decode("utf-8", "replace").rstrip())
     if status >= 400:
         click.echo(f"Error: endpoint answered HTTP {status}", err=True)

@@ -541,6 +541,9 @@ class _GraphBuilder:
             "tags": _plain_tags(data.get("tags", {})),
             "traffic": traffic,
             "mirror_traffic": mirror,
+            # Only when the stack settings say where it listens (`listen`, `tls`): an endpoint
+            # they do not name keeps the spec it always had (127.0.0.1, a kept free port, http).
+            **self.settings.endpoints.get(name, {}),
         }
         self.resources[address] = _resource(address, spec, deployments, document)
 
@@ -662,6 +665,10 @@ def build_graph(stack: str, stack_root: Path, documents: list[Document],
             builder.add_deployment(document, endpoints)
     for document in endpoints.values():
         builder.add_endpoint(document)
+    for name, (document, path) in sorted(settings.endpoint_sources.items()):
+        if name not in endpoints:
+            settings_problems.append(document.problem(path, f"settings name endpoint {name!r}, which is not defined",
+                                                      "endpoints: takes the names of the stack's endpoints"))
     graph = DesiredGraph(stack, dict(sorted(builder.resources.items())), tuple(sorted(builder.unsupported)),
                          str(root), settings.driver, tuple(sorted(builder.warnings)),
                          substitutions=tuple(builder.substitutions), backend=settings.backend)

@@ -40,7 +40,7 @@ SHAPE_KEYS = (
     ({"auth_mode", "traffic", "mirror_traffic"}, "endpoint"),
     ({"image", "conda_file", "build", "inference_config"}, "environment"),
     ({"path", "version", "type"}, "model"),
-    ({"driver", "plain_environment_variables", "images", "root", "backend", "pg"}, "stack"),
+    ({"driver", "plain_environment_variables", "images", "root", "backend", "pg", "endpoints"}, "stack"),
 )
 # What a conda file, an MLmodel-side conda.yaml or a tool's config looks like: such YAML lies
 # next to Azure ML documents in the public examples and is no stack document.

@@ -130,11 +130,22 @@ class SupportsKeyRotation(ABC):
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord: ...
 
 
+class SupportsStatus(ABC):
+    """`reconciler status STACK`: each instance's runtime health, as the engine shows it now."""
+
+    @abstractmethod
+    def runtime_status(self, state: StateFile, state_dir: Path) -> dict:
+        """{"containers": {id: {state, restarts, started}}, "health": {endpoint name: what its
+        health supervisor last wrote (instances: {name: {in_rotation, readiness_failing_since,
+        readiness_error, ...}}, restarts: {container id: count})}}; read only."""
+
+
 _WHAT_TO_DO = {
     SupportsImport: "remove what reconciler does not track by hand (`docker service rm`), then `reconciler apply`",
     SupportsRecover: "destroy what is left by hand (`docker service rm`, by the org.reconciler.stack label), "
                      "then `reconciler apply` to start the stack again",
     SupportsKeyRotation: "replace the endpoint (`reconciler apply --replace endpoint.NAME`) to get new keys",
+    SupportsStatus: "use `reconciler drift` and `docker service ps` for now",
 }
 
 

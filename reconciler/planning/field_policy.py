@@ -44,6 +44,9 @@ FIELD_POLICY: FieldTable = {
         ("traffic", IN_PLACE),
         ("mirror_traffic", IN_PLACE),
         ("auth_mode", IN_PLACE),
+        # New files for the gateway and a reload; `listen` (the published address and port)
+        # is not listed: a new one replaces the gateway container.
+        ("tls", IN_PLACE),
     ),
 }
 
@@ -67,7 +70,8 @@ SWARM_FIELD_POLICY: FieldTable = {
     ),
     "environment": FIELD_POLICY["environment"],
     "deployment": deployment_rows("swarm"),
-    "endpoint": FIELD_POLICY["endpoint"],
+    # TLS ends at the edge, which holds the port: a new certificate replaces the endpoint.
+    "endpoint": tuple(row for row in FIELD_POLICY["endpoint"] if row[0] != "tls"),
 }
 
 

@@ -27,6 +27,11 @@ def gateway_view(deployment_spec: dict) -> dict[str, Any]:
         "scoring_path": scoring["path"],
         "request_timeout_ms": settings["request_timeout_ms"],
         "max_requests_in_flight": max_requests_in_flight(settings["max_concurrent_requests_per_instance"], instances),
+        # What the endpoint's health supervisor probes (docker driver; swarm's tasks carry their
+        # own health check, so there this only re-renders an unchanged gateway config).
+        "health": {kind: {"route": routes.get(kind, DEPLOYMENT_DEFAULTS["routes"][kind]),
+                          "probe": {**DEPLOYMENT_DEFAULTS[f"{kind}_probe"], **deployment_spec.get(f"{kind}_probe", {})}}
+                   for kind in ("readiness", "liveness")},
     }
 
 

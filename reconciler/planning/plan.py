@@ -133,7 +133,8 @@ class Drift:
     """Something changed outside reconciler: what state says vs what the engine shows.
 
     kind: missing | stopped | recreated | changed | orphan | model-content | base-image-changed |
-    gateway-config | gateway-stale.
+    gateway-config | gateway-stale | unhealthy (out of rotation: reported, repaired by the health
+    supervisor, not by apply) | health-supervisor.
     fields: before = state, after = engine. repair: what the planner must do beyond what the
     refreshed state already shows it ("replace" / "update"; "" when the state says it all).
     """

@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_IMAGE = os.environ.get("RECONCILER_DEMO_IMAGE", "reconciler/demo-tfserving:latest")
+TORCHSERVE_IMAGE = os.environ.get("RECONCILER_TORCHSERVE_IMAGE", "reconciler/torchserve:latest-cpu")
 ACR = "myacr"  # what `az ml workspace show --query container_registry` would give the scripts
 
 
@@ -55,6 +56,7 @@ class Answers:
     endpoint: str
     request: str          # under the stack directory
     expected: dict
+    torchserve_archive: str = ""  # a stand-in under the stack the test replaces by a tiny real TorchServe archive
 
 
 @dataclass(frozen=True)
@@ -209,12 +211,22 @@ EXAMPLES: tuple[Example, ...] = (
         stack="custom-container/torchserve/cf-densenet", assets="custom-container/torchserve/densenet",
         documents=(Doc("custom-container/torchserve/densenet/torchserve-endpoint.yml", set={"name": "endpt-torchserve-1"}),
                    Doc("custom-container/torchserve/densenet/torchserve-deployment.yml",
-                       sed={"ACR_NAME": ACR},
-                       set={"endpoint_name": "endpt-torchserve-1"})),
-        images={f"{ACR}.azurecr.io/torchserve": TFS_STANDIN},
-        stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n"},
-        expect=Plans(), note="as written (auth_mode aml_token); its image (built by `az acr build` from "
-                             "torchserve.dockerfile) mapped to a stand-in"),
+                       set={"endpoint_name": "endpt-torchserve-1"},
+                       replace={"  image: {{ACR_NAME}}.azurecr.io/torchserve:1 \n":
+                                "  build:\n    path: .\n    dockerfile_path: torchserve.dockerfile\n"})),
+        images={"pytorch/torchserve": TORCHSERVE_IMAGE},
+        # The script downloads densenet161.mar (https://aka.ms/torchserve-densenet161) and scores a
+        # kitten photo; the answer test makes a tiny real archive of that name and model name
+        # (tests/integration/torchserve) and scores its JSON sample. Plans keep this placeholder.
+        stand_ins={"torchserve/densenet161.mar": b"stand-in for https://aka.ms/torchserve-densenet161\n",
+                   "sample-request.json": b'{"data": [1.0, 2.0, 3.0]}\n'},
+        expect=Answers("endpt-torchserve-1", "sample-request.json",
+                       {"model": "densenet161", "predictions": [[14.5, -1.5]]},
+                       torchserve_archive="torchserve/densenet161.mar"),
+        note="as written (auth_mode aml_token; readiness on /ping is the example's own choice, and TorchServe "
+             "answers /ping while the model still loads); the script's `az acr build` of torchserve.dockerfile "
+             "written as the environment's `build:`, FROM mapped to reconciler/torchserve:latest-cpu; a tiny real "
+             "archive in place of densenet161.mar"),
     Example(
         id="triton-single-model-cc", title="custom-container/triton/single-model",
         script="deploy-custom-container-triton-single-model.sh", kind=CC,

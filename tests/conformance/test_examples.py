@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,8 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
     stack = assemble(example, online)
     state = tmp_path / "state.json"
     try:
+        if expect.torchserve_archive:
+            tiny_archive_in_place_of(docker_client, stack / expect.torchserve_archive, tmp_path)
         planned = plan(example, stack, state)
         assert planned.exit_code == 0, planned.output
         applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
@@ -84,6 +87,17 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
         if state.exists():
             destroyed = run("destroy", str(stack), "--state", str(state), "--auto-approve", *variables(example))
             assert destroyed.exit_code == 0, destroyed.output
+
+
+def tiny_archive_in_place_of(client, target: Path, tmp_path: Path) -> None:
+    """A tiny real TorchServe archive named like `target` (its model: tests/integration/torchserve)."""
+    from torchserve_stack import TORCHSERVE_IMAGE, make_archives
+    try:
+        client.images.get(TORCHSERVE_IMAGE)
+    except Exception:  # noqa: BLE001 - docker.errors.ImageNotFound
+        pytest.skip(f"image {TORCHSERVE_IMAGE} missing: run images/build.sh")
+    made = make_archives(client, tmp_path / "archives", [f"out/{target.stem}:0.5,-0.5:0"])
+    shutil.copy2(made / "out" / target.name, target)
 
 
 def _warning(output: str) -> str:

@@ -94,8 +94,10 @@ class Load(threading.Thread):
 def routed_hosts(work_dir: Path) -> set[str]:
     """The container names the gateway config on disk (what nginx runs) sends requests to."""
     [config] = list((work_dir / "gateways").glob("*/blue-green/nginx.conf"))
-    return set(re.findall(r'"(rc-[A-Za-z0-9_.-]+):8501"', config.read_text())) or \
-        set(re.findall(r"(rc-[A-Za-z0-9_.-]+):8501", config.read_text()))
+    # (#15: the servers of each deployment are in the rotation files nginx.conf includes.)
+    text = config.read_text() + "".join(path.read_text() for path in sorted(config.parent.glob("health/d_*.conf"))
+                                        if f'/health/{path.name}"' in config.read_text())
+    return set(re.findall(r'"(rc-[A-Za-z0-9_.-]+):8501"', text)) or set(re.findall(r"(rc-[A-Za-z0-9_.-]+):8501", text))
 
 
 def records_now(store: StateBackend) -> dict:

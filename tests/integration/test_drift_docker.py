@@ -108,7 +108,8 @@ def test_stopped_or_paused_instance_is_replaced_and_removed(stack, tmp_path, how
     assert docker("ps", "-a", "-q", "--no-trunc", "--filter", f"id={stopped}") == ""
     states = docker("ps", "-a", "--filter", f"label=org.reconciler.stack={stack.name}",
                     "--format", "{{.State}}").split()
-    assert states == ["running", "running"]  # gateway + one fresh instance, nothing exited left
+    # gateway + one fresh instance + the health probe and restarter (#15), nothing exited left
+    assert states == ["running"] * 4
     drift(stack, expect=0)
     assert invoke(stack, tmp_path) == PREDICTIONS
 

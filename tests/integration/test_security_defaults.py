@@ -12,17 +12,30 @@ pytestmark = pytest.mark.integration
 def test_every_container_is_loopback_only_and_without_new_privileges(blue_green):
     blue_green.apply()
     containers = blue_green.containers()
-    assert {c.labels["org.reconciler.role"] for c in containers} == {"deployment", "gateway"}
+    # (#15: the health probe and restarter beside the gateway; their own rules below.)
+    assert {c.labels["org.reconciler.role"] for c in containers} == {"deployment", "gateway", "health-probe",
+                                                                      "health-restarter"}
     for container in containers:
         host_config = container.attrs["HostConfig"]
         assert "no-new-privileges:true" in host_config["SecurityOpt"], container.name
         assert host_config["Privileged"] is False
         bindings = [b for bs in (host_config["PortBindings"] or {}).values() for b in bs]
-        if container.labels["org.reconciler.role"] == "gateway":
+        role = container.labels["org.reconciler.role"]
+        if role == "gateway":
             assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings), container.name
         else:  # issue 12: deployments publish nothing; the gateway checks the key in front of them
             assert not bindings, container.name
-        assert all(not m["RW"] for m in container.attrs["Mounts"]), container.name
+        writable = sorted(m["Destination"] for m in container.attrs["Mounts"] if m["RW"])
+        if role.startswith("health-"):
+            # The probe writes only its health files; only the restarter, with no network at all,
+            # reaches the engine.
+            assert host_config["CapDrop"] == ["ALL"] and container.attrs["Config"]["User"] != "", container.name
+            assert writable == (["/var/lib/reconciler-health", "/var/run/docker.sock"] if role == "health-restarter"
+                                else ["/var/lib/reconciler-health"]), container.name
+            if role == "health-restarter":
+                assert host_config["NetworkMode"] == "none"
+        else:
+            assert writable == [], container.name
 
 
 def test_secrets_on_disk_are_private(blue_green):

@@ -587,3 +587,83 @@ def test_cli_follows_the_stack_setting_through_plan_apply_drift_invoke_destroy(s
         run.cleanup()
         label = {"label": [f"{LABEL_STACK}={run.name}"]}
         engine.remove_services(swarm, [s["ID"] for s in swarm.api.services(filters=label)])
+
+
+# -- issue 15: the endpoint's edge listens with TLS; liveness is in the task's health check --------
+# (Written by the health helper; run by the integrator: they need a swarm.)
+@pytest.fixture
+def own_stack(swarm, tmp_path):
+    run = SwarmStack(tmp_path, swarm)
+    try:
+        yield run
+    finally:
+        run.cleanup()
+
+
+def https_score(port: int, key: str, ca: str | None) -> tuple[int, bytes]:
+    import http.client
+    import ssl
+    context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+    try:
+        connection.request("POST", "/score", body=b'{"instances": [1.0, 2.0, 5.0]}',
+                           headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.integration
+def test_https_edge_with_a_generated_certificate_verifies_against_the_stacks_ca(own_stack):
+    import ssl
+    from reconciler.drivers.common.engine import free_host_port
+    port = free_host_port("0.0.0.0")
+    (own_stack.dir / "reconciler.yml").write_text(
+        f"endpoints:\n  blue-green:\n    listen: {{address: 0.0.0.0, port: {port}}}\n    tls: {{generate: true}}\n")
+    own_stack.apply()
+    outputs = own_stack.records()["endpoint.blue-green"].outputs
+    assert outputs["scoring_uri"] == f"https://127.0.0.1:{port}/score" and outputs["port"] == port
+    status, body = https_score(port, outputs["keys"]["primary"], outputs["tls"]["ca"])
+    assert status == 200 and b"predictions" in body
+    with pytest.raises(ssl.SSLCertVerificationError):
+        https_score(port, outputs["keys"]["primary"], None)   # verification is on
+    assert any(s.name.startswith(f"rc-{own_stack.name}-blue-green-tls-") for s in own_stack.client.secrets.list())
+    plan, _ = own_stack.plan()
+    assert not plan.has_changes() and not plan.drift, str(plan)
+
+
+@pytest.mark.integration
+def test_a_listen_address_swarm_cannot_publish_alone_is_refused_before_any_change(own_stack):
+    (own_stack.dir / "reconciler.yml").write_text("endpoints:\n  blue-green:\n    listen: {address: 10.213.0.1}\n")
+    with pytest.raises(DriverError, match="swarm publishes a port on every address"):
+        own_stack.apply()
+    assert own_stack.services() == []
+
+
+@pytest.mark.integration
+def test_failing_liveness_replaces_the_task(own_stack):
+    import os
+    image = os.environ.get("RECONCILER_HEALTH_DEMO_IMAGE", DEMO_IMAGE)
+    try:
+        own_stack.client.containers.run(image, ["grep", "-q", "not-live", "/opt/demo-tfserving/server.py"], remove=True)
+    except Exception:  # noqa: BLE001 - no health switches in this build of the demo image
+        pytest.skip(f"{image} has no health switches: rebuild it (images/build.sh)")
+    blue = own_stack.dir / "blue.yml"
+    edit(blue, "image: reconciler/demo-tfserving:latest", f"image: {image}")
+    edit(blue, "liveness_route: {port: 8501, path: /v1/models/half_plus_two}", "liveness_route: {port: 8501, path: /-/live}")
+    edit(blue, "tags:", "liveness_probe: {initial_delay: 0, period: 1, failure_threshold: 3}\ntags:")
+    own_stack.apply()
+    (task,) = own_stack.running_tasks("blue")
+    own_stack.client.containers.get(task["Status"]["ContainerStatus"]["ContainerID"]).exec_run(["touch", "/tmp/not-live"])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = own_stack.running_tasks("blue")
+        if tasks and all(t["ID"] != task["ID"] for t in tasks):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the task failing liveness was never replaced")
+    client = own_stack.client_for()
+    assert client.predictions(deployment="blue") == [2.5, 3.0, 4.5]
+    client.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.drivers.base import Driver, SupportsImport, SupportsKeyRotation, SupportsRecover, require
+from reconciler.drivers.base import (Driver, SupportsImport, SupportsKeyRotation, SupportsRecover, SupportsStatus,
+                                     require)
 from reconciler.drivers.registry import DRIVER_NAMES, driver_class, driver_named
 from reconciler.errors import ReconcilerError
 from reconciler.planning.field_policy import DRIVERS, POLICIES
@@ -29,9 +30,9 @@ def test_every_driver_is_complete_and_named_as_registered(name):
 
 
 def test_capabilities_are_declared():
-    compact = {name: sorted(c.__name__ for c in (SupportsImport, SupportsRecover, SupportsKeyRotation)
+    compact = {name: sorted(c.__name__ for c in (SupportsImport, SupportsRecover, SupportsKeyRotation, SupportsStatus)
                             if issubclass(driver_class(name), c)) for name in DRIVER_NAMES}
-    assert compact == {"docker": ["SupportsImport", "SupportsKeyRotation", "SupportsRecover"],
+    assert compact == {"docker": ["SupportsImport", "SupportsKeyRotation", "SupportsRecover", "SupportsStatus"],
                        "swarm": ["SupportsKeyRotation"]}
 
 
@@ -51,7 +52,7 @@ def test_an_unknown_driver_is_an_error_naming_the_known_ones():
 def test_every_method_called_on_a_driver_is_declared_by_the_contract():
     """`driver.X(` anywhere outside the drivers names a method of Driver or of a capability."""
     declared = set()
-    for interface in (Driver, SupportsImport, SupportsRecover, SupportsKeyRotation):
+    for interface in (Driver, SupportsImport, SupportsRecover, SupportsKeyRotation, SupportsStatus):
         declared |= {n for n, _ in inspect.getmembers(interface, inspect.isfunction)}
     called = set()
     for path in ROOT.rglob("*.py"):

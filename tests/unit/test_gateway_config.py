@@ -43,7 +43,8 @@ def test_config_has_split_keys_and_header_routing():
     assert '"~^Bearer ' + "k" * 43 + '\\\\z" 1;' in config and '"~^Bearer ' + "s" * 43 + '\\\\z" 1;' in config
     assert "90% d_" in config and "10% d_" in config
     # #12: containers are resolved per request (a stopped one no longer keeps nginx from starting).
-    assert f'd_{deployment_routes("ep", records)["blue"]["id"]} "blue-0:8501";' in config
+    # (#15: a lone server is the value of its deployment's per-try maps, no longer inlined.)
+    assert f'$d_{deployment_routes("ep", records)["blue"]["id"]}_try1 {{\n        default "blue-0:8501";' in config
     assert '"green" d_' in config
     assert "proxy_read_timeout 7000ms;" in config
 
@@ -74,10 +75,9 @@ def test_one_template_for_containers_and_services_both_resolved_per_request():
         assert "upstream d_" not in config and "resolver 127.0.0.11 valid=1s ipv6=off;" in config
         assert "proxy_pass http://$target_server$target_path;" in config
     only_docker = set(docker.splitlines()) - set(swarm.splitlines())
-    route_id = containers["blue"]["id"]
     assert {line.strip() for line in only_docker} == {
         '# Rendered by reconciler for endpoint "ep" (docker driver); do not edit (changes show up as drift).',
-        f'd_{route_id} "blue-0:8501";'}
+        'default "blue-0:8501";'}
 
 
 # -- #12: one escaping function, keys compared exactly, names resolved per request -------------
@@ -160,7 +160,7 @@ def test_each_deployment_has_its_timeout_its_limit_and_a_hop_that_outlives_the_c
 
 def test_no_live_traffic_is_404_and_pinned_requests_are_never_mirrored():
     config = render_gateway_config({**ENDPOINT, "traffic": {}}, {}, KEYS)
-    assert "return 503" not in config
+    assert "sends no traffic to any deployment" not in config  # the 503 it was
     assert 'return 404 "{\\"error\\": \\"endpoint ep sends no live traffic to any deployment\\"}";' in config
     assert 'map $http_azureml_model_deployment $mirror_to {\n        "" $mirror_target;\n        default "";' in config
 

@@ -26,11 +26,13 @@ import json
 import os
 import re
 import secrets
+import textwrap
 from functools import lru_cache
 from typing import Callable
 
 import jinja2
 
+from reconciler.drivers.common.rotation import rotation_maps
 from reconciler.errors import DriverError
 from reconciler.planning.gateway_view import gateway_view
 from reconciler.tokens import new_token_secret
@@ -218,22 +220,13 @@ def serving_routes(endpoint: str, records: dict, upstream: Callable[[object, int
     return routes
 
 
-def instance_shares(count: int) -> list[str]:
-    """split_clients percentages giving `count` servers an equal share (the last one takes the
-    rest, `*`): nginx allows two decimals."""
-    return [f"{int(10000 / count) / 100:.2f}" for _ in range(count - 1)]
-
-
-def _with_tries(route: dict) -> dict:
+def _with_server_maps(route: dict) -> dict:
     """A route with `servers` (the docker driver's containers, or the one swarm service name)
-    and `tries`: tries[k][r] is the server of try k when a request picked server r first."""
+    and `server_maps`, the maps choosing a server per try (drivers/common/rotation.py) with all
+    of them in rotation: inline on swarm, the first content of the included file on docker."""
     servers = [upstream_server(s) for s in route.get("servers") or [route["server"]]]
-    count = len(servers)
-    # A lone server is tried twice: a name is looked up per request, and one lookup that
-    # failed (a busy engine's DNS) should not fail the request. Only a server never reached is
-    # tried again, so no request is processed twice.
-    tries = [[servers[(first + k) % count] for first in range(count)] for k in range(min(max(count, 2), MAX_TRIES))]
-    return {**route, "servers": servers, "tries": tries, "shares": instance_shares(count),
+    maps = rotation_maps(route["id"], servers, MAX_TRIES)
+    return {**route, "servers": servers, "server_maps": NginxText(textwrap.indent(maps, "    ").rstrip("\n")),
             "hold_ms": max(MIN_HOLD_MS, 2 * route["timeout_ms"]), "connect_timeout_ms": connect_timeout_ms(route)}
 
 
@@ -244,16 +237,19 @@ def connect_timeout_ms(route: dict) -> int:
     return min(2000, max(100, route["timeout_ms"] // 4))
 
 
-def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker") -> str:
+def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker",
+                          rotation_dir: str | None = None, tls: dict[str, str] | None = None) -> str:
     """nginx.conf for the endpoint; traffic to deployments without servers is dropped. Each
     route has `servers` (or one `server`): names resolved through the engine's DNS per
     request. A docker deployment's containers are each a server; a swarm service is one name
-    that resolves to all of its tasks."""
+    that resolves to all of its tasks. `rotation_dir`: where the gateway finds each
+    deployment's rotation file (docker); None writes the server maps inline (swarm). `tls`:
+    {certificate, key} paths inside the gateway (None: plain http)."""
     traffic = [(name, percent) for name, percent in sorted(spec["traffic"].items()) if name in routes]
     mirror = [(name, percent) for name, percent in sorted(spec["mirror_traffic"].items()) if name in routes]
-    deployments = {name: _with_tries(route) for name, route in routes.items()}
+    deployments = {name: _with_server_maps(route) for name, route in routes.items()}
     return template("reconciler.drivers.common", "gateway.conf.j2").render(
         endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
         keys=[keys["primary"], keys["secondary"]], auth_mode=spec["auth_mode"],
         token_secret=keys.get("token") if spec["auth_mode"] == "aml_token" else None,
-        driver=driver, max_tries=MAX_TRIES)
+        driver=driver, max_tries=MAX_TRIES, rotation_dir=rotation_dir, tls=tls, listen_port=GATEWAY_PORT)

@@ -4,6 +4,7 @@ or to a container's address on a stack network; the clock and sleep are injectab
 from __future__ import annotations
 
 import http.client
+import ssl
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -16,8 +17,9 @@ class ProbeResult:
     last_error: str
 
 
-def http_ok(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
-    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_ok(host: str, port: int, path: str, timeout: float, tls: "ssl.SSLContext | None" = None) -> tuple[bool, str]:
+    connection = http.client.HTTPSConnection(host, port, timeout=timeout, context=tls) if tls else \
+        http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("GET", path)
         response = connection.getresponse()
@@ -31,13 +33,15 @@ def http_ok(host: str, port: int, path: str, timeout: float) -> tuple[bool, str]
         connection.close()
 
 
-def wait_answering(port: int, path: str, timeout: float, interval: float) -> str:
-    """GET 127.0.0.1:PORT/PATH until it answers 2xx (returns "") or `timeout` passes (returns
-    the last error): for a listener that is starting, where probe settings do not apply."""
+def wait_answering(port: int, path: str, timeout: float, interval: float, host: str = "127.0.0.1",
+                   tls: "ssl.SSLContext | None" = None) -> str:
+    """GET HOST:PORT/PATH (https with `tls`) until it answers 2xx (returns "") or `timeout`
+    passes (returns the last error): for a listener that is starting, where probe settings do
+    not apply."""
     deadline = time.monotonic() + timeout
     error = ""
     while time.monotonic() < deadline:
-        ok, error = http_ok("127.0.0.1", port, path, 1)
+        ok, error = http_ok(host, port, path, 1, tls)
         if ok:
             return ""
         time.sleep(interval)

@@ -80,8 +80,8 @@ def recover_gateway(client: docker.DockerClient, ctx: StepContext, record: State
     record = dataclasses.replace(record, outputs={**record.outputs, "keys": new_keys()})
     if record.status == "ready" and gateway.config_dir(ctx, record.spec["name"]).is_dir():
         try:
-            digest = gateway.reload(client, ctx, record.spec, record.outputs)
-            return (dataclasses.replace(record, outputs={**record.outputs, "config_digest": digest}),
+            return (dataclasses.replace(record, outputs=gateway.reloaded_outputs(client, ctx, record.spec,
+                                                                                 record.outputs)),
                     "keys cannot be recovered: new keys were generated and the gateway reloaded with them "
                     "(the old keys no longer work; `reconciler endpoint keys` prints the new ones)")
         except DriverError as error:

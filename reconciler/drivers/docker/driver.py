@@ -13,7 +13,8 @@ from pathlib import Path
 import docker
 
 from reconciler.addresses import endpoint_address
-from reconciler.drivers.base import Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover
+from reconciler.drivers.base import (Driver, StepContext, SupportsImport, SupportsKeyRotation, SupportsRecover,
+                                     SupportsStatus)
 from reconciler.drivers.common import builds
 from reconciler.drivers.common.engine import EngineClient, ensure_images
 from reconciler.drivers.common.errors import StepFailed
@@ -34,7 +35,7 @@ ORPHAN_STOP_TIMEOUT = 2
 INSTANCE_PARALLELISM = 8
 
 
-class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, SupportsKeyRotation):
+class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, SupportsKeyRotation, SupportsStatus):
     name = DRIVER_NAME
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
@@ -79,9 +80,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         if record.address.kind == "deployment" and spec["instance_count"] != len(record.outputs["instances"]):
             return self._scale_deployment(updated, ctx)
         if record.address.kind == "endpoint":
-            digest = gateway.reload(self.client, ctx, spec, record.outputs)
-            return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest,
-                                                         "routes": gateway.routes_of(ctx, spec["name"])})
+            return dataclasses.replace(updated, outputs=gateway.reloaded_outputs(self.client, ctx, spec, record.outputs))
         return updated
 
     def finish(self, ctx: StepContext) -> None:
@@ -94,9 +93,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, outputs={**record.outputs,
                                                        "keys": rotated_keys(record.outputs["keys"], which)})
-        digest = gateway.reload(self.client, ctx, record.spec, updated.outputs)
-        return dataclasses.replace(updated, outputs={**updated.outputs, "config_digest": digest,
-                                                     "routes": gateway.routes_of(ctx, record.spec["name"])})
+        return dataclasses.replace(updated, outputs=gateway.reloaded_outputs(self.client, ctx, record.spec,
+                                                                             updated.outputs))
 
     def delete(self, record: StateRecord, ctx: StepContext) -> None:
         kind = record.address.kind
@@ -261,6 +259,9 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
 
     def recover_gateway(self, record: StateRecord, ctx: StepContext) -> tuple[StateRecord, str]:
         return adoption.recover_gateway(self.client, ctx, record)
+
+    def runtime_status(self, state: StateFile, state_dir: Path) -> dict:
+        return observe.runtime_status(self.client, state, state_dir)
 
     def logs(self, record: StateRecord, lines: int) -> list[tuple[str, str]]:
         if record.address.kind == "environment":

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
+import time
 from dataclasses import dataclass, field
 
-from reconciler.addresses import Address
+from reconciler.addresses import Address, endpoint_address
 from reconciler.drivers.common.fold import (REPAIR_REPLACE, REPAIR_UPDATE, FoldPass, FoldResult, Stray, gateway_changed,
                                             gateway_keep, gateway_missing, gateway_recreated, gateway_stopped,
                                             missing_instance, normalise_image, record_ids, with_lowered_count)
@@ -273,6 +274,7 @@ class _Fold(FoldPass):
                                        fields, REPAIR_REPLACE))
                 instance = {**instance, "ports": public_ports(item.attributes.get("ports") or {}) or instance["ports"]}
             alive.append(instance)
+        self.drift += self._out_of_rotation(record, alive)
         if not found:
             return
         new_spec, found = with_lowered_count({**spec, **view}, found, len(alive), len(instances))
@@ -282,6 +284,23 @@ class _Fold(FoldPass):
             outputs["scoring_uri"] = uri
         driver_ids = {**record.driver_ids, "containers": [i["id"] for i in alive]}
         self.updated[address] = dataclasses.replace(record, spec=new_spec, outputs=outputs, driver_ids=driver_ids)
+
+    def _out_of_rotation(self, record: StateRecord, alive: list[dict]) -> list[Drift]:
+        """Running instances the endpoint's health probe took out of rotation (its status.json):
+        reported, not repaired by apply (the probe puts them back once ready; liveness restarts)."""
+        config = self.gateway_configs.get(endpoint_address(record.spec["endpoint"])) or {}
+        status = (config.get("health") or {}).get("instances") or {}
+        found = []
+        for instance in alive:
+            item = status.get(instance["name"])
+            if item and item.get("container") == instance["id"] and not item.get("in_rotation", True):
+                since = item.get("readiness_failing_since")
+                when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)) if since else "a while"
+                found.append(Drift(record.address, "unhealthy",
+                                   f"instance {instance['name']} is out of rotation: readiness failing since {when} "
+                                   f"({item.get('readiness_error') or 'no answer'}); it rejoins once ready, and a "
+                                   "failing liveness probe restarts it"))
+        return found
 
     def _crashlooping(self, item: Observed) -> str | None:
         """What shows that the restart policy keeps bringing the container back, or None."""
@@ -366,6 +385,8 @@ class _Fold(FoldPass):
                 found.append(gateway_stopped(address, item.name, item.status, port))
             elif fields := self._gateway_fields(record, item, config):
                 found.append(gateway_changed(address, item.name, port, fields))
+            elif (supervisor := self._supervisor_down(record, config)) is not None:
+                found.append(supervisor)
         recorded = outputs.get("config_digest")
         # A replaced gateway gets a freshly written config anyway.
         if not found and config is not None and recorded and config.get("digest") != recorded:
@@ -385,6 +406,28 @@ class _Fold(FoldPass):
         self.drift += found
         if outputs is not record.outputs:
             self.updated[address] = dataclasses.replace(record, outputs=outputs)
+
+    def _supervisor_down(self, record: StateRecord, config: dict | None) -> Drift | None:
+        """The health probe and restarter recorded with the gateway (owned here: they carry the
+        endpoint's address) that are gone or not running: an update starts them again. So is
+        none recorded at all (an endpoint applied before runtime health, or rebuilt by `state
+        recover`), once refresh has read the health files (`health` in the config view)."""
+        if "health" not in record.outputs and config is not None and "health" in config:
+            return Drift(record.address, "health-supervisor", "no health supervisor watches the instances' health; "
+                         "apply starts one", (), REPAIR_UPDATE)
+        problems = []
+        for role, item in sorted((record.outputs.get("health") or {}).items()):
+            if not item:
+                continue
+            observed = self.by_id.get(item["id"])
+            if observed is not None:
+                self.owned.add(observed.driver_id)
+            if observed is None or not observed.running:
+                problems.append(f"health {role} {item['name']} is {observed.status if observed else 'gone'}")
+        if not problems:
+            return None
+        return Drift(record.address, "health-supervisor", f"{'; '.join(problems)}: nothing watches the instances' "
+                     "health; apply starts it again", (), REPAIR_UPDATE)
 
     def _stale_routes(self, record: StateRecord) -> Drift | None:
         """The gateway routes (as recorded when its config was written) against what state
@@ -420,8 +463,12 @@ class _Fold(FoldPass):
         if image and normalise_image(attrs.get("image")) != normalise_image(image):
             fields.append(FieldChange("image", image, attrs.get("image"), True))
         if config is not None:
-            want = {config["container_port"]: [f"{LOOPBACK}:{record.outputs.get('port')}"]}
-            if (attrs.get("ports") or {}) != want:
+            address = (record.spec.get("listen") or {}).get("address") or LOOPBACK
+            want = {config["container_port"]: [f"{address}:{record.outputs.get('port')}"]}
+            seen = attrs.get("ports") or {}
+            if address == "0.0.0.0":  # Docker publishes on IPv6's any address too
+                seen = {port: [b for b in bound if not b.startswith(":::")] for port, bound in seen.items()}
+            if seen != want:
                 fields.append(FieldChange("ports", want, attrs.get("ports") or {}, True))
             mounts = [{"source": config["dir"], "destination": config["mount_destination"], "read_only": True}]
             if not _mounts_match(mounts, attrs.get("mounts") or []):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +24,16 @@ import docker
 from docker.errors import APIError
 from docker.types import Mount
 
+from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.engine import free_host_port
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, managed_labels, new_generation, owned_filter
 from reconciler.drivers.common.names import object_name
+from reconciler.config.settings import file_fingerprint
+from reconciler.drivers.common import tls
 from reconciler.drivers.common.probes import wait_answering
+from reconciler.drivers.docker import supervisor
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config, routed_servers
@@ -134,8 +140,43 @@ def config_digest(directory: Path) -> str | None:
         return None
 
 
+TLS_SUBDIR = "tls"
+TLS_IN_CONTAINER = {"certificate": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.crt",
+                    "key": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.key"}
+
+
 def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
-    return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys)
+    return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys,
+                                 rotation_dir=f"{CONFIG_DIR_IN_CONTAINER}/{supervisor.HEALTH_SUBDIR}",
+                                 tls=TLS_IN_CONTAINER if spec.get("tls") else None)
+
+
+def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
+    """The endpoint's certificate and key copied beside its config (the key 0600, readable by
+    the gateway's user only); returns `tls` for the outputs: the CA a client verifies against
+    and the certificate's fingerprint (never the key)."""
+    files = tls.endpoint_files(spec, ctx.state_dir, ctx.identity)
+    target = directory / TLS_SUBDIR
+    if files is None:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+    target.mkdir(mode=0o700, exist_ok=True)
+    uid, gid = gateway_user()
+    for source, name in ((files.certificate, "endpoint.crt"), (files.key, "endpoint.key")):
+        fd, temp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(source.read_bytes())
+        if os.geteuid() == 0:
+            os.chown(temp, uid, gid)
+        os.replace(temp, target / name)
+    if os.geteuid() == 0:
+        os.chown(target, uid, gid)
+    return {"ca": str(files.ca.resolve()) if files.ca else None, "certificate_sha256": file_fingerprint(files.certificate)}
+
+
+def scoring_uri(spec: dict, port: int) -> str:
+    scheme = "https" if spec.get("tls") else "http"
+    return f"{scheme}://{tls.client_host(tls.listen_of(spec)['address'])}:{port}/score"
 
 
 def routes_of(ctx: StepContext, endpoint: str) -> dict[str, list[str]]:
@@ -163,10 +204,13 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     """Start the gateway; returns the outputs kept in state."""
     directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
+    served_tls = write_tls(directory, ctx, spec)
+    supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     write_keys(directory, keys)
     generation = new_generation()
     name = object_name("rc", ctx.stack, spec["name"], "gw", generation, identity=ctx.identity)
-    port = port or free_host_port()
+    listen = tls.listen_of(spec)
+    port = listen["port"] or port or free_host_port(listen["address"])
     # A gateway of this endpoint that no record owns (an apply killed after `docker run`) would
     # hold the endpoint's port; under the state lock, any existing one is such a leftover.
     for leftover in client.containers.list(all=True, sparse=True, filters=owned_filter(ctx, address)):
@@ -176,48 +220,74 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
             GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
             labels=managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway",
                                                                       LABEL_GENERATION: generation}),
-            ports={f"{GATEWAY_PORT}/tcp": ("127.0.0.1", port)},
+            ports={f"{GATEWAY_PORT}/tcp": (listen["address"], port)},
             mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
             restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx),
             **hardening_options())
     except APIError as error:
         raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
-                          f"is 127.0.0.1:{port} taken by another program? `reconciler logs` shows details") from error
+                          f"is {listen['address']}:{port} taken by another program, or not an address of this "
+                          "host? `reconciler logs` shows details") from error
     try:
-        _wait_listening(client, container.id, port)
+        _wait_listening(client, container.id, tls.client_host(listen["address"]), port, bool(served_tls))
     except DriverError:
         remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
         raise
     _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
-    return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest,
+    try:
+        health = supervisor.start(client, ctx, address, spec["name"], directory, container.id, gateway_user())
+    except DriverError:
+        remove_container(client, container.id, stop_timeout=1)
+        raise
+    return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port, "health": health,
+            "scoring_uri": scoring_uri(spec, port), "keys": keys, "config_digest": digest,
+            **({"tls": served_tls} if served_tls else {}),
             "routes": routes_of(ctx, spec["name"])}
 
 
-def _wait_listening(client: docker.DockerClient, container_id: str, port: int, timeout: float = 20) -> None:
-    error = wait_answering(port, "/-/healthz", timeout, interval=0.1)
+def _wait_listening(client: docker.DockerClient, container_id: str, host: str, port: int, https: bool,
+                    timeout: float = 20) -> None:
+    # Whether it listens, not whom it claims to be (invoke verifies that).
+    context = ssl._create_unverified_context() if https else None  # noqa: S323
+    error = wait_answering(port, "/-/healthz", timeout, interval=0.1, host=host, tls=context)
     if not error:
         return
     logs = client.containers.get(container_id).logs(tail=20).decode("utf-8", "replace")
-    raise DriverError(f"gateway did not start listening on 127.0.0.1:{port}: {error}", "gateway log:\n" + logs)
+    raise DriverError(f"gateway did not start listening on {host}:{port}: {error}", "gateway log:\n" + logs)
 
 
-def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> str:
-    """Rewrite the config, check it, reload gracefully and wait for old workers to drain.
-    Returns the digest of the config now in force."""
+def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> tuple[str, dict | None, dict | None]:
+    """Rewrite the config (and TLS files), check it, reload gracefully and wait for old workers
+    to drain; then the health supervisor follows. Returns the digest of the config now in
+    force, the supervisor's outputs (`health`) and the TLS outputs (`tls`)."""
     directory = config_dir(ctx, spec["name"])
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     digest = write_config(directory, render(ctx, spec, outputs["keys"]))
+    served_tls = write_tls(directory, ctx, spec)
+    supervisor.pause(client, outputs.get("health"))
+    health_changed = supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     container = client.containers.get(outputs["gateway"]["id"])
+    try:
+        _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+    finally:
+        # The probe runs again either way (on the new files: a rejected config is restored,
+        # the instances it watches are those state now records).
+        health = supervisor.resume(client, ctx, endpoint_address(spec["name"]), spec["name"], directory,
+                                   container.id, gateway_user(), outputs.get("health"), health_changed)
+    return digest, health, served_tls
+
+
+def _reload_nginx(container, directory: Path, spec: dict, outputs: dict, previous: str | None,
+                  hosts: list[str]) -> None:
+    """`nginx -t`, then a graceful reload, then wait until the old workers are gone."""
     check = _check_config(container)
     if check.exit_code != 0:
         if previous is not None:
             write_config(directory, previous)
         raise DriverError(f"new gateway config for endpoint {spec['name']} was rejected by nginx",
                           check.output.decode("utf-8", "replace").strip())
-    # Names already in the config were resolvable before; only new containers may lag.
-    _wait_resolvable(container, [host for host in upstream_hosts(ctx, spec["name"])
-                                 if previous is None or f'"{host}:' not in previous])
+    # Only new containers may lag behind in the engine's DNS; a known name answers at once.
+    _wait_resolvable(container, hosts)
     old_workers = _worker_pids(container)
     result = container.exec_run(["nginx", "-s", "reload", "-c", CONFIG_FILE])
     if result.exit_code != 0:
@@ -225,7 +295,14 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
                           result.output.decode("utf-8", "replace").strip())
     write_keys(directory, outputs["keys"])  # the keys of the config now in force
     _wait_gone(container, old_workers)
-    return digest
+
+
+def reloaded_outputs(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> dict:
+    """`reload`, and the endpoint's outputs after it."""
+    digest, health, served_tls = reload(client, ctx, spec, outputs)
+    kept = {key: value for key, value in outputs.items() if key != "tls"}
+    return {**kept, "config_digest": digest, "health": health, "routes": routes_of(ctx, spec["name"]),
+            "scoring_uri": scoring_uri(spec, outputs["port"]), **({"tls": served_tls} if served_tls else {})}
 
 
 def _check_config(container):
@@ -252,12 +329,11 @@ def _wait_gone(container, old_workers: set[str]) -> None:
 
 
 def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoint: str) -> None:
+    supervisor.remove(client, outputs.get("health"))
     gateway = outputs.get("gateway")
     if gateway:
         remove_container(client, gateway["id"], stop_timeout=5)
     directory = config_dir(ctx, endpoint)
     if directory.exists():
-        for path in directory.iterdir():
-            path.unlink()
-        directory.rmdir()
+        shutil.rmtree(directory)
 

@@ -24,7 +24,7 @@ from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_GENERATION, L
                                               LABEL_SPEC_HASH, is_own, label_filter)
 from reconciler.drivers.common import builds
 from reconciler.drivers.common.fold import record_ids
-from reconciler.drivers.docker import gateway, model_store
+from reconciler.drivers.docker import gateway, supervisor, model_store
 from reconciler.drivers.docker.fold import DockerObservation, Observed, adopted_ids, needed_inspections
 from reconciler.state.model import StateFile
 
@@ -185,4 +185,23 @@ def gateway_config(state_dir: Path, state: StateFile, record) -> dict:
                       identity=state.lineage)
     directory = gateway.config_dir(ctx, record.spec.get("name") or record.address.name)
     return {"dir": str(directory), "dir_exists": directory.is_dir(), "digest": gateway.config_digest(directory),
-            "container_port": str(GATEWAY_PORT), "mount_destination": gateway.CONFIG_DIR_IN_CONTAINER}
+            "container_port": str(GATEWAY_PORT), "mount_destination": gateway.CONFIG_DIR_IN_CONTAINER,
+            "health": supervisor.read_status(directory)}
+
+
+def runtime_status(client: docker.DockerClient, state: StateFile, state_dir: Path) -> dict:
+    """What `reconciler status` shows (drivers/base.py SupportsStatus): every recorded
+    container's state, restart count and start time, and each endpoint's health files."""
+    containers, health = {}, {}
+    for record in state.records.values():
+        for container_id in record_ids(record) + [i["id"] for i in (record.outputs.get("health") or {}).values() if i]:
+            try:
+                info = client.api.inspect_container(container_id)
+            except NotFound:
+                containers[container_id] = {"state": "gone", "restarts": 0, "started": None}
+                continue
+            containers[container_id] = {"state": info["State"]["Status"], "restarts": info.get("RestartCount", 0),
+                                        "started": info["State"].get("StartedAt")}
+        if record.address.kind == "endpoint" and not record.address.is_derived:
+            health[record.spec["name"]] = gateway_config(state_dir, state, record)["health"]
+    return {"containers": containers, "health": health}

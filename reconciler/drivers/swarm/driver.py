@@ -48,6 +48,11 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         """Fail before any change when this engine is no swarm manager or an image is missing.
         Images are checked on this node only: on several nodes they must come from a registry."""
         engine.require_manager(self.client)
+        for address, spec in specs:
+            if address.kind == "endpoint" and gateway.unpublishable(spec):
+                raise DriverError(f"endpoint {spec['name']} asks to listen on {gateway.unpublishable(spec)}, but "
+                                  "swarm publishes a port on every address of each node",
+                                  "give listen.address 0.0.0.0 (or leave it out) in the stack settings on swarm")
         builds_here = sorted(str(a) for a, _ in specs if a.kind == "environment")
         if builds_here:
             nodes = len(self.client.nodes.list())
@@ -136,14 +141,13 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
     def _service_spec(self, ctx: StepContext, address: str, spec: dict, spec_hash: str, generation: str,
                       network_id: str) -> dict:
         model_outputs = self._model_outputs(spec, ctx)
-        readiness, probe = spec["routes"]["readiness"], spec["readiness_probe"]
         container = ContainerSpec(
             spec["image"], command=spec.get("command") or None, args=spec.get("args") or None,
             # Swarm fills in the slot: blue-1, blue-2, ... as the docker driver names hosts.
             hostname=f"{spec['name']}-{{{{.Task.Slot}}}}",
             env=[f"{k}={v}" for k, v in sorted(spec["environment_variables"].items())],
             configs=models.config_references(model_outputs, spec["model"]["mount_path"]) if model_outputs else None,
-            healthcheck=engine.http_healthcheck(readiness["port"], readiness["path"], probe),
+            healthcheck=engine.task_healthcheck(spec),
             stop_grace_period=STOP_GRACE_SECONDS * NANOS)
         template = TaskTemplate(
             container, resources=Resources(mem_limit=parse_bytes(spec["memory"])) if spec.get("memory") else None,
@@ -154,7 +158,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         if model_outputs:
             labels[observe.LABEL_MODEL_MOUNT] = spec["model"]["mount_path"]
             labels[observe.LABEL_MODEL_DIGEST] = model_outputs["content_digest"]
-        monitor = monitor_seconds(probe) * NANOS
+        monitor = monitor_seconds(spec["readiness_probe"]) * NANOS
         return {"task_template": engine.with_rollout(template), "labels": labels,
                 "mode": {"Replicated": {"Replicas": spec["instance_count"]}},
                 # DNS round-robin: the gateway resolves the service name to its healthy tasks.

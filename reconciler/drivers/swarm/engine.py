@@ -391,6 +391,28 @@ def http_healthcheck(port: int, path: str, probe: dict) -> Healthcheck:
                        start_period=int(probe["initial_delay"]) * NANOS)
 
 
+def task_healthcheck(spec: dict) -> Healthcheck:
+    """A deployment task's one health check (swarm has no other) for both of Azure ML's probes:
+    the liveness route is checked as well as the readiness route, and a task is unhealthy
+    (swarm replaces it) after the shorter of the two failure windows (period x
+    failure_threshold), so that failing liveness restarts it as Azure ML does. Checked every
+    min(period) seconds; failures do not count before readiness's initial_delay, as before.
+    Unlike Azure ML (and the docker driver), swarm cannot take a task out of rotation without
+    replacing it: a task failing readiness for its window is replaced too."""
+    routes, live, ready = spec["routes"], spec["liveness_probe"], spec["readiness_probe"]
+    interval = max(1, int(min(live["period"], ready["period"])))
+    window = min(live["period"] * live["failure_threshold"], ready["period"] * ready["failure_threshold"])
+    probe = {"initial_delay": ready["initial_delay"], "period": interval,
+             "timeout": max(live["timeout"], ready["timeout"]), "failure_threshold": max(1, -(-int(window) // interval))}
+    check = http_healthcheck(routes["readiness"]["port"], routes["readiness"]["path"], probe)
+    if routes["liveness"] != routes["readiness"]:
+        other = http_healthcheck(routes["liveness"]["port"], routes["liveness"]["path"], probe)
+        check = Healthcheck(test=["CMD-SHELL", f"( {other['Test'][1]} ) && ( {check['Test'][1]} )"],
+                            interval=check["Interval"], timeout=2 * check["Timeout"], retries=check["Retries"],
+                            start_period=check["StartPeriod"])
+    return check
+
+
 def convergence_timeout(probe: dict, batches: int, monitor_seconds: float) -> float:
     """Long enough for every batch of a roll-out to pass its health check as slowly as the
     probe settings allow (and for swarm to roll back once), never shorter than a minute."""

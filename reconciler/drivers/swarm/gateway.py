@@ -16,11 +16,15 @@ when keys or traffic change.
 """
 from __future__ import annotations
 
+import ssl
+
 import docker
 from docker.errors import APIError, NotFound
 from docker.types import ContainerSpec, RestartPolicy, RollbackConfig, TaskTemplate, UpdateConfig
 
+from reconciler.config.settings import file_fingerprint
 from reconciler.drivers.base import StepContext
+from reconciler.drivers.common import tls
 from reconciler.drivers.common.engine import free_host_port
 from reconciler.drivers.common.gateway import (GATEWAY_IMAGE, GATEWAY_PORT, render_gateway_config, serving_routes,
                                                template, text_digest)
@@ -75,9 +79,23 @@ def render(spec: dict, routes: dict[str, dict], keys: dict[str, str]) -> str:
     return render_gateway_config(spec, routes, keys, driver="swarm")
 
 
-def render_edge(endpoint: str, gateway: str) -> str:
-    return template("reconciler.drivers.swarm", "edge.conf.j2").render(endpoint=endpoint, gateway=gateway,
-                                                                        port=GATEWAY_PORT)
+EDGE_TLS_SECRET = "edge-tls.pem"  # -> /run/secrets/edge-tls.pem: certificate, then key
+# The edge's own health check answers here, in plain HTTP on the task's loopback, so that it is
+# the same check with and without TLS on the published port.
+EDGE_HEALTH_PORT = 8079
+
+
+def render_edge(endpoint: str, gateway: str, tls_served: bool = False) -> str:
+    return template("reconciler.drivers.swarm", "edge.conf.j2").render(
+        endpoint=endpoint, gateway=gateway, port=GATEWAY_PORT, health_port=EDGE_HEALTH_PORT,
+        tls=f"/run/secrets/{EDGE_TLS_SECRET}" if tls_served else None)
+
+
+def unpublishable(spec: dict) -> str:
+    """A listen address swarm cannot publish on alone ("" when fine): host-mode publishing binds
+    every address of the node (127.0.0.1, the default, is kept as the address clients use)."""
+    address = tls.listen_of(spec)["address"]
+    return "" if address in ("0.0.0.0", "127.0.0.1") else address
 
 
 def digest_of(text: str) -> str:
@@ -134,11 +152,12 @@ def _update_configs(order: str) -> dict:
                                               monitor=MONITOR_SECONDS * NANOS)}
 
 
-def _nginx_task(network_id: str, config_path: str, linger: int, health_path: str, **files) -> dict:
+def _nginx_task(network_id: str, config_path: str, linger: int, health_path: str, health_port: int = GATEWAY_PORT,
+                **files) -> dict:
     """The task template of a gateway or edge: nginx on `config_path`, mounted through `files`."""
     command, stop_signal = nginx_command(config_path, linger)
     container = ContainerSpec(GATEWAY_IMAGE, command=command, stop_signal=stop_signal,
-                              healthcheck=engine.http_healthcheck(GATEWAY_PORT, health_path, HEALTH),
+                              healthcheck=engine.http_healthcheck(health_port, health_path, HEALTH),
                               stop_grace_period=DRAIN_SECONDS * NANOS, **files)
     return engine.with_rollout(TaskTemplate(container, restart_policy=RestartPolicy(condition="any", delay=NANOS),
                                             networks=[{"Target": network_id}]))
@@ -154,10 +173,14 @@ def gateway_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str
             **_update_configs("start-first")}
 
 
-def edge_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str, config: dict, port: int) -> dict:
-    task = _nginx_task(network_id, EDGE_CONFIG_FILE, 0, "/-/edge-healthz", configs=[
-        {"File": {"Name": EDGE_CONFIG_FILE, "UID": "0", "GID": "0", "Mode": 0o444},
-         "ConfigID": config["id"], "ConfigName": config["name"]}])
+def edge_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str, config: dict, port: int,
+              tls_secret: dict | None = None) -> dict:
+    files = {"configs": [{"File": {"Name": EDGE_CONFIG_FILE, "UID": "0", "GID": "0", "Mode": 0o444},
+                          "ConfigID": config["id"], "ConfigName": config["name"]}]}
+    if tls_secret:
+        files["secrets"] = [{"File": {"Name": EDGE_TLS_SECRET, "UID": "0", "GID": "0", "Mode": 0o400},
+                             "SecretID": tls_secret["id"], "SecretName": tls_secret["name"]}]
+    task = _nginx_task(network_id, EDGE_CONFIG_FILE, 0, "/-/edge-healthz", EDGE_HEALTH_PORT, **files)
     return {"task_template": task,
             "labels": managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "edge"}),
             "mode": {"Global": {}},
@@ -183,10 +206,14 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     text = render(spec, deployment_routes(endpoint, ctx.records()), keys)
     digest = digest_of(text)
     secret = {"name": object_name("rc", ctx.stack, endpoint, "gw", digest[7:19], identity=ctx.identity)}
-    edge_text = render_edge(endpoint, service_names["gateway"])
+    files = tls.endpoint_files(spec, ctx.state_dir, ctx.identity)
+    edge_text = render_edge(endpoint, service_names["gateway"], files is not None)
     config = {"name": object_name("rc", ctx.stack, endpoint, "edge", digest_of(edge_text)[7:19], identity=ctx.identity)}
+    pem = (files.certificate.read_bytes().rstrip(b"\n") + b"\n" + files.key.read_bytes()) if files else b""
+    tls_secret = {"name": object_name("rc", ctx.stack, endpoint, "tls", digest_of(pem)[7:19],
+                                      identity=ctx.identity)} if files else None
     # Host-mode publishing binds every address, so the port must be free on all of them.
-    port = port or free_host_port("0.0.0.0")
+    port = tls.listen_of(spec)["port"] or port or free_host_port("0.0.0.0")
     created: list[str] = []
     try:
         secret["id"] = _ensure_blob(client, "secret", secret["name"], text.encode(), managed_labels(
@@ -198,27 +225,38 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
                               f"gateway of endpoint {endpoint}", 1)
         config["id"] = _ensure_blob(client, "config", config["name"], edge_text.encode(), managed_labels(
             ctx, address, spec_hash, **{LABEL_ROLE: "edge-config"}))
-        service_spec = edge_spec(ctx, address, spec_hash, network_id, config, port)
+        if tls_secret:
+            tls_secret["id"] = _ensure_blob(client, "secret", tls_secret["name"], pem, managed_labels(
+                ctx, address, spec_hash, **{LABEL_ROLE: "edge-tls"}))
+        service_spec = edge_spec(ctx, address, spec_hash, network_id, config, port, tls_secret)
         edge_id, since = engine.deploy_service(client, service_names["edge"], None, **service_spec)
         created.append(edge_id)
         engine.wait_converged(client, edge_id, engine.rollout_of(service_spec), since, START_TIMEOUT,
                               f"edge of endpoint {endpoint}")
-        _wait_answering(port, endpoint)
+        _wait_answering(port, endpoint, files is not None)
     except DriverError:
         for service_id in reversed(created):  # never leave an unrecorded gateway behind
             engine.remove_service(client, service_id)
         _remove_blob(client, "secret", secret["name"])
         _remove_blob(client, "config", config["name"])
+        if tls_secret:
+            _remove_blob(client, "secret", tls_secret["name"])
         raise
+    scheme = "https" if files else "http"
     return {"gateway": {"id": gateway_id, "name": service_names["gateway"], "image": GATEWAY_IMAGE},
             "edge": {"id": edge_id, "name": service_names["edge"]},
             "secret": secret, "edge_config": config, "port": port,
-            "scoring_uri": f"http://127.0.0.1:{port}/score", "keys": keys, "config_digest": digest}
+            "scoring_uri": f"{scheme}://{tls.client_host(tls.listen_of(spec)['address'])}:{port}/score",
+            "keys": keys, "config_digest": digest,
+            **({"tls": {"ca": str(files.ca.resolve()) if files.ca else None,
+                        "certificate_sha256": file_fingerprint(files.certificate)}} if files else {})}
 
 
-def _wait_answering(port: int, endpoint: str) -> None:
-    """Through the published port and the edge to the gateway, as a client would come."""
-    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2)
+def _wait_answering(port: int, endpoint: str, https: bool = False) -> None:
+    """Through the published port and the edge to the gateway, as a client would come (whether
+    it answers, not whom its certificate names: invoke verifies that)."""
+    context = ssl._create_unverified_context() if https else None  # noqa: S323
+    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2, tls=context)
     if not error:
         return
     raise DriverError(f"endpoint {endpoint} does not answer on port {port}: {error}",

@@ -1,0 +1,267 @@
+"""The docker driver's health supervisor: what runs between applies, inside two small containers
+per endpoint, so that an instance failing readiness leaves its gateway's rotation and one
+failing liveness is restarted (Docker restarts a plain container only when it exits).
+
+Stdlib only (and reconciler.drivers.common.probes, itself stdlib only): the package is
+bind-mounted read-only into the gateway image, which has python3 and nothing else.
+
+Two roles, two containers (see DESIGN.md, "Runtime health"):
+  probe      on the stack network, no Docker access. Probes every instance's readiness and
+             liveness routes with the deployment's probe settings; rewrites the gateway's
+             rotation files (`d_<route id>.conf`, included by nginx.conf) and signals the
+             gateway's nginx master (SIGHUP: graceful reload; it shares the gateway's pid
+             namespace and user); writes `status.json` and `restart-requests.json`.
+  restart    no network at all, the Docker socket. Restarts exactly the containers that the
+             probe asks for, and only those named in `config.json` that carry this stack's
+             identity and the deployment role; counts them in `restarts.json`.
+Files live in the endpoint's health directory (HEALTH_DIR), written by apply (`config.json`,
+first rotation files) and by these two (everything else); writes are atomic renames.
+
+Pure parts (tested without Docker): `ProbeTrack`, `status_view`, `may_restart`.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reconciler.drivers.common.probes import http_ok, next_probe_at
+from reconciler.drivers.common.rotation import rotation_maps
+
+HEALTH_DIR = Path(os.environ.get("RECONCILER_HEALTH_DIR", "/var/lib/reconciler-health"))
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+REQUESTS_FILE = "restart-requests.json"
+RESTARTS_FILE = "restarts.json"
+DOCKER_SOCKET = "/var/run/docker.sock"
+RESTART_STOP_TIMEOUT = 10
+TICK_SECONDS = 0.2
+
+
+# -- pure -----------------------------------------------------------------------------------
+@dataclass
+class ProbeTrack:
+    """One probe of one instance, as a kubelet counts it: `passing` flips to False after
+    failure_threshold failures in a row and back to True after success_threshold successes."""
+    settings: dict
+    passing: bool = True
+    successes: int = 0
+    failures: int = 0
+    failing_since: float | None = None
+    last_error: str = ""
+
+    def record(self, ok: bool, error: str, now: float) -> bool:
+        """Count one probe result; True when `passing` changed."""
+        if ok:
+            self.successes, self.failures = self.successes + 1, 0
+            if not self.passing and self.successes >= self.settings["success_threshold"]:
+                self.passing, self.failing_since, self.last_error = True, None, ""
+                return True
+            if self.passing:
+                self.failing_since = None
+            return False
+        self.successes, self.failures, self.last_error = 0, self.failures + 1, error
+        if self.failing_since is None:
+            self.failing_since = now
+        if self.passing and self.failures >= self.settings["failure_threshold"]:
+            self.passing = False
+            return True
+        return False
+
+
+def status_view(config: dict, readiness: dict[str, ProbeTrack], liveness: dict[str, ProbeTrack],
+                requested: dict[str, int], now_wall: float, now_mono: float) -> dict:
+    """status.json: per instance name, in rotation or not, since when readiness fails (wall
+    clock), the last error and the restarts asked for."""
+    def since(track: ProbeTrack) -> float | None:
+        return None if track.failing_since is None else round(now_wall - (now_mono - track.failing_since), 3)
+
+    instances = {}
+    for deployment in config["deployments"]:
+        for instance in deployment["instances"]:
+            name = instance["name"]
+            ready, live = readiness[name], liveness[name]
+            instances[name] = {"deployment": deployment["name"], "container": instance["id"],
+                               "in_rotation": ready.passing, "readiness_failing_since": since(ready),
+                               "readiness_error": ready.last_error, "liveness_failing_since": since(live),
+                               "liveness_error": live.last_error, "restarts_requested": requested.get(instance["id"], 0)}
+    return {"updated": round(now_wall, 3), "instances": instances}
+
+
+# -- files ----------------------------------------------------------------------------------
+def write_json(path: Path, data: dict) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    os.replace(temp, path)
+
+
+def read_json(path: Path, default: dict) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def write_rotation(directory: Path, route_id: str, servers: list[str], max_tries: int) -> bool:
+    """Rewrite d_<id>.conf when it changes; True when it did."""
+    text = rotation_maps(route_id, servers, max_tries)
+    path = directory / f"d_{route_id}.conf"
+    try:
+        if path.read_text() == text:
+            return False
+    except OSError:
+        pass
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)
+    return True
+
+
+# -- probe role -----------------------------------------------------------------------------
+def nginx_master() -> int | None:
+    """The gateway's nginx master, seen through the shared pid namespace."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"nginx: master process"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+@dataclass
+class Prober:
+    config: dict
+    directory: Path = HEALTH_DIR
+    readiness: dict[str, ProbeTrack] = field(default_factory=dict)
+    liveness: dict[str, ProbeTrack] = field(default_factory=dict)
+    requested: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    changed: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.requested = {k: int(v) for k, v in read_json(self.directory / REQUESTS_FILE, {}).items()}
+        for deployment in self.config["deployments"]:
+            for instance in deployment["instances"]:
+                self.readiness[instance["name"]] = ProbeTrack(deployment["readiness_probe"])
+                self.liveness[instance["name"]] = ProbeTrack(deployment["liveness_probe"])
+
+    def watch(self, deployment: dict, instance: dict, kind: str) -> None:
+        """Probe one route of one instance forever, on the probe's schedule."""
+        settings, route = deployment[f"{kind}_probe"], instance[kind]
+        track = (self.readiness if kind == "readiness" else self.liveness)[instance["name"]]
+        # Apply waited for readiness; liveness starts counting after its initial delay.
+        first_at = time.monotonic() + (settings["period"] if kind == "readiness" else settings["initial_delay"])
+        slot = None
+        while True:
+            slot = next_probe_at(settings, first_at, slot, time.monotonic())
+            time.sleep(max(0.0, slot - time.monotonic()))
+            ok, error = http_ok(instance["name"], route["port"], route["path"], settings["timeout"])
+            with self.lock:
+                flipped = track.record(ok, error, time.monotonic())
+                if kind == "liveness" and flipped and not track.passing:
+                    self.requested[instance["id"]] = self.requested.get(instance["id"], 0) + 1
+                    write_json(self.directory / REQUESTS_FILE, self.requested)
+                    print(f"{instance['name']}: liveness failed {track.failures} time(s) ({error}); restart asked",
+                          flush=True)
+                    # Counted afresh once it is back: the first probe after initial_delay.
+                    self.liveness[instance["name"]] = track = ProbeTrack(settings)
+                    first_at, slot = time.monotonic() + settings["initial_delay"], None
+                if kind == "readiness" and flipped:
+                    print(f"{instance['name']}: {'back in' if track.passing else 'out of'} rotation"
+                          + (f" ({error})" if error else ""), flush=True)
+                self.changed.set()
+
+    def publish(self) -> None:
+        """Rotation files, a reload when one changed, and status.json."""
+        with self.lock:
+            rewritten = False
+            for deployment in self.config["deployments"]:
+                servers = [f"{i['name']}:{deployment['scoring_port']}" for i in deployment["instances"]
+                           if self.readiness[i["name"]].passing]
+                rewritten |= write_rotation(self.directory, deployment["route_id"], servers, self.config["max_tries"])
+            write_json(self.directory / STATUS_FILE, status_view(self.config, self.readiness, self.liveness,
+                                                                 self.requested, time.time(), time.monotonic()))
+        if rewritten and (master := nginx_master()):
+            os.kill(master, signal.SIGHUP)
+
+    def run(self) -> None:
+        for deployment in self.config["deployments"]:
+            for instance in deployment["instances"]:
+                for kind in ("readiness", "liveness"):
+                    threading.Thread(target=self.watch, args=(deployment, instance, kind), daemon=True).start()
+        while True:
+            self.publish()
+            self.changed.wait(timeout=5)  # status.json stays fresh even when nothing changes
+            self.changed.clear()
+
+
+# -- restart role ---------------------------------------------------------------------------
+class _UnixConnection(http.client.HTTPConnection):
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(DOCKER_SOCKET)
+
+
+def docker_api(method: str, path: str, timeout: float = 30) -> tuple[int, dict]:
+    connection = _UnixConnection("docker", timeout=timeout)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        body = response.read()
+        return response.status, (json.loads(body) if body[:1] == b"{" else {})
+    finally:
+        connection.close()
+
+
+def may_restart(config: dict, container_id: str, labels: dict) -> bool:
+    """Only an instance this endpoint's config names, carrying this stack's identity."""
+    named = {i["id"] for d in config["deployments"] for i in d["instances"]}
+    return (container_id in named and labels.get("org.reconciler.identity") == config["identity"]
+            and labels.get("org.reconciler.role") == "deployment")
+
+
+def restart_loop(config: dict, directory: Path = HEALTH_DIR) -> None:
+    done = {k: int(v) for k, v in read_json(directory / RESTARTS_FILE, {}).items()}
+    while True:
+        requested = read_json(directory / REQUESTS_FILE, {})
+        for container_id, count in sorted(requested.items()):
+            if int(count) <= done.get(container_id, 0):
+                continue
+            status, info = docker_api("GET", f"/containers/{container_id}/json")
+            if status != 200 or not may_restart(config, container_id, (info.get("Config") or {}).get("Labels") or {}):
+                print(f"refused to restart {container_id[:12]}: not an instance of this endpoint", flush=True)
+            else:
+                status, _ = docker_api("POST", f"/containers/{container_id}/restart?t={RESTART_STOP_TIMEOUT}",
+                                       timeout=RESTART_STOP_TIMEOUT + 30)
+                print(f"restarted {info.get('Name', container_id)} (liveness): HTTP {status}", flush=True)
+            done[container_id] = int(count)
+            write_json(directory / RESTARTS_FILE, done)
+        time.sleep(TICK_SECONDS * 5)
+
+
+def main(argv: list[str]) -> None:
+    role = argv[1] if len(argv) > 1 else ""
+    config = read_json(HEALTH_DIR / CONFIG_FILE, {})
+    if "deployments" not in config:
+        sys.exit(f"no usable {HEALTH_DIR / CONFIG_FILE}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if role == "probe":
+        Prober(config).run()
+    elif role == "restart":
+        restart_loop(config)
+    else:
+        sys.exit("usage: health_agent probe|restart")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
