@@ -4,7 +4,9 @@
 #     client that does not retry, for the zero-failed-requests tests), prometheus (scrapes
 #     an endpoint's metrics in tests/integration/test_gateway_metrics.py) and postgresql (only its
 #     binaries are used: the tests initdb and start a cluster of their own, tests/pgcluster.py;
-#     a system cluster the package may start is never touched),
+#     a system cluster the package may start is never touched), openssh-server,
+#     iproute2 and openssl (the remote-engine tests run a second dockerd and an sshd in a
+#     network namespace),
 #   - the Python package with its test extras (pip, editable),
 #   - a running dockerd (started in the background when none answers; ours to leave running),
 #   - the offline images (images/build.sh: debootstrap once, then the build cache).
@@ -26,6 +28,10 @@ command -v hey >/dev/null 2>&1 || missing+=(hey)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # Debian keeps initdb and pg_ctl under /usr/lib/postgresql/N/bin, out of PATH.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+# The remote-engine tests (tests/integration/test_remote_engine.py): sshd, ip netns, openssl.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if ((${#missing[@]})); then
   if ((EUID != 0)); then
     log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"

@@ -49,3 +49,13 @@ def test_the_three_examples_exist():
 
 def test_the_pg_state_example_exists():
     assert "apply-with-pg-state.yml" in {p.name for p in EXAMPLES}
+
+
+def test_the_remote_engine_example_reaches_the_engine_over_tls():
+    workflow = yaml.safe_load((EXAMPLES[0].parent / "apply-remote-engine.yml").read_text())
+    env = workflow["env"]
+    assert env["DOCKER_HOST"].startswith("tcp://") and env["DOCKER_HOST"].endswith(":2376")
+    assert env["DOCKER_TLS_VERIFY"] == "1"
+    steps = " ".join(step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"])
+    assert all(f"$dir/{name}" in steps for name in ("ca.pem", "cert.pem", "key.pem")), "DOCKER_CERT_PATH layout"
+    assert "DOCKER_CERT_PATH=" in steps and any(call[0] == "invoke" for call in invocations(workflow))

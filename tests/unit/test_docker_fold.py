@@ -427,3 +427,41 @@ def test_gateway_stale_says_what_it_routes_to_and_that_apply_reloads():
     assert stale.detail == ("the gateway routes blue to rc-s-ep-blue-g1-0, rc-s-ep-blue-g1-1, which state no longer "
                             "considers serving (rc-s-ep-blue-g1-0, rc-s-ep-blue-g1-1 not running); "
                             "apply re-renders and reloads it")
+
+
+def _remote_state() -> StateFile:
+    """base_state() as applied on a remote engine: the model in a content volume, the gateway's
+    config in its own volume, its port published on every address of the engine's host."""
+    state = base_state()
+    model = state.records[MODEL]
+    state = state.with_record(dataclasses.replace(model, outputs={**model.outputs, "volume": "rc-s-content-aaa"}))
+    endpoint = state.records[ENDPOINT]
+    gateway_outputs = {**endpoint.outputs["gateway"], "config_volume": "rc-s-ep-gw-g9-conf", "listen": "0.0.0.0"}
+    return state.with_record(dataclasses.replace(endpoint, outputs={**endpoint.outputs, "gateway": gateway_outputs}))
+
+
+def _remote_observed(model_source: str, config_source: str, listen: str) -> list[Observed]:
+    model_mount = [{"source": model_source, "destination": "/models/m/1", "read_only": True}]
+    return [container(0, attributes={"mounts": model_mount}), container(1, attributes={"mounts": model_mount}),
+            gateway(attributes={"image": "reconciler/gateway:latest", "role": "gateway",
+                                "ports": {"8080": [f"{listen}:45000"]},
+                                "mounts": [{"source": config_source, "destination": "/etc/reconciler",
+                                            "read_only": True}]})]
+
+
+def test_a_remote_engines_volumes_and_listen_address_are_what_state_expects():
+    cases = {"as applied": ("rc-s-content-aaa", "rc-s-ep-gw-g9-conf", "0.0.0.0"),
+             "model volume swapped": ("rc-s-content-bbb", "rc-s-ep-gw-g9-conf", "0.0.0.0"),
+             "config bind-mounted": ("rc-s-content-aaa", GATEWAY_CONFIG["dir"], "0.0.0.0"),
+             "gateway on loopback": ("rc-s-content-aaa", "rc-s-ep-gw-g9-conf", "127.0.0.1")}
+    found = {}
+    for name, sources in cases.items():
+        _, drift = fold(_remote_observed(*sources), inspections={i["id"]: inspected() for i in (instance(0), instance(1))},
+                        state=_remote_state())
+        found[name] = sorted({f"{d.address} {d.kind} {','.join(f.path for f in d.fields)}" for d in drift})
+    assert found == {
+        "as applied": [],
+        "model volume swapped": ["deployment.ep/blue changed mounts"],
+        "config bind-mounted": ["endpoint.ep changed mounts"],
+        "gateway on loopback": ["endpoint.ep changed ports"],
+    }

@@ -35,3 +35,27 @@ def test_a_file_without_holes_is_copied_whole(tmp_path):
     source.write_bytes(os.urandom(3 << 20))
     copy_sparse(source, tmp_path / "copy.bin")
     assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
+
+
+def test_two_models_of_one_content_stored_at_once_share_the_copy(tmp_path, monkeypatch):
+    """Parallel model steps of the same content both copy; the second to finish finds the
+    first one's copy in place (it used to fail with "Directory not empty")."""
+    from reconciler.drivers.docker import model_store
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "cache"))
+    stack = tmp_path / "stack"
+    (stack / "model").mkdir(parents=True)
+    (stack / "model" / "config.json").write_text("{}")
+    digest = fingerprint(stack / "model", stack).digest
+    real_replace = os.replace
+    sibling = []
+
+    def replace_after_a_sibling(source, target):
+        if not sibling:  # the sibling step finishes its copy first
+            sibling.append(None)
+            sibling[0] = materialise(tmp_path / "state", "identity-1", stack / "model", stack, digest)
+        real_replace(source, target)
+
+    monkeypatch.setattr(model_store.os, "replace", replace_after_a_sibling)
+    stored = materialise(tmp_path / "state", "identity-1", stack / "model", stack, digest)
+    assert stored == sibling[0] and model_store.stored_digest(stored) == digest
+    assert [p.name for p in stored.parent.iterdir()] == [stored.name], "no staging directory left behind"

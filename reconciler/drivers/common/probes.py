@@ -1,9 +1,12 @@
 """HTTP readiness probing with Azure ML's probe settings, on a kubelet's schedule (`next_probe_at`,
-pure: the first probe at initial_delay, then one every period). Side effects: HTTP to 127.0.0.1
-or to a container's address on a stack network; the clock and sleep are injectable."""
+pure: the first probe at initial_delay, then one every period). Side effects: HTTP to 127.0.0.1,
+to a container's address on a stack network, or (remote engines, whose container addresses the
+client cannot reach) a GET run inside the container through the engine's exec API; the clock and
+sleep are injectable."""
 from __future__ import annotations
 
 import http.client
+import shlex
 import ssl
 import time
 from dataclasses import dataclass
@@ -31,6 +34,39 @@ def http_ok(host: str, port: int, path: str, timeout: float, tls: "ssl.SSLContex
         return False, f"GET {path} failed: {error or type(error).__name__}"
     finally:
         connection.close()
+
+
+def in_container_get(port: int, path: str, wait: int) -> str:
+    """A shell command that GETs http://127.0.0.1:PORT/PATH inside a container with whatever the
+    image has: python3, wget, curl, or bash's /dev/tcp (serving images often lack the others);
+    exit 0 on 2xx. One line of output per tool tried: "not found", or why (pure)."""
+    url = f"http://127.0.0.1:{port}{path}"
+    python = (f"import sys, urllib.request as u\ntry: u.urlopen(sys.argv[1], timeout={wait})\n"
+              "except Exception as e: sys.exit('GET %s: %s' % (sys.argv[1], e))")
+    raw = ('exec 3<>/dev/tcp/127.0.0.1/"$1" && printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" "$2" >&3 '
+           '&& IFS= read -r line <&3 && case "$line" in "HTTP/1."?" 2"*) exit 0;; esac; exit 1')
+    return " || ".join([
+        f"python3 -c {shlex.quote(python)} {shlex.quote(url)}",
+        f"wget -q -T {wait} -O /dev/null {shlex.quote(url)}",
+        f"curl -fsS -m {wait} -o /dev/null {shlex.quote(url)}",
+        f"bash -c {shlex.quote(raw)} probe {port} {shlex.quote(path)}",
+    ])
+
+
+def exec_probe(client) -> "Callable[[str, int, str, float], tuple[bool, str]]":
+    """A probe (container id, port, path, timeout) that GETs from inside the container through
+    the engine's exec API: for engines whose container addresses the client cannot reach."""
+    def probe(container_id: str, port: int, path: str, timeout: float) -> tuple[bool, str]:
+        command = ["sh", "-c", in_container_get(port, path, max(1, int(timeout)))]
+        try:
+            result = client.containers.get(container_id).exec_run(command)
+        except Exception as error:  # noqa: BLE001 - the container went away, or the engine refused exec
+            return False, f"GET {path} inside the container failed: {error}"
+        if result.exit_code == 0:
+            return True, ""
+        output = result.output.decode("utf-8", "replace").strip().splitlines()
+        return False, output[0] if output else f"GET {path} inside the container exited {result.exit_code}"
+    return probe
 
 
 def wait_answering(port: int, path: str, timeout: float, interval: float, host: str = "127.0.0.1",

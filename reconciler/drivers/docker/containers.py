@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import docker
 from docker.errors import APIError, NotFound
@@ -27,7 +26,7 @@ from reconciler.config.instance_types import container_cpus, size_of
 from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, LABEL_ROLE, label_filter,
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name
-from reconciler.drivers.common.probes import Cancelled, wait_until_ready
+from reconciler.drivers.common.probes import Cancelled, exec_probe, wait_until_ready
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.errors import DriverError
 
@@ -99,15 +98,13 @@ def hardening_options(spec: dict, engine_cpus: int) -> dict:
 
 
 def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
-                 generation: str, instance: int, model_dir: Path | None,
+                 generation: str, instance: int, model_mount: Mount | None,
                  host_ports: dict[str, int] | None = None, engine_cpus: int = 0) -> dict:
     """Start one instance; returns its state entry {id, name, instance, ports}: `ports` names
     host ports only when `publish_ports` asks for them (debugging), and is {} otherwise."""
     ports = {str(p): (host_ports or {}).get(str(p)) or free_host_port() for p in container_ports(spec)} \
         if spec.get("publish_ports") else {}
-    mounts = []
-    if model_dir is not None:
-        mounts.append(Mount(target=spec["model"]["mount_path"], source=str(model_dir), type="bind", read_only=True))
+    mounts = [model_mount] if model_mount is not None else []
     name = container_name(ctx, spec, generation, instance)
     labels = managed_labels(ctx, address, spec_hash, **{
         LABEL_GENERATION: generation, LABEL_INSTANCE: str(instance), LABEL_ROLE: "deployment"})
@@ -151,9 +148,11 @@ def _remove_leftover(client: docker.DockerClient, name: str) -> None:
 
 
 def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict,
-               cancel: threading.Event | None = None) -> None:
+               cancel: threading.Event | None = None, remote: bool = False) -> None:
     """Block until the instance passes readiness, or raise with its last log lines. Probes go
-    to the container's address on the stack network: its ports are not published. Called right
+    to the container's address on the stack network: its ports are not published. On a remote
+    engine that address is not reachable from here: the probe runs inside the container
+    through the engine's exec API instead. Called right
     after the container started: the first probe is at initial_delay from now. `cancel` set: stop
     waiting (a sibling instance failed, so the step fails anyway)."""
     route = spec["routes"]["readiness"]
@@ -166,6 +165,8 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
         return container.status in ("created", "running")
 
     def target() -> tuple[str, int] | None:
+        if remote:
+            return instance["id"], route["port"]
         # Looked up per probe: a container restarted by its policy may get another address.
         host = network_address(client, instance["id"], ctx)
         return (host, route["port"]) if host else None
@@ -176,7 +177,8 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
         elif cancel.wait(seconds):
             raise Cancelled()
 
-    result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running, sleep=sleep)
+    result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running, sleep=sleep,
+                              probe=exec_probe(client) if remote else None)
     if not result.ready:
         raise DriverError(
             f"deployment {spec['endpoint']}/{spec['name']} never became ready: {result.last_error} "

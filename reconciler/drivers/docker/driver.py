@@ -1,7 +1,8 @@
 """DockerDriver: carries out one step (create/update/delete) per resource kind on Docker.
 
-Side effects only; decisions were made by the planner. Models live in the content store,
-deployments are containers, endpoints are nginx gateways in front of them.
+Side effects only; decisions were made by the planner. Models live in the content store
+(and, on a remote engine, in a content volume filled from it through the API), deployments
+are containers, endpoints are nginx gateways in front of them.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
 from reconciler.drivers.common.labels import LABEL_GENERATION, base_address, new_generation, owned_filter
-from reconciler.drivers.docker import adoption, containers, gateway, model_store, observe, updaters
+from reconciler.drivers.docker import adoption, containers, content_volumes, gateway, model_store, observe, updaters
 from reconciler.drivers.docker import fold as docker_fold
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.drivers.docker.fold import DockerObservation, Observed
@@ -55,23 +56,22 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when an image is missing and cannot be pulled."""
-        ensure_images(self.client, specs, GATEWAY_IMAGE)
+        ensure_images(self.client, specs, GATEWAY_IMAGE, content_volumes=self.engine.remote)
 
     # -- steps ---------------------------------------------------------------------------
     def create(self, address: str, spec: dict, spec_hash: str, ctx: StepContext,
                prior: StateRecord | None = None) -> StateRecord:
         record = self.new_record(address, spec, spec_hash)
         if address.kind == "model":
-            stored = model_store.materialise(ctx.state_dir, ctx.identity, ctx.stack_dir / spec["path"],
-                                             ctx.stack_dir, spec["content_digest"])
-            return dataclasses.replace(record, outputs={"store_path": str(stored)})
+            outputs = self.store_folder(address, ctx.stack_dir / spec["path"], spec["content_digest"], ctx)
+            return dataclasses.replace(record, outputs=outputs)
         if address.kind == "deployment":
             return self._create_deployment(record, ctx)
         if address.kind == "environment":
             return builds.build(self.client, ctx, record)
         keys, port = kept_keys_and_port(prior)
         return dataclasses.replace(record, outputs=gateway.start(self.client, ctx, address, spec, spec_hash,
-                                                                 keys, port))
+                                                                 keys, port, self.engine))
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, spec=spec, spec_hash=spec_hash, status="ready")
@@ -84,8 +84,14 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return updated
 
     def finish(self, ctx: StepContext) -> None:
-        """After an apply: the stack's network goes once nothing of the stack is left.
-        Not per delete step, where a parallel create may be about to attach to it."""
+        """After an apply: volumes no record lists go (remote engines), and the stack's network
+        once nothing of the stack is left. Not per delete step, where a parallel create may be
+        about to attach to it."""
+        if self.engine.remote:
+            listed = {name for r in ctx.records().values()
+                      for name in (r.outputs.get("volume"), (r.outputs.get("gateway") or {}).get("config_volume"))
+                      if name}
+            content_volumes.release_unlisted(self.client, ctx, listed)
         if not ctx.records() and not self.client.containers.list(all=True, sparse=True,
                                                                  filters=owned_filter(ctx)):
             containers.remove_network(self.client, ctx)
@@ -106,11 +112,12 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 # No traffic is routed to a container no record owns: no need to wait long.
                 remove_container(self.client, container_id, ORPHAN_STOP_TIMEOUT, adopted=container_id in adopted)
         elif kind == "model":
-            stored = record.outputs.get("store_path")
-            still_used = any(r.outputs.get("store_path") == stored for a, r in ctx.records().items()
-                             if a != record.address and a.kind == "model")
-            if stored and not still_used:
+            others = [r.outputs for a, r in ctx.records().items() if a != record.address and a.kind == "model"]
+            stored, volume = record.outputs.get("store_path"), record.outputs.get("volume")
+            if stored and not any(o.get("store_path") == stored for o in others):
                 model_store.release(ctx.state_dir, ctx.identity, Path(stored))
+            if volume and not any(o.get("volume") == volume for o in others):
+                content_volumes.remove_volume(self.client, volume)
         elif kind == "deployment":
             self._delete_deployment(record, ctx)
         elif kind == "environment":
@@ -118,15 +125,33 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         else:
             gateway.remove(self.client, record.outputs, ctx, record.spec["name"])
 
+    # -- a folder's content, read-only in containers (models; any folder of the stack) -------
+    def store_folder(self, address, source: Path, digest: str, ctx: StepContext) -> dict:
+        """Make `source` (a file or folder of the stack whose fingerprint is `digest`) mountable
+        read-only: a copy in the content store, and on a remote engine its content volume (made
+        once per content). Returns the outputs to keep in the record; `content_volumes.mount_of`
+        turns them into the mount, and `delete` of a record with them releases both."""
+        stored = model_store.materialise(ctx.state_dir, ctx.identity, source, ctx.stack_dir, digest)
+        outputs = {"store_path": str(stored)}
+        if self.engine.remote:
+            name = content_volumes.content_volume_name(ctx, digest)
+            listed = any(r.outputs.get("volume") == name for r in ctx.records().values())
+            outputs["volume"] = content_volumes.ensure_folder_volume(self.client, ctx, str(address), stored, digest,
+                                                                     GATEWAY_IMAGE, listed_by_records=listed)
+        return outputs
+
     # -- deployments ---------------------------------------------------------------------
-    def _model_dir(self, spec: dict, ctx: StepContext) -> Path | None:
+    def _model_mount(self, spec: dict, ctx: StepContext):
         if not spec.get("model"):
             return None
         model = ctx.records().get(spec["model"]["address"])
         if model is None or "store_path" not in model.outputs:
             raise DriverError(f"model {spec['model']['address']} is not in state",
                               "apply the model first (it is a dependency of this deployment)")
-        return Path(model.outputs["store_path"])
+        if self.engine.remote and not model.outputs.get("volume"):
+            raise DriverError(f"model {spec['model']['address']} was stored for a local engine, not for "
+                              f"{self.engine.url}", "destroy the stack on the engine it was applied to first")
+        return content_volumes.mount_of(model.outputs, spec["model"]["mount_path"])
 
     def _create_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
         spec = record.spec
@@ -140,7 +165,7 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         the others stop waiting then. Every instance started is in the record either way."""
         spec = record.spec
         generation = record.driver_ids["generation"]
-        model_dir = self._model_dir(spec, ctx)
+        model_mount = self._model_mount(spec, ctx)
         engine_cpus = self.engine_cpus()
         indexes = list(indexes)
         instances = list(record.outputs["instances"])
@@ -154,10 +179,10 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                 return  # the step fails anyway: start nothing more
             try:
                 instance = containers.run_instance(self.client, ctx, record.address, spec, record.spec_hash,
-                                                   generation, index, model_dir, engine_cpus=engine_cpus)
+                                                   generation, index, model_mount, engine_cpus=engine_cpus)
                 with lock:
                     started.append(instance)
-                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed)
+                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed, remote=self.engine.remote)
             except BaseException as error:  # noqa: BLE001 - handed to the step below
                 with lock:
                     if not failed.is_set():

@@ -325,6 +325,8 @@ class _Fold(FoldPass):
         if digest.startswith("external:"):
             return digest.removeprefix("external:")
         record = self.records.get(model.get("address", ""))
+        if record and record.outputs.get("volume"):
+            return record.outputs["volume"]  # a remote engine's content volume
         store = record.outputs.get("store_path") if record else None
         return posixpath.join(posixpath.dirname(store), digest.removeprefix("sha256:")) if store else None
 
@@ -459,18 +461,22 @@ class _Fold(FoldPass):
 
     def _gateway_fields(self, record: StateRecord, item: Observed, config: dict | None) -> tuple[FieldChange, ...]:
         attrs, fields = item.attributes, []
-        image = (record.outputs.get("gateway") or {}).get("image")
+        gateway = record.outputs.get("gateway") or {}
+        image = gateway.get("image")
         if image and normalise_image(attrs.get("image")) != normalise_image(image):
             fields.append(FieldChange("image", image, attrs.get("image"), True))
         if config is not None:
-            address = (record.spec.get("listen") or {}).get("address") or LOOPBACK
+            # Where it was published: recorded for a remote engine's gateway, else the spec's (or loopback).
+            address = gateway.get("listen") or (record.spec.get("listen") or {}).get("address") or LOOPBACK
             want = {config["container_port"]: [f"{address}:{record.outputs.get('port')}"]}
             seen = attrs.get("ports") or {}
             if address == "0.0.0.0":  # Docker publishes on IPv6's any address too
                 seen = {port: [b for b in bound if not b.startswith(":::")] for port, bound in seen.items()}
             if seen != want:
                 fields.append(FieldChange("ports", want, attrs.get("ports") or {}, True))
-            mounts = [{"source": config["dir"], "destination": config["mount_destination"], "read_only": True}]
+            # A remote engine's gateway mounts its config volume, a local one the config directory.
+            source = gateway.get("config_volume") or config["dir"]
+            mounts = [{"source": source, "destination": config["mount_destination"], "read_only": True}]
             if not _mounts_match(mounts, attrs.get("mounts") or []):
                 fields.append(FieldChange("mounts", mounts, attrs.get("mounts") or [], True))
         return tuple(fields)

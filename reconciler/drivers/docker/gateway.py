@@ -3,7 +3,8 @@
 The config lives in `<state dir>/gateways/<stack identity>/<endpoint>/` (mode 0700: it holds the
 keys; by identity, so stacks of one folder name sharing a state folder never share it), with the
 keys also in `keys.json` there, which `state recover` reads back. The directory is
-bind-mounted so a rewritten file is seen by the container; changes are
+bind-mounted so a rewritten file is seen by the container (on a remote engine, a volume
+refilled through the API from that directory: content_volumes.py); changes are
 applied with a graceful `nginx -s reload`, which never drops a connection. Deployments'
 container names are resolved per request through Docker's embedded DNS, so the gateway
 starts (after a reboot, a `docker restart`) and serves the healthy deployments while others
@@ -16,6 +17,7 @@ import os
 import re
 import shutil
 import ssl
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -26,14 +28,14 @@ from docker.types import Mount
 
 from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import StepContext
-from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.engine import EngineAddress, current_engine, free_host_port
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, managed_labels, new_generation, owned_filter
 from reconciler.drivers.common.names import object_name
 from reconciler.config.settings import file_fingerprint
 from reconciler.drivers.common import tls
 from reconciler.drivers.common.probes import wait_answering
-from reconciler.drivers.docker import supervisor
+from reconciler.drivers.docker import content_volumes, supervisor
 from reconciler.drivers.docker.containers import ensure_network
 from reconciler.drivers.docker.engine import remove_container
 from reconciler.drivers.docker.gateway_config import deployment_routes, render_gateway_config, routed_servers
@@ -174,9 +176,12 @@ def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
     return {"ca": str(files.ca.resolve()) if files.ca else None, "certificate_sha256": file_fingerprint(files.certificate)}
 
 
-def scoring_uri(spec: dict, port: int) -> str:
+def scoring_uri(spec: dict, port: int, engine: EngineAddress | None = None) -> str:
+    """Where a client here calls the endpoint: the engine's host (127.0.0.1 for the local
+    engine) unless the endpoint listens on one address of it."""
+    engine = engine or current_engine()
     scheme = "https" if spec.get("tls") else "http"
-    return f"{scheme}://{tls.client_host(tls.listen_of(spec)['address'])}:{port}/score"
+    return f"{scheme}://{engine.caller_uri_host(engine.gateway_listen(spec)['address'])}:{port}/score"
 
 
 def routes_of(ctx: StepContext, endpoint: str) -> dict[str, list[str]]:
@@ -200,8 +205,14 @@ def _wait_resolvable(container, hosts: list[str], timeout: float = RESOLVE_TIMEO
 
 
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
-          keys: dict[str, str], port: int | None) -> dict:
-    """Start the gateway; returns the outputs kept in state."""
+          keys: dict[str, str], port: int | None, engine: EngineAddress | None = None) -> dict:
+    """Start the gateway; returns the outputs kept in state. On a remote engine the config
+    directory reaches the gateway in a volume filled through the API, the port is published on
+    every address of the engine's host unless `listen` says otherwise (the engine picks the port
+    the first time: a port free here says nothing about that host), the scoring URI names that
+    host, and no health supervisor runs (it bind-mounts this machine's package and the engine's
+    unix socket): nginx's passive checks alone take failing instances out of rotation."""
+    engine = engine or current_engine()
     directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
     served_tls = write_tls(directory, ctx, spec)
@@ -209,8 +220,19 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     write_keys(directory, keys)
     generation = new_generation()
     name = object_name("rc", ctx.stack, spec["name"], "gw", generation, identity=ctx.identity)
-    listen = tls.listen_of(spec)
-    port = listen["port"] or port or free_host_port(listen["address"])
+    listen = engine.gateway_listen(spec)
+    config_volume = None
+    if engine.remote:
+        config_volume = content_volumes.create_volume(client, object_name(
+            "rc", ctx.stack, spec["name"], "gw", generation, "conf", identity=ctx.identity),
+            managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: content_volumes.GATEWAY_CONFIG_ROLE,
+                                                    LABEL_GENERATION: generation}))
+        _fill_config(client, config_volume, directory)
+        config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=config_volume, type="volume", read_only=True)
+        port = listen["port"] or port
+    else:
+        config_mount = Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)
+        port = listen["port"] or port or free_host_port(listen["address"])
     # A gateway of this endpoint that no record owns (an apply killed after `docker run`) would
     # hold the endpoint's port; under the state lock, any existing one is such a leftover.
     for leftover in client.containers.list(all=True, sparse=True, filters=owned_filter(ctx, address)):
@@ -221,28 +243,65 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
             labels=managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway",
                                                                       LABEL_GENERATION: generation}),
             ports={f"{GATEWAY_PORT}/tcp": (listen["address"], port)},
-            mounts=[Mount(target=CONFIG_DIR_IN_CONTAINER, source=str(directory), type="bind", read_only=True)],
+            mounts=[config_mount],
             restart_policy={"Name": "unless-stopped"}, network=ensure_network(client, ctx),
             **hardening_options())
     except APIError as error:
+        if config_volume:
+            content_volumes.remove_volume(client, config_volume)
         raise DriverError(f"cannot start the gateway of endpoint {spec['name']}: {error.explanation or error}",
-                          f"is {listen['address']}:{port} taken by another program, or not an address of this "
-                          "host? `reconciler logs` shows details") from error
+                          f"is {listen['address']}:{port} taken by another program, or not an address of the "
+                          "engine's host? `reconciler logs` shows details") from error
+
+    def discard() -> None:  # never leave an unrecorded gateway behind
+        remove_container(client, container.id, stop_timeout=1)
+        if config_volume:
+            content_volumes.remove_volume(client, config_volume)
     try:
-        _wait_listening(client, container.id, tls.client_host(listen["address"]), port, bool(served_tls))
+        port = port or _published_port(client, container.id)
+        _wait_listening(client, container.id, engine.caller_host(listen["address"]), port, bool(served_tls))
     except DriverError:
-        remove_container(client, container.id, stop_timeout=1)  # never leave an unrecorded gateway behind
+        discard()
         raise
     _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
-    try:
-        health = supervisor.start(client, ctx, address, spec["name"], directory, container.id, gateway_user())
-    except DriverError:
-        remove_container(client, container.id, stop_timeout=1)
-        raise
-    return {"gateway": {"id": container.id, "name": name, "image": GATEWAY_IMAGE}, "port": port, "health": health,
-            "scoring_uri": scoring_uri(spec, port), "keys": keys, "config_digest": digest,
+    health: dict | None = {}  # none on a remote engine (see above): recorded empty, so refresh expects none
+    if not engine.remote:
+        try:
+            health = supervisor.start(client, ctx, address, spec["name"], directory, container.id, gateway_user())
+        except DriverError:
+            discard()
+            raise
+    gateway = {"id": container.id, "name": name, "image": GATEWAY_IMAGE}
+    if config_volume:
+        gateway.update(config_volume=config_volume, listen=listen["address"])
+    return {"gateway": gateway, "port": port, "health": health,
+            "scoring_uri": scoring_uri(spec, port, engine), "keys": keys, "config_digest": digest,
             **({"tls": served_tls} if served_tls else {}),
             "routes": routes_of(ctx, spec["name"])}
+
+
+def _published_port(client: docker.DockerClient, container_id: str) -> int:
+    """The host port the engine chose for the gateway's port."""
+    bindings = (client.api.inspect_container(container_id)["NetworkSettings"]["Ports"] or {}).get(
+        f"{GATEWAY_PORT}/tcp") or []
+    if not bindings:
+        raise DriverError(f"the engine published no port for gateway {container_id[:12]}", "see `docker inspect`")
+    return int(bindings[0]["HostPort"])
+
+
+def _fill_config(client: docker.DockerClient, volume: str, directory: Path) -> None:
+    """The gateway's files (config, TLS, rotation) into its config volume on a remote engine,
+    with the owners and modes they have here (readable by the gateway's user only). Not the
+    keys file (recovery reads it here) nor half-written temporary files."""
+    with tempfile.TemporaryFile() as archive:
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for path in sorted(directory.rglob("*")):
+                relative = path.relative_to(directory)
+                if relative.name == KEYS_FILE or relative.name.startswith("."):
+                    continue
+                tar.add(path, arcname=relative.as_posix(), recursive=False)
+        archive.seek(0)
+        content_volumes.fill(client, volume, archive, GATEWAY_IMAGE)
 
 
 def _wait_listening(client: docker.DockerClient, container_id: str, host: str, port: int, https: bool,
@@ -264,9 +323,19 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     digest = write_config(directory, render(ctx, spec, outputs["keys"]))
     served_tls = write_tls(directory, ctx, spec)
-    supervisor.pause(client, outputs.get("health"))
+    config_volume = outputs["gateway"].get("config_volume")
+    if not config_volume:
+        supervisor.pause(client, outputs.get("health"))
     health_changed = supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     container = client.containers.get(outputs["gateway"]["id"])
+    if config_volume:  # a remote engine's gateway: its files through the API, no supervisor
+        _fill_config(client, config_volume, directory)
+        try:
+            _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+        except DriverError:
+            _fill_config(client, config_volume, directory)  # the previous config, restored here
+            raise
+        return digest, outputs.get("health", {}), served_tls
     try:
         _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
     finally:
@@ -333,6 +402,8 @@ def remove(client: docker.DockerClient, outputs: dict, ctx: StepContext, endpoin
     gateway = outputs.get("gateway")
     if gateway:
         remove_container(client, gateway["id"], stop_timeout=5)
+        if gateway.get("config_volume"):
+            content_volumes.remove_volume(client, gateway["config_volume"])
     directory = config_dir(ctx, endpoint)
     if directory.exists():
         shutil.rmtree(directory)

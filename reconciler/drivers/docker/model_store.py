@@ -9,6 +9,7 @@ are left in place by destroy, never deleted.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import shutil
@@ -49,10 +50,22 @@ def materialise(state_dir: Path, identity: str, source: Path, stack_root: Path, 
             copy_sparse(source, staging / source.name)
         _make_read_only(staging)
         os.replace(staging, target)
+    except OSError as error:
+        # Another model of the same content, created in parallel, has just put its copy there.
+        if error.errno in (errno.ENOTEMPTY, errno.EEXIST) and stored_digest(target) == digest:
+            _discard(staging)
+            return target
+        _discard(staging)
+        raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _discard(staging)
         raise
     return target
+
+
+def _discard(staging: Path) -> None:
+    _make_writable(staging)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def copy_sparse(source, target) -> None:

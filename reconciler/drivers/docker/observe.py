@@ -24,7 +24,7 @@ from reconciler.drivers.common.labels import (LABEL_ADDRESS, LABEL_GENERATION, L
                                               LABEL_SPEC_HASH, is_own, label_filter)
 from reconciler.drivers.common import builds
 from reconciler.drivers.common.fold import record_ids
-from reconciler.drivers.docker import gateway, supervisor, model_store
+from reconciler.drivers.docker import content_volumes, gateway, supervisor, model_store
 from reconciler.drivers.docker.fold import DockerObservation, Observed, adopted_ids, needed_inspections
 from reconciler.state.model import StateFile
 
@@ -39,12 +39,20 @@ def read(client: docker.DockerClient, inspector: "Inspector", state: StateFile,
     adopted = adopted_ids(state, listed)
     if adopted:
         listed += inspector.observe(adopted)
-    model_digests = {a: model_store.stored_digest(Path(r.outputs.get("store_path", "/nonexistent")))
-                     for a, r in state.records.items() if a.kind == "model" and not a.is_derived}
+    model_digests = {a: model_digest(client, r) for a, r in state.records.items()
+                     if a.kind == "model" and not a.is_derived}
     gateway_configs = {a: gateway_config(state_dir, state, r) for a, r in state.records.items()
                        if a.kind == "endpoint" and not a.is_derived} if state_dir is not None else {}
     inspected = {cid: inspector.inspect(cid) for cid in sorted(needed_inspections(state, listed))}
     return DockerObservation(listed, model_digests, inspected, gateway_configs, builds.observe_images(client, state))
+
+
+def model_digest(client: docker.DockerClient, record) -> str | None:
+    """The digest of what a model record's containers mount: its content volume's on a remote
+    engine (the client-side store copy is only where that was filled from), else the store copy's."""
+    if record.outputs.get("volume"):
+        return content_volumes.volume_digest(client, record.outputs["volume"])
+    return model_store.stored_digest(Path(record.outputs.get("store_path", "/nonexistent")))
 
 
 def list_managed(client: docker.DockerClient, stack: str) -> list[Observed]:
@@ -127,7 +135,8 @@ def _port_key(number: int, protocol: str) -> str:
 
 
 def _mounts(entries) -> list[dict]:
-    return sorted(({"source": m.get("Source", ""), "destination": m.get("Destination", ""),
+    # A volume by its name (content volumes on remote engines), a bind mount by its host path.
+    return sorted(({"source": m.get("Name") if m.get("Type") == "volume" and m.get("Name") else m.get("Source", ""), "destination": m.get("Destination", ""),
                     "read_only": not m.get("RW", True)} for m in entries or []), key=lambda m: m["destination"])
 
 

@@ -77,7 +77,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
             return builds.build(self.client, ctx, record)
         # A replaced endpoint keeps its port and keys, as on the docker driver.
         keys, port = kept_keys_and_port(prior)
-        outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port)
+        outputs = gateway.start(self.client, ctx, address, spec, spec_hash, keys, port, self.engine)
         return dataclasses.replace(record, outputs=outputs, driver_ids=_gateway_ids(outputs))
 
     def update(self, record: StateRecord, spec: dict, spec_hash: str, ctx: StepContext) -> StateRecord:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 import threading
 import time
 from datetime import datetime
@@ -28,6 +27,7 @@ from docker.types import Healthcheck
 from reconciler.drivers.common.labels import (LABEL_IDENTITY, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY,
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name as common_object_name
+from reconciler.drivers.common.probes import in_container_get
 from reconciler.errors import DriverError
 
 LABEL_ROLLOUT = LABEL_PREFIX + "rollout"
@@ -369,23 +369,11 @@ def timestamp_ns(value: str | None) -> int:
 
 # -- health checks ------------------------------------------------------------------------------
 def http_healthcheck(port: int, path: str, probe: dict) -> Healthcheck:
-    """A Docker health check that GETs http://127.0.0.1:PORT/PATH inside the task with whatever
-    the image has: python3, wget, curl, or bash's /dev/tcp (serving images often lack the others).
-    Azure ML's probe settings map onto it: period -> interval, timeout, failure_threshold ->
+    """A Docker health check that GETs http://127.0.0.1:PORT/PATH inside the task
+    (probes.in_container_get: whatever the image has). Azure ML's probe settings map onto it: period -> interval, timeout, failure_threshold ->
     retries, initial_delay -> start period. Docker has no success_threshold (one success)."""
-    url = f"http://127.0.0.1:{port}{path}"
     wait = max(1, int(probe["timeout"]))
-    # One line of output per tool (what Docker keeps as the health log): "not found", or why.
-    python = (f"import sys, urllib.request as u\ntry: u.urlopen(sys.argv[1], timeout={wait})\n"
-              "except Exception as e: sys.exit('GET %s: %s' % (sys.argv[1], e))")
-    raw = ('exec 3<>/dev/tcp/127.0.0.1/"$1" && printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\n\\r\\n" "$2" >&3 '
-           '&& IFS= read -r line <&3 && case "$line" in "HTTP/1."?" 2"*) exit 0;; esac; exit 1')
-    command = " || ".join([
-        f"python3 -c {shlex.quote(python)} {shlex.quote(url)}",
-        f"wget -q -T {wait} -O /dev/null {shlex.quote(url)}",
-        f"curl -fsS -m {wait} -o /dev/null {shlex.quote(url)}",
-        f"bash -c {shlex.quote(raw)} probe {port} {shlex.quote(path)}",
-    ])
+    command = in_container_get(port, path, wait)
     return Healthcheck(test=["CMD-SHELL", command], interval=max(1, int(probe["period"])) * NANOS,
                        timeout=wait * NANOS, retries=max(1, int(probe["failure_threshold"])),
                        start_period=int(probe["initial_delay"]) * NANOS)

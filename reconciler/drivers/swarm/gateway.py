@@ -25,7 +25,7 @@ from docker.types import ContainerSpec, RestartPolicy, RollbackConfig, TaskTempl
 from reconciler.config.settings import file_fingerprint
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common import tls
-from reconciler.drivers.common.engine import free_host_port
+from reconciler.drivers.common.engine import EngineAddress, current_engine, free_host_port
 from reconciler.drivers.common.gateway import (GATEWAY_IMAGE, GATEWAY_PORT, render_gateway_config, serving_routes,
                                                template, text_digest)
 from reconciler.drivers.common.labels import LABEL_MANAGED_BY, LABEL_ROLE, LABEL_SPEC_HASH, MANAGED_BY, managed_labels, \
@@ -193,9 +193,11 @@ def edge_spec(ctx: StepContext, address: str, spec_hash: str, network_id: str, c
 
 # -- steps ---------------------------------------------------------------------------------------
 def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dict, spec_hash: str,
-          keys: dict[str, str], port: int | None) -> dict:
+          keys: dict[str, str], port: int | None, engine_host: EngineAddress | None = None) -> dict:
     """Start gateway and edge and wait until a request through the port reaches the gateway;
-    returns the outputs kept in state. Nothing is left behind when that fails."""
+    returns the outputs kept in state. Nothing is left behind when that fails. The scoring URI
+    names the manager's host (127.0.0.1 for the local socket)."""
+    engine_host = engine_host or current_engine()
     endpoint = spec["name"]
     service_names = names(ctx, endpoint)
     # Services of this endpoint that no record owns (an apply killed half-way) hold its names
@@ -233,7 +235,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         created.append(edge_id)
         engine.wait_converged(client, edge_id, engine.rollout_of(service_spec), since, START_TIMEOUT,
                               f"edge of endpoint {endpoint}")
-        _wait_answering(port, endpoint, files is not None)
+        _wait_answering(engine_host, port, endpoint, files is not None)
     except DriverError:
         for service_id in reversed(created):  # never leave an unrecorded gateway behind
             engine.remove_service(client, service_id)
@@ -246,17 +248,19 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     return {"gateway": {"id": gateway_id, "name": service_names["gateway"], "image": GATEWAY_IMAGE},
             "edge": {"id": edge_id, "name": service_names["edge"]},
             "secret": secret, "edge_config": config, "port": port,
-            "scoring_uri": f"{scheme}://{tls.client_host(tls.listen_of(spec)['address'])}:{port}/score",
+            "scoring_uri": f"{scheme}://{engine_host.caller_uri_host(engine_host.gateway_listen(spec)['address'])}"
+                           f":{port}/score",
             "keys": keys, "config_digest": digest,
             **({"tls": {"ca": str(files.ca.resolve()) if files.ca else None,
                         "certificate_sha256": file_fingerprint(files.certificate)}} if files else {})}
 
 
-def _wait_answering(port: int, endpoint: str, https: bool = False) -> None:
-    """Through the published port and the edge to the gateway, as a client would come (whether
-    it answers, not whom its certificate names: invoke verifies that)."""
+def _wait_answering(engine_host: EngineAddress, port: int, endpoint: str, https: bool = False) -> None:
+    """Through the published port and the edge to the gateway, as a client would come: on the
+    host of the manager this client talks to (the edge has a task on every node); whether it
+    answers, not whom its certificate names (invoke verifies that)."""
     context = ssl._create_unverified_context() if https else None  # noqa: S323
-    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2, tls=context)
+    error = wait_answering(port, "/-/healthz", LISTEN_TIMEOUT, interval=0.2, tls=context, host=engine_host.host)
     if not error:
         return
     raise DriverError(f"endpoint {endpoint} does not answer on port {port}: {error}",
