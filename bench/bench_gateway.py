@@ -7,11 +7,15 @@ It copies stacks/blue-green to a temporary directory under a unique stack name, 
 the CLI (`reconciler apply DIR --state TMP/state.json --auto-approve`, a subprocess), and reads the
 gateway port, the primary key and the host port of blue's first container from the state file.
 
-Latency: N sequential keep-alive POSTs of {"instances": [1.0, 2.0, 5.0]} straight to blue's
+Latency (issue 15: with the request semantics on, the docs/endpoint.md rules): N sequential
+keep-alive POSTs of {"instances": [1.0, 2.0, 5.0]} straight to blue's
 container (`/v1/models/half_plus_two:predict`) and N through the gateway (`/score`, Bearer key,
 `azureml-model-deployment: blue`, so both reach the same container), one http.client connection
 each, interleaved in blocks of 100 (which path goes first alternates per block) to cancel drift,
-after a warm-up. Timed with time.perf_counter_ns around request + full response read.
+after a warm-up. Timed with time.perf_counter_ns around request + full response read. Then the
+same at concurrency 1 and 8 with hey (per-request latencies from its CSV output), in blocks that
+alternate which path goes first. Blue is published on 127.0.0.1 for the direct path and allows
+16 requests in flight (2 x 8 x 1), so no 429 is measured.
 
 Rollout: 4 client threads (tests/integration/gateway_client.GatewayClient, keep-alive, no
 deployment header so the 90/10 split applies) send steady load while the benchmark
@@ -37,7 +41,6 @@ import json
 import math
 import os
 import platform
-import re
 import secrets
 import shutil
 import subprocess
@@ -55,7 +58,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from gateway_client import SAMPLE, GatewayClient  # noqa: E402
 
-BENCHMARKS = ROOT / "BENCHMARKS.md"
+sys.path.insert(0, str(ROOT / "bench"))
+from benchmarks_md import publish  # noqa: E402
+
 SECTION = "## Gateway under rollout (issue 5)"
 ENDPOINT = "blue-green"
 LABEL_STACK = "org.reconciler.stack"
@@ -66,6 +71,7 @@ WARMUP = 200
 THREADS = 4
 TARGET_OVERHEAD_MS = 1.0
 PERCENTILES = (50, 90, 99)
+CONCURRENCY = (1, 8)
 
 
 # -- the stack, through the CLI ----------------------------------------------------------------
@@ -74,6 +80,12 @@ class Stack:
         self.name = f"bench-gw-{secrets.token_hex(3)}"
         self.dir = workdir / self.name  # the stack is named after its directory
         shutil.copytree(ROOT / "stacks" / "blue-green", self.dir)
+        # Direct = blue's port published on 127.0.0.1 (deployments publish none by default), and
+        # room for CONCURRENCY[-1] requests in flight (2 x 8 x 1 = 16) so that no 429 is measured.
+        self.edit("blue.yml", "instance_count: 1\n", "instance_count: 1\nlocal: {publish_ports: true}\n")
+        for document in ("blue.yml", "green.yml"):
+            path = self.dir / document
+            path.write_text(path.read_text() + "request_settings: {max_concurrent_requests_per_instance: 8}\n")
         self.state = workdir / "state" / "state.json"
         self.state.parent.mkdir()
 
@@ -159,6 +171,53 @@ def measure_latency(gateway_port: int, key: str, direct_port: int, n: int) -> di
         direct.close()
         gateway.close()
     result = {"n": n, "blocks": block, "wall": wall, "stats": {}}
+    for name, values in samples.items():
+        values.sort()
+        result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
+                                 "mean": sum(values) / len(values) / 1e6, "max": values[-1] / 1e6}
+    result["overhead"] = {p: result["stats"]["gateway"][p] - result["stats"]["direct"][p] for p in PERCENTILES}
+    return result
+
+
+def hey_latencies(url: str, headers: dict, concurrency: int, n: int) -> list[int]:
+    """Per-request latencies (ns) of `n` POSTs by hey at `concurrency` (Go, keep-alive where the
+    server allows it): the Python client's own GIL would dominate at concurrency 8."""
+    command = ["hey", "-n", str(n), "-c", str(concurrency), "-m", "POST", "-T", "application/json",
+               "-d", SAMPLE.decode(), "-o", "csv", "-t", "10"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    result = subprocess.run(command + [url], capture_output=True, text=True, timeout=120, check=True)
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:] if line]
+    statuses = Counter(row[6] for row in rows)
+    if set(statuses) != {"200"}:
+        raise RuntimeError(f"hey {url}: statuses {dict(statuses)} (expected only 200)")
+    # hey leaves requests that failed to connect out of its CSV: the demo server's listen
+    # backlog (5, Python's default) overflows now and then at concurrency 8, direct or not.
+    HEY_ERRORS[url] = HEY_ERRORS.get(url, 0) + n - len(rows)
+    return [int(float(row[0]) * 1e9) for row in rows]
+
+
+HEY_ERRORS: dict[str, int] = {}
+
+
+def measure_concurrent(gateway_port: int, key: str, direct_port: int, concurrency: int, n: int) -> dict:
+    """Like measure_latency, at `concurrency` with hey: blocks alternate gateway/direct."""
+    urls = {"direct": (f"http://127.0.0.1:{direct_port}{DIRECT_PATH}", {}),
+            "gateway": (f"http://127.0.0.1:{gateway_port}/score",
+                        {"Authorization": f"Bearer {key}", "azureml-model-deployment": "blue"})}
+    block = max(BLOCK * concurrency, 200)
+    for name in urls:
+        hey_latencies(*urls[name], concurrency, WARMUP)
+    samples: dict[str, list[int]] = {"direct": [], "gateway": []}
+    started = time.monotonic()
+    blocks = 0
+    while len(samples["gateway"]) < n:
+        size = min(block, n - len(samples["gateway"]))
+        for name in (("direct", "gateway") if blocks % 2 == 0 else ("gateway", "direct")):
+            samples[name] += hey_latencies(*urls[name], concurrency, size)
+        blocks += 1
+    result = {"n": n, "blocks": blocks, "block": block, "wall": time.monotonic() - started, "stats": {},
+              "concurrency": concurrency, "errors": {name: HEY_ERRORS.pop(urls[name][0], 0) for name in urls}}
     for name, values in samples.items():
         values.sort()
         result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
@@ -326,6 +385,47 @@ def verdict(passed: bool) -> str:
     return "**PASS**" if passed else "**FAIL**"
 
 
+def busy_warning(info: dict) -> str:
+    """A note when other work shared the cores: then the latencies measure that contention."""
+    load = float(info["loadavg"].split(" / ")[0])
+    if load <= (os.cpu_count() or 1):
+        return ""
+    return (f"\n**The machine was busy** (load average {load:.1f} on {os.cpu_count()} cores, other work running): the\n"
+            "latencies below measure that contention more than the gateway; the latency targets are only\n"
+            "meaningful on an otherwise idle machine (the rollout's failed-request count is meaningful either way).\n")
+
+
+def concurrent_section(results: list[dict]) -> str:
+    """The hey runs: one table per concurrency, the target judged at the highest one."""
+    parts = [f"""### Latency overhead at concurrency {", ".join(str(r["concurrency"]) for r in results)} (issue 15)
+
+With the request semantics on (per-deployment hop over a unix socket with its in-flight limit,
+x-request-id, the JSON access log line and the Lua metrics of every request): `hey -c C` (Go,
+keep-alive where the server allows it; the gateway answers `Connection: close`, so its clients
+pay a connect per request), N = {results[0]['n']:,} requests per path and concurrency, in blocks of
+at least {results[0]['block']:,} that alternate which path goes first, after {WARMUP} warm-up
+requests per path. Milliseconds:
+"""]
+    for result in results:
+        stats = result["stats"]
+        rows = "\n".join(
+            f"| {name} | " + " | ".join(f"{stats[name][p]:.3f}" for p in PERCENTILES)
+            + f" | {stats[name]['mean']:.3f} | {stats[name]['max']:.2f} |" for name in ("direct", "gateway"))
+        rows += "\n| **overhead** | " + " | ".join(f"**{result['overhead'][p]:+.3f}**" for p in PERCENTILES) + " | | |"
+        errors = ", ".join(f"{name} {count}" for name, count in result["errors"].items())
+        parts.append(f"""Concurrency {result['concurrency']} ({result['blocks']} blocks, {result['wall']:.1f} s; requests hey
+could not connect, warm-up included: {errors}):
+
+| path | p50 | p90 | p99 | mean | max |
+|---|---:|---:|---:|---:|---:|
+{rows}
+""")
+    top = results[-1]
+    parts.append(f"Target: p99 overhead < {TARGET_OVERHEAD_MS:g} ms at concurrency {top['concurrency']} — "
+                 f"{verdict(top['overhead'][99] < TARGET_OVERHEAD_MS)}: {top['overhead'][99]:+.3f} ms.\n")
+    return "\n".join(parts)
+
+
 def section(info: dict) -> str:
     lat, roll = info["latency"], info["rollout"]
     stats = lat["stats"]
@@ -365,7 +465,7 @@ on the local Docker Engine; every client and server is on this one machine.
 Measured {info['date']} in one run on {info['machine']}; load average {info['loadavg']} at
 the start. Apply of the stack {info['apply_s']:.1f} s, destroy {cleanup['destroy_s']:.1f} s; containers labelled
 org.reconciler.stack=<stack> left after the destroy: {cleanup['left']}.
-
+{busy_warning(info)}
 ### Latency overhead
 
 N = {lat['n']:,} sequential keep-alive POSTs of `{SAMPLE.decode()}` per path (after {WARMUP} warm-up
@@ -382,6 +482,7 @@ stack's bridge network). {lat['wall']:.1f} s for the {2 * lat['n']:,} timed requ
 Target: p99 overhead < {TARGET_OVERHEAD_MS:g} ms — {verdict(latency_ok)}: {lat['overhead'][99]:+.3f} ms
 (gateway p99 {stats['gateway'][99]:.3f} ms vs direct p99 {stats['direct'][99]:.3f} ms).
 
+{concurrent_section(info["concurrent"])}
 ### Zero-downtime rollout
 
 {THREADS} client threads (tests/integration/gateway_client.py `GatewayClient`, keep-alive, no
@@ -406,17 +507,6 @@ answered by containers {dict(sorted(overall['answered_by'].items()))}; {stale} s
 {failures}
 Target: failed requests = 0 — {verdict(rollout_ok)}: {overall['failed']} failed of {overall['total']:,}.
 """
-
-
-def update_benchmarks(text: str) -> None:
-    # Others edit other sections concurrently: re-read right before writing, touch only ours.
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip("\n") + "\n\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(updated.rstrip("\n") + "\n")
 
 
 def leftovers(client: docker.DockerClient, stack: str) -> list:
@@ -446,6 +536,10 @@ def main() -> int:
         print(f"applied in {info['apply_s']:.1f} s: gateway 127.0.0.1:{port}, blue 127.0.0.1:{direct_port}", flush=True)
 
         info["latency"] = measure_latency(port, key, direct_port, args.requests)
+        info["concurrent"] = [measure_concurrent(port, key, direct_port, c, args.requests) for c in CONCURRENCY]
+        for result in info["concurrent"]:
+            print(f"hey -c {result['concurrency']}: overhead " + "  ".join(
+                f"p{p} {v:+.3f} ms" for p, v in result["overhead"].items()), flush=True)
         for name, stats in info["latency"]["stats"].items():
             print(f"{name:8} " + "  ".join(f"p{p} {stats[p]:.3f} ms" for p in PERCENTILES), flush=True)
         print("overhead " + "  ".join(f"p{p} {v:+.3f} ms" for p, v in info["latency"]["overhead"].items()), flush=True)
@@ -471,11 +565,7 @@ def main() -> int:
     if error is not None:
         raise error
 
-    text = section(info)
-    print("\n" + text)
-    if not args.no_write:
-        update_benchmarks(text)
-        print(f"updated {BENCHMARKS}")
+    publish(SECTION, section(info), not args.no_write)
     return 1 if info["cleanup"]["left"] else 0
 
 

@@ -3,7 +3,7 @@
 #
 #   reconciler/base:bookworm          debootstrap'd Debian rootfs (python3, nginx)
 #   reconciler/demo-tfserving:latest  stdlib stand-in for TensorFlow Serving's REST API
-#   reconciler/gateway:latest         nginx reverse proxy in front of deployments
+#   reconciler/gateway:latest         nginx (+ Debian's Lua module) in front of deployments
 #   reconciler/azureml-inference-base:latest
 #                                     stand-in for Azure ML's inference base images: Python venv,
 #                                     the Azure ML inference server from PyPI, the host's CA trusted

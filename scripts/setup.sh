@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything reconciler needs on a Debian 12 machine, installed or started only when missing:
 #   - Debian's docker.io (the engine), debootstrap (for the offline images), hey (a load
-#     client that does not retry, for the zero-failed-requests tests) and postgresql (only its
+#     client that does not retry, for the zero-failed-requests tests), prometheus (scrapes
+#     an endpoint's metrics in tests/integration/test_gateway_metrics.py) and postgresql (only its
 #     binaries are used: the tests initdb and start a cluster of their own, tests/pgcluster.py;
 #     a system cluster the package may start is never touched), openssh-server,
 #     iproute2 and openssl (the remote-engine tests run a second dockerd and an sshd in a
@@ -22,6 +23,9 @@ command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # hey: the load client that does not retry (tests of zero failed requests during rollouts).
 command -v hey >/dev/null 2>&1 || missing+=(hey)
+# prometheus: the gateway-metrics test scrapes an endpoint with a real one (on loopback, its own
+# data dir; never started as a service here).
+command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 # Debian keeps initdb and pg_ctl under /usr/lib/postgresql/N/bin, out of PATH.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 # The remote-engine tests (tests/integration/test_remote_engine.py): sshd, ip netns, openssl.

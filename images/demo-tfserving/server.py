@@ -18,7 +18,11 @@ readiness), DEPLOYMENT_NAME (echoed in ``x-demo-deployment`` so tests can tell
 which container answered, together with ``x-demo-hostname``),
 SCORING_DELAY_SECONDS (0: every prediction waits this long before answering, to
 exercise the gateway's request timeout; a request's ``x-demo-scoring-delay``
-header, in seconds, overrides it for that request), HEALTH_SWITCH_DIR (/tmp): ``GET /-/ready``
+header, in seconds, overrides it for that request), SCORING_ERROR_RATE (0: the share of
+predictions, 0 to 1, answered with SCORING_ERROR_STATUS, 500 by default, instead, to exercise
+the gateway's 424; a request's ``x-demo-error-status`` header answers that status, 400-599,
+for that request; an error comes after the delay, as a model that fails late would),
+HEALTH_SWITCH_DIR (/tmp): ``GET /-/ready``
 and ``GET /-/live`` answer 200 unless a file ``not-ready`` / ``not-live`` is there, so that
 tests can fail an instance's readiness or liveness on demand (``docker exec C touch
 /tmp/not-ready``; /tmp is a tmpfs, so a restart clears the switch).
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -45,6 +50,9 @@ READY_AFTER_SECONDS = float(os.environ.get("READY_AFTER_SECONDS", "0") or 0)
 DEPLOYMENT_NAME = os.environ.get("DEPLOYMENT_NAME", "")
 SCORING_DELAY_SECONDS = float(os.environ.get("SCORING_DELAY_SECONDS", "0") or 0)
 SCORING_DELAY_HEADER = "x-demo-scoring-delay"
+SCORING_ERROR_RATE = float(os.environ.get("SCORING_ERROR_RATE", "0") or 0)
+SCORING_ERROR_STATUS = int(os.environ.get("SCORING_ERROR_STATUS", "500") or 500)
+SCORING_ERROR_HEADER = "x-demo-error-status"
 HEALTH_SWITCH_DIR = Path(os.environ.get("HEALTH_SWITCH_DIR", "/tmp"))
 HEALTH_ROUTES = {"/-/ready": "not-ready", "/-/live": "not-live"}
 # A typo in a test must not hang a handler thread for hours.
@@ -187,9 +195,13 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(predictions, list) and row_format:
             predictions = [predictions]
         delay = self.scoring_delay()
-        if delay is None:
+        error = None if delay is None else self.scoring_error()
+        if error is None:
             return
         time.sleep(delay)
+        if error:
+            self.send_json(error, {"error": f"demo model failed on demand with HTTP {error}"})
+            return
         self.send_json(200, {"predictions" if row_format else "outputs": predictions})
 
     def scoring_delay(self) -> float | None:
@@ -206,6 +218,18 @@ class Handler(BaseHTTPRequestHandler):
                                           f"{MAX_SCORING_DELAY_SECONDS:g}, got {raw!r}"})
             return None
         return delay
+
+
+    def scoring_error(self) -> int | None:
+        """The error status to answer instead of a prediction (0: none); None after answering 400
+        for a bad header."""
+        raw = self.headers.get(SCORING_ERROR_HEADER)
+        if raw is None:
+            return SCORING_ERROR_STATUS if SCORING_ERROR_RATE and random.random() < SCORING_ERROR_RATE else 0
+        if not (raw.isdigit() and 400 <= int(raw) <= 599):
+            self.send_json(400, {"error": f"{SCORING_ERROR_HEADER} must be an HTTP status 400-599, got {raw!r}"})
+            return None
+        return int(raw)
 
 
 def main() -> None:

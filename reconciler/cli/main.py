@@ -28,8 +28,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "invoke": ("reconciler.cli.runtime", "invoke",
                "Send a scoring request to ENDPOINT's gateway, as `az ml online-endpoint invoke` does."),
     "logs": ("reconciler.cli.runtime", "logs",
-             "Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or the build log "
-             "of environment.NAME:VERSION."),
+             "Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), the build log "
+             "of environment.NAME:VERSION, or --gateway those of an endpoint's gateway."),
     "plan": ("reconciler.cli.plan", "plan", "Show what apply would change to make the engine match STACK_DIR."),
     "render": ("reconciler.cli.render", "render",
                "Render STACK_DIR as Kubernetes manifests (Deployments, Services, HTTPRoutes, model volumes)."),

@@ -108,11 +108,17 @@ def invoke(endpoint, request_file, deployment_name, stack_ref, state_path):
 @click.command()
 @click.argument("deployment")
 @click.option("--lines", "-n", type=click.IntRange(1, 100000), default=50, show_default=True)
+@click.option("--gateway", is_flag=True,
+              help="DEPLOYMENT names an endpoint: print its gateway's log (one JSON line per request).")
 @which_stack
 @handle_errors()
-def logs(deployment, lines, stack_ref, state_path):
-    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), or the build log of environment.NAME:VERSION."""  # noqa: E501
-    if deployment.startswith("environment."):
+def logs(deployment, lines, gateway, stack_ref, state_path):
+    """Print the last log lines of every container of DEPLOYMENT (ENDPOINT/NAME or NAME), the build log of environment.NAME:VERSION, or --gateway those of an endpoint's gateway.
+
+    With --gateway, DEPLOYMENT names an endpoint; its gateway logs one JSON line per request."""  # noqa: E501
+    if gateway:
+        store, record = find_record("endpoint", deployment, stack_ref, state_path)
+    elif deployment.startswith("environment."):
         store, record = find_record("environment", deployment.removeprefix("environment."), stack_ref, state_path)
     else:
         store, record = find_record("deployment", deployment, stack_ref, state_path)

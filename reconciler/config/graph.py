@@ -620,6 +620,10 @@ class _GraphBuilder:
             self.problems.append(document.problem(
                 ("mirror_traffic",), f"mirror_traffic adds up to {sum(mirror.values())}%",
                 f"mirror at most {MAX_MIRROR_PERCENT}% of requests, as Azure ML allows"))
+        if len(mirror) > 1:
+            self.problems.append(document.problem(
+                ("mirror_traffic",), f"mirror_traffic names {len(mirror)} deployments ({', '.join(sorted(mirror))}): "
+                "Azure ML mirrors to one deployment only", "keep one of them"))
         for deployment in mirror:
             if traffic.get(deployment):
                 self.problems.append(document.problem(

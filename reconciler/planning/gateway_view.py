@@ -21,16 +21,26 @@ def gateway_view(deployment_spec: dict) -> dict[str, Any]:
     routes = deployment_spec.get("routes", DEPLOYMENT_DEFAULTS["routes"])
     scoring = routes.get("scoring", DEPLOYMENT_DEFAULTS["routes"]["scoring"])
     settings = {**DEPLOYMENT_DEFAULTS["request_settings"], **deployment_spec.get("request_settings", {})}
+    instances = deployment_spec.get("instance_count", DEPLOYMENT_DEFAULTS["instance_count"])
     return {
         "scoring_port": scoring["port"],
         "scoring_path": scoring["path"],
         "request_timeout_ms": settings["request_timeout_ms"],
+        "max_requests_in_flight": max_requests_in_flight(settings["max_concurrent_requests_per_instance"], instances),
         # What the endpoint's health supervisor probes (docker driver; swarm's tasks carry their
         # own health check, so there this only re-renders an unchanged gateway config).
         "health": {kind: {"route": routes.get(kind, DEPLOYMENT_DEFAULTS["routes"][kind]),
                           "probe": {**DEPLOYMENT_DEFAULTS[f"{kind}_probe"], **deployment_spec.get(f"{kind}_probe", {})}}
                    for kind in ("readiness", "liveness")},
     }
+
+
+def max_requests_in_flight(per_instance: int, instances: int) -> int:
+    """Requests a deployment holds at once before the gateway answers 429: Azure ML allows
+    2 x max_concurrent_requests_per_instance x instance_count (how-to-troubleshoot-online-endpoints,
+    "429 Too many pending requests"). A deployment scaled to 0 still takes one, so that a pinned
+    request gets the gateway's 502 (no server) rather than a 429 no limit could explain."""
+    return max(1, 2 * per_instance * instances)
 
 
 def view_changes(before_spec: dict | None, after_spec: dict | None) -> tuple[tuple[str, Any, Any], ...]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 from pathlib import Path
@@ -12,8 +13,12 @@ from click.testing import CliRunner
 from reconciler.cli.main import cli
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_IMAGE = "reconciler/demo-tfserving:latest"
-GATEWAY_IMAGE = "reconciler/gateway:latest"
+STACKS_DEMO_IMAGE = "reconciler/demo-tfserving:latest"
+# A variant under test (images/README.md): RECONCILER_DEMO_IMAGE is written into the copied
+# stacks that ask for it (StackRun.use_demo_image_under_test), RECONCILER_GATEWAY_IMAGE is
+# read by the drivers themselves.
+DEMO_IMAGE = os.environ.get("RECONCILER_DEMO_IMAGE", STACKS_DEMO_IMAGE)
+GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 LABEL_STACK = "org.reconciler.stack"
 
 
@@ -55,6 +60,13 @@ class StackRun:
         self.state = root / "state" / f"{self.name}.json"
         self.client = client
         self.runner = CliRunner()
+
+    def use_demo_image_under_test(self) -> "StackRun":
+        """The stack's documents name DEMO_IMAGE (a variant from RECONCILER_DEMO_IMAGE) for tests
+        that need what only a rebuilt demo image does."""
+        for document in self.dir.glob("*.yml"):
+            document.write_text(document.read_text().replace(STACKS_DEMO_IMAGE, DEMO_IMAGE))
+        return self
 
     def edit(self, file: str, old: str, new: str) -> None:
         path = self.dir / file

@@ -229,6 +229,11 @@ class SwarmStack:
 @pytest.fixture(scope="module")
 def stack(swarm, tmp_path_factory):
     run = SwarmStack(tmp_path_factory.mktemp("swarm"), swarm)
+    # Issue 15: each deployment holds 2 x mcr x instance_count requests (429 beyond); the Load's
+    # 4 threads fit on one instance with 2 x 4 x 1 = 8, whatever the split.
+    for document in ("blue.yml", "green.yml"):
+        path = run.dir / document
+        path.write_text(path.read_text() + "request_settings: {max_concurrent_requests_per_instance: 4}\n")
     try:
         yield run
     finally:
@@ -517,6 +522,30 @@ def test_new_scoring_route_replaces_the_deployment_under_load(stack):
     client = stack.client_for()
     assert client.predictions(deployment="blue") == [1.0, 2.0, 5.0]
     client.close()
+
+
+@pytest.mark.integration
+def test_request_semantics_are_the_docker_drivers(stack):
+    """Issue 15 on swarm, through the edge (the gateway template is shared; written by helper gw,
+    not run by it): 424 with the model's status, 408 after request_timeout_ms (green's default
+    5000 ms), x-request-id on every answer, the client's id echoed, metrics behind the key."""
+    client = stack.client_for()
+    try:
+        status, headers, body = client.score(deployment="green", headers={"x-demo-error-status": "503"})
+        assert status == 424 and headers["ms-azureml-model-error-statuscode"] == "503", (status, body)
+        assert headers["ms-azureml-model-error-reason"] == "Service Unavailable" and len(headers["x-request-id"]) == 32
+        status, headers, _ = client.score(deployment="green", headers={"x-ms-client-request-id": "swarm-1"})
+        assert status == 200 and headers["x-ms-client-request-id"] == "swarm-1"
+        started = time.monotonic()
+        status, headers, body = client.score(deployment="green", headers={"x-demo-scoring-delay": "7"})
+        assert status == 408 and 4.5 < time.monotonic() - started < 6.5, (status, body)
+        assert client.score(key="wrong", path="/metrics")[0] == 401
+        status, _, text = client.score(path="/metrics")
+        assert status == 200
+        assert b'reconciler_requests_total{endpoint="blue-green",deployment="green",status="424"} ' in text, text
+        assert b'reconciler_requests_in_flight{endpoint="blue-green",deployment="green"} ' in text
+    finally:
+        client.close()
 
 
 @pytest.mark.integration

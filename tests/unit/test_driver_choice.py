@@ -125,8 +125,11 @@ def test_plan_cli_names_the_driver_and_refuses_a_switch(demo_stack, tmp_path):
     # The gateway lists each container: it must learn of the new ones.
     ("docker", ["~ deployment.half-plus-two/tfserving (instance_count)",
                 "~ endpoint.half-plus-two [dependency-replaced]", "Plan: 0 to add, 2 to change, 0 to destroy."]),
-    # The gateway resolves the service's name: more replicas change nothing there.
-    ("swarm", ["~ deployment.half-plus-two/tfserving (instance_count)", "Plan: 0 to add, 1 to change, 0 to destroy."]),
+    # The gateway resolves the service's name, but holds 2 x 1 x instance_count requests in
+    # flight (issue 15): it is re-rendered for the limit only.
+    ("swarm", ["~ deployment.half-plus-two/tfserving (instance_count)",
+               "~ endpoint.half-plus-two (gateway.tfserving.max_requests_in_flight) [gateway-view-changed]",
+               "Plan: 0 to add, 2 to change, 0 to destroy."]),
 ])
 def test_scaling_re_points_the_gateway_only_where_it_lists_containers(demo_stack, driver, expected):
     state = applied(demo_stack, driver)

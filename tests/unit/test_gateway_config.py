@@ -135,3 +135,47 @@ def test_an_upstream_name_that_could_change_the_request_is_refused():
         record = deployment("deployment.ep/blue", "blue", name)
         with pytest.raises(UnsafeGatewayValue):
             render_gateway_config(ENDPOINT, deployment_routes("ep", {"deployment.ep/blue": record}), KEYS)
+
+
+# -- issue 15: Azure ML's request semantics per deployment ----------------------------------------
+def test_each_deployment_has_its_timeout_its_limit_and_a_hop_that_outlives_the_client():
+    from reconciler.planning.gateway_view import max_requests_in_flight
+    records = {f"deployment.ep/{n}": deployment(f"deployment.ep/{n}", n, f"{n}-0") for n in ("blue", "green")}
+    records["deployment.ep/green"].spec["request_settings"] = {"request_timeout_ms": 1500,
+                                                                "max_concurrent_requests_per_instance": 3}
+    records["deployment.ep/green"].spec["instance_count"] = 2
+    routes = deployment_routes("ep", records)
+    config = render_gateway_config(ENDPOINT, routes, KEYS)
+    assert max_requests_in_flight(3, 2) == 12 and max_requests_in_flight(1, 0) == 1
+    for name, timeout, limit in (("blue", 7000, 2), ("green", 1500, 12)):
+        route_id = routes[name]["id"]
+        client_hop = config.split(f"location = /-/deployment/d_{route_id} {{", 1)[1].split("\n        }", 1)[0]
+        assert f"proxy_read_timeout {timeout}ms;" in client_hop and "error_page 504 = @timed_out;" in client_hop
+        assert f"proxy_pass http://hop_d_{route_id};" in client_hop
+        hop = config.split(f"listen unix:/run/reconciler-d_{route_id}.sock;", 1)[1].split("\n    }\n", 1)[0]
+        assert f"limit_conn in_flight {limit};" in hop and "limit_conn_status 429;" in hop
+        assert "proxy_ignore_client_abort on;" in hop and "error_page 429 = @too_many;" in hop
+    assert "return 408 " in config and "proxy_read_timeout 1500ms;" in config
+
+
+def test_no_live_traffic_is_404_and_pinned_requests_are_never_mirrored():
+    config = render_gateway_config({**ENDPOINT, "traffic": {}}, {}, KEYS)
+    assert "sends no traffic to any deployment" not in config  # the 503 it was
+    assert 'return 404 "{\\"error\\": \\"endpoint ep sends no live traffic to any deployment\\"}";' in config
+    assert 'map $http_azureml_model_deployment $mirror_to {\n        "" $mirror_target;\n        default "";' in config
+
+
+def test_every_answer_carries_the_request_id_and_the_clients_id_when_plain():
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
+    config = render_gateway_config(ENDPOINT, deployment_routes("ep", records), KEYS)
+    returns = config.count("return 4") - config.count("return 429")  # the hop's 429 goes through the client hop
+    assert config.count("add_header x-request-id $request_id always;") >= returns
+    assert '"~^[A-Za-z0-9-]{1,100}\\\\z" $http_x_ms_client_request_id;' in config
+
+
+def test_a_hop_waits_long_enough_for_a_model_and_connects_within_the_request_timeout():
+    from reconciler.drivers.common.gateway import connect_timeout_ms
+    assert [connect_timeout_ms({"timeout_ms": t}) for t in (100, 1000, 5000, 180000)] == [100, 250, 1250, 2000]
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
+    config = render_gateway_config(ENDPOINT, deployment_routes("ep", records), KEYS)
+    assert "proxy_read_timeout 300000ms;" in config and "proxy_connect_timeout 1750ms;" in config

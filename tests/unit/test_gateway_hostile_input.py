@@ -10,6 +10,7 @@ gateway image parses every rendered config (`nginx -t`, all of them in one conta
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -38,8 +39,14 @@ NASTY = ['"', "'", ";", "{", "}", "$", "\\", "#", " ", "\n", "\r", "\t", "\x00",
          "/", "-", ":", "=", ",", ".", "é", "\u2028", "\ufeff"]
 WORDS = ["default", "include", "hostnames", "volatile", "$http_x", "${request_id}", "\\z", "~*x", "Bearer", "d_1",
          "$target", "server", "location", INJECTED_SERVER]
-LOCATIONS = ["location = /-/healthz {", "location = /score {", "location @try2 {", "location @try3 {",
-             "location = /-/mirror {", "location / {"]
+# The client-facing server's locations (one `= /-/deployment/d_ID` per deployment stands for
+# DEPLOYMENT_LOCATION), then each deployment's own hop server's (issue 15).
+LOCATIONS = ["location = /-/healthz {", "location = /score {", "location = /metrics {", "DEPLOYMENT_LOCATION",
+             "location @timed_out {", "location = /-/mirror {", "location / {"]
+HOP_LOCATIONS = ["location / {", "location @too_many {", "location @try2 {", "location @try3 {"]
+# Lua blocks hold static code only (the template prints them raw, no value reaches them but
+# through nginx variables): nginx's Lua module reads them with its own lexer, and so does this.
+LUA_BLOCK = re.compile(r"^([ ]*)(\w+_by_lua_block) \{\n.*?\n\1\}$", re.M | re.S)
 
 
 def hostile_text(min_size: int = 0) -> st.SearchStrategy[str]:
@@ -179,19 +186,28 @@ def map_entries(http: list, source: str, variable: str) -> dict[str, str]:
 
 def check_structure(text: str, graph) -> None:
     """Exactly the intended server, locations and values, whatever the names and paths were."""
+    text = LUA_BLOCK.sub(lambda match: f"{match[1]}{match[2]} (lua);", text)
+    deployments = {r.spec["name"]: r.spec for r in graph.by_kind("deployment")}
     lines = [line.strip() for line in text.splitlines()]
-    assert lines.count("server {") == 1
-    assert [line for line in lines if line.startswith("location")] == LOCATIONS
+    assert lines.count("server {") == 1 + len(deployments)
     tree = blocks(text)
     assert [head for head, children, *_ in tree if children is not None] == ["events", "http"]
     (http,) = [children for head, children, *_ in tree if head == "http"]
     servers = [children for head, children, *_ in http if head.startswith("server") and children is not None]
-    assert len(servers) == 1, f"{len(servers)} server blocks"
-    server = servers[0]
-    assert [head for head, children, *_ in server if children is not None] == [line[:-2] for line in LOCATIONS]
-    assert all(head.startswith(("map ", "split_clients ", "server")) for head, children, *_ in http
+    assert len(servers) == 1 + len(deployments), f"{len(servers)} server blocks"
+    client, hops = servers[0], servers[1:]
+    expected = [line[:-2] for line in LOCATIONS if line != "DEPLOYMENT_LOCATION"]
+    heads = [head for head, children, *_ in client if children is not None]
+    per_deployment = [head for head in heads if head.startswith("location = /-/deployment/d_")]
+    assert len(per_deployment) == len(deployments)
+    assert [head for head in heads if head not in per_deployment] == expected
+    assert heads[3:3 + len(deployments)] == per_deployment
+    for hop in hops:
+        assert [head for head, children, *_ in hop if children is not None] == [line[:-2] for line in HOP_LOCATIONS]
+        (listen,) = [words for head, children, *words in hop if children is None and head.startswith("listen ")]
+        assert re.fullmatch(r"listen unix:/run/reconciler-d_[0-9a-f]{10}\.sock", " ".join(listen[0]))
+    assert all(head.startswith(("map ", "split_clients ", "server", "upstream hop_d_")) for head, children, *_ in http
                if children is not None)
-    deployments = {r.spec["name"]: r.spec for r in graph.by_kind("deployment")}
     routes = map_entries(http, "$http_azureml_model_deployment", "$target")
     assert set(routes) == {""} | set(deployments) | {"(default)"} and routes["(default)"] == "unknown"
     paths = map_entries(http, "$target", "$target_path")
@@ -262,7 +278,7 @@ def test_the_findings_injected_server_is_refused_and_could_not_render_anyway():
     text = render_gateway_config(endpoint.spec, docker_routes("blue-green", records_of(graph, "docker")), KEYS)
     check_structure(text, graph)
     assert [line for line in text.splitlines() if "server_name evil" in line] == \
-        [f'        d_{docker_routes("blue-green", records_of(graph, "docker"))["blue"]["id"]} {nginx_string(INJECTED_SERVER)};'] * 2
+        [f'        d_{docker_routes("blue-green", records_of(graph, "docker"))["blue"]["id"]} {nginx_string(INJECTED_SERVER)};']
     # As the old renderer pasted it: the structure check sees the second server.
     pasted = text.replace(nginx_string(INJECTED_SERVER), f'"{INJECTED_SERVER}"')
     with pytest.raises(AssertionError):

@@ -104,7 +104,9 @@ CASES = [
     ("nothing changed", healthy(), None, "No changes. Your infrastructure matches the configuration."),
     ("scaled down by hand", [deployment(slots=(1,)), gateway(), edge()], None,
      f"missing {DEPLOYMENT}\nmissing {DEPLOYMENT}\n~ {DEPLOYMENT} (instance_count) [drifted]\n"
-     "Plan: 0 to add, 1 to change, 0 to destroy."),
+     # The limit in flight follows instance_count (issue 15): restoring the count re-renders.
+     "~ endpoint.ep (gateway.blue.max_requests_in_flight) [gateway-view-changed]\n"
+     "Plan: 0 to add, 2 to change, 0 to destroy."),
     ("scaled up by hand", [deployment(slots=(1, 2, 3, 4)), gateway(), edge()], None,
      f"orphan {DEPLOYMENT}~orphan-{STRAY}\n- {DEPLOYMENT}~orphan-{STRAY}\nPlan: 0 to add, 0 to change, 1 to destroy."),
     ("a slot's task on its way up is not drift", [deployment(live_slots={1: "running", 2: "starting",
@@ -112,7 +114,8 @@ CASES = [
      "No changes. Your infrastructure matches the configuration."),
     ("service removed by hand", [gateway(), edge()], None,
      f"missing {DEPLOYMENT}\nmissing {DEPLOYMENT}\nmissing {DEPLOYMENT}\n~ {DEPLOYMENT} (instance_count) [drifted]\n"
-     "Plan: 0 to add, 1 to change, 0 to destroy."),
+     "~ endpoint.ep (gateway.blue.max_requests_in_flight) [gateway-view-changed]\n"
+     "Plan: 0 to add, 2 to change, 0 to destroy."),
     ("image changed by hand", [deployment(image="other:2"), gateway(), edge()], None,
      f"changed {DEPLOYMENT} [replace]\nchanged {DEPLOYMENT} [replace]\nchanged {DEPLOYMENT} [replace]\n"
      f"-/+ {DEPLOYMENT} (image) [drifted]\n~ endpoint.ep [dependency-replaced]\nPlan: 1 to add, 1 to change, 1 to destroy."),

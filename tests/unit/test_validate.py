@@ -227,3 +227,16 @@ def test_public_examples_without_models_say_model_path_not_found():
     problems = problems_of(CORPUS, MODEL_VERSION="1")
     assert any("tfserving-deployment.yml:7: model.path: model path './half_plus_two' not found" in p
                for p in problems)
+
+
+def test_mirrored_traffic_goes_to_one_deployment_only(tmp_path):
+    """Issue 15: Azure ML mirrors to one deployment (how-to-safely-rollout-online-endpoints)."""
+    stack = tmp_path / "blue-green"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "stacks" / "blue-green", stack)
+    (stack / "canary.yml").write_text((stack / "green.yml").read_text().replace("name: green", "name: canary", 1))
+    edit(stack, "endpoint.yml", "  blue: 90\n  green: 10", "  blue: 100\nmirror_traffic:\n  green: 10\n  canary: 10")
+    assert problems_of(stack) == [
+        f"{stack / 'endpoint.yml'}:7: mirror_traffic: mirror_traffic names 2 deployments (canary, green): "
+        "Azure ML mirrors to one deployment only (keep one of them)"]
+    edit(stack, "endpoint.yml", "  canary: 10", "  canary: 0")
+    load_stack(stack, {})  # a 0% entry mirrors nothing

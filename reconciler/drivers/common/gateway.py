@@ -39,7 +39,9 @@ from reconciler.tokens import new_token_secret
 
 GATEWAY_IMAGE = os.environ.get("RECONCILER_GATEWAY_IMAGE", "reconciler/gateway:latest")
 GATEWAY_PORT = 8080
-DEFAULT_READ_TIMEOUT_MS = 5000
+# How long a deployment's hop waits for its model after the client got its 408: the request
+# keeps its in-flight slot until then (Azure ML counts a request until the model finishes).
+MIN_HOLD_MS = 300_000
 # Servers of one deployment tried per request (the first picked at random): as many as nginx's
 # proxy_next_upstream_tries allowed with the former upstream blocks.
 MAX_TRIES = 3
@@ -203,8 +205,9 @@ def serving_records(endpoint: str, records: dict) -> dict[str, object]:
 
 
 def serving_routes(endpoint: str, records: dict, upstream: Callable[[object, int], dict | None]) -> dict[str, dict]:
-    """{deployment name: {id, scoring_path, timeout_ms, **upstream(record, scoring port)}} for
-    the serving deployments of `endpoint`; one whose upstream is None (nothing runs) is left out."""
+    """{deployment name: {id, scoring_path, timeout_ms, max_in_flight, **upstream(record, scoring
+    port)}} for the serving deployments of `endpoint`; one whose upstream is None (nothing runs)
+    is left out."""
     routes = {}
     for name, record in sorted(serving_records(endpoint, records).items()):
         view = gateway_view(record.spec)
@@ -212,7 +215,8 @@ def serving_routes(endpoint: str, records: dict, upstream: Callable[[object, int
         if servers:
             routes[name] = {"id": hashlib.sha256(name.encode()).hexdigest()[:10],
                             **servers, "scoring_path": view["scoring_path"],
-                            "timeout_ms": view["request_timeout_ms"]}
+                            "timeout_ms": view["request_timeout_ms"],
+                            "max_in_flight": view["max_requests_in_flight"]}
     return routes
 
 
@@ -222,7 +226,15 @@ def _with_server_maps(route: dict) -> dict:
     of them in rotation: inline on swarm, the first content of the included file on docker."""
     servers = [upstream_server(s) for s in route.get("servers") or [route["server"]]]
     maps = rotation_maps(route["id"], servers, MAX_TRIES)
-    return {**route, "servers": servers, "server_maps": NginxText(textwrap.indent(maps, "    ").rstrip("\n"))}
+    return {**route, "servers": servers, "server_maps": NginxText(textwrap.indent(maps, "    ").rstrip("\n")),
+            "hold_ms": max(MIN_HOLD_MS, 2 * route["timeout_ms"]), "connect_timeout_ms": connect_timeout_ms(route)}
+
+
+def connect_timeout_ms(route: dict) -> int:
+    """How long a hop waits for one server's connection: a quarter of the request timeout (2 s
+    at most, 100 ms at least), so that a stopped instance still cached in DNS leaves time for
+    the next one."""
+    return min(2000, max(100, route["timeout_ms"] // 4))
 
 
 def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker",
@@ -235,11 +247,9 @@ def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, s
     {certificate, key} paths inside the gateway (None: plain http)."""
     traffic = [(name, percent) for name, percent in sorted(spec["traffic"].items()) if name in routes]
     mirror = [(name, percent) for name, percent in sorted(spec["mirror_traffic"].items()) if name in routes]
-    read_timeout = max([r["timeout_ms"] for r in routes.values()] or [DEFAULT_READ_TIMEOUT_MS])
     deployments = {name: _with_server_maps(route) for name, route in routes.items()}
     return template("reconciler.drivers.common", "gateway.conf.j2").render(
         endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
         keys=[keys["primary"], keys["secondary"]], auth_mode=spec["auth_mode"],
         token_secret=keys.get("token") if spec["auth_mode"] == "aml_token" else None,
-        read_timeout_ms=read_timeout, driver=driver, max_tries=MAX_TRIES, rotation_dir=rotation_dir,
-        tls=tls, listen_port=GATEWAY_PORT)
+        driver=driver, max_tries=MAX_TRIES, rotation_dir=rotation_dir, tls=tls, listen_port=GATEWAY_PORT)

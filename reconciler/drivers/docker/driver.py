@@ -319,7 +319,8 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         if record.address.kind == "environment":
             return [(f"build of {record.spec['image']}", builds.read_log(record))]
         result = []
-        for instance in record.outputs.get("instances", []):
+        # An endpoint's one container is its gateway; a deployment's are its instances.
+        for instance in record.outputs.get("instances", []) or filter(None, [record.outputs.get("gateway")]):
             try:
                 text = self.client.containers.get(instance["id"]).logs(tail=lines).decode("utf-8", "replace")
             except docker.errors.NotFound:
