@@ -171,9 +171,36 @@ def _fuzzy(version: str) -> str:
     return "==" + version if version.count(".") >= 2 else f"=={version}.*"
 
 
+# The first release of each package whose wheels work with numpy 2. conda-forge's builds of
+# older releases pin numpy<2 (their run_exports), which conda honours; their PyPI wheels declare
+# no upper bound, so pip would pair them with numpy 2 and the import fails ("numpy.dtype size
+# changed"). Azure ML's inference-schema example (scikit-learn=1.2.2, numpy unpinned) is one.
+NUMPY2_ABI_SINCE = {"scikit-learn": (1, 4, 2), "scipy": (1, 13, 0), "pandas": (2, 2, 2)}
+
+
+def _pinned_version(requirement: str, name: str) -> tuple[int, ...] | None:
+    match = re.fullmatch(re.escape(name) + r"==(\d+(?:\.\d+)*)(?:\.\*)?", requirement)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def numpy_abi_bound(requirements: list[str]) -> list[str]:
+    """`numpy<2` when a pinned package predates numpy 2 and the conda file does not pin numpy."""
+    if any(r.startswith("numpy") and r[5:6] in ("", "=", "<", ">", "!", "~", "[") and r != "numpy"
+           for r in requirements):
+        return []
+    for name, since in NUMPY2_ABI_SINCE.items():
+        version = next((v for r in requirements if (v := _pinned_version(r, name))), None)
+        if version is not None and version < since:
+            return ["numpy<2"]
+    return []
+
+
 def conda_requirements(conda: CondaFile) -> list[str]:
-    """The conda packages with a PyPI namesake, as pip requirements."""
-    return [r for r in map(pip_requirement, conda.packages) if r]
+    """The conda packages with a PyPI namesake, as pip requirements (with the numpy bound conda
+    would have applied to packages built before numpy 2)."""
+    found = [r for r in map(pip_requirement, conda.packages) if r]
+    bound = numpy_abi_bound(found)
+    return [r for r in found if not (bound and r == "numpy")] + bound
 
 
 def requirements(conda: CondaFile) -> list[str]:

@@ -373,11 +373,13 @@ EXAMPLES: tuple[Example, ...] = (
                 set={"model": "azureml:azureml-infschema:1234", "endpoint_name": "endpt-moe-1234"})
             for flavour in ("standard", "numpy", "pandas")),
         created_endpoint="endpt-moe-1234",
-        images=INFERENCE_MAP, expect=Plans(),
-        note="all three deployments the script creates in turn. Applied, their init() fails: the conda file pins "
-             "scikit-learn=1.2.2 and leaves numpy open, which conda solves with a numpy 1 and pip with numpy 2, "
-             "against which scikit-learn 1.2.2's extensions were not built (`numpy.dtype size changed`); with "
-             "numpy<2 they answer (tests/integration/test_scoring_examples.py)"),
+        images=INFERENCE_MAP,
+        expect=Answers("endpt-moe-1234", "sample-inputs/standard.json", IRIS_ANSWER, deployment="infsrv-standard",
+                       also=(("infsrv-numpy", "sample-inputs/numpy.json", IRIS_ANSWER),
+                             ("infsrv-pandas", "sample-inputs/pandas.json", IRIS_ANSWER))),
+        note="all three deployments the script creates in turn, by header; the conda file pins scikit-learn=1.2.2 "
+             "and leaves numpy open: pip is given numpy<2, as conda-forge's scikit-learn 1.2.2 requires "
+             "(its wheel on PyPI does not say so)"),
     Example(
         id="moe-minimal-single-model-registered", title="managed/minimal/single-model-registered",
         script="deploy-moe-minimal-single-model-registered.sh", kind=SCRIPT,

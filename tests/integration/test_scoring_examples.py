@@ -1,11 +1,9 @@
-"""The public scoring-script examples answer their sample inputs through their endpoints (issue
-14), on the real Docker Engine: inference-schema (standard, numpy, pandas) and binary payloads
-(a file in, a file out; then, the scoring script changed, files in, JSON out). The minimal
-custom containers built from their own Dockerfiles are conformance entries
-(tests/conformance/conformance_examples.py).
-
-binary payloads' environment is built by reconciler from its conda file; inference-schema's
-image is built by the test with numpy<2 (see its test).
+"""The public binary-payloads example answers through its endpoint (issue 14), on the real
+Docker Engine: a file in, a file out; then, the scoring script changed, files in, JSON out. Its
+environment is built by reconciler from its conda file. It is here and not only a conformance
+entry because its requests are multipart uploads, which `reconciler invoke` does not send.
+inference-schema and the minimal custom containers built from their own Dockerfiles are
+conformance entries (tests/conformance/conformance_examples.py).
 """
 from __future__ import annotations
 
@@ -16,22 +14,13 @@ import uuid
 
 import pytest
 
-from scoring import INFERENCE_BASE, ExampleStack, build_image, inference_base_or_skip, map_azureml_images, with_image
+from scoring import ExampleStack, inference_base_or_skip, map_azureml_images
 
 pytestmark = pytest.mark.integration
-
-# iris.pkl (a scikit-learn 1.2.2 tree, as the example's conda file pins) on the two flowers of
-# every sample input: a Virginica and, with its odd petal width, a Setosa.
-IRIS_ANSWER = {"Category": ["Virginica", "Setosa"]}
-
 
 @pytest.fixture(scope="module")
 def base(docker_client):
     return inference_base_or_skip(docker_client)
-
-
-def image_with(client, packages: str, name: str) -> str:
-    return build_image(client, f"FROM {INFERENCE_BASE}\nRUN pip install -q {packages}\n", name=name)
 
 
 def post(stack, endpoint: str, body: bytes, content_type: str, deployment: str = "") -> tuple[int, str, bytes]:
@@ -73,28 +62,6 @@ def created_endpoint(stack, name: str) -> None:
     (stack.dir / "endpoint.yml").write_text(
         "$schema: https://azuremlschemas.azureedge.net/latest/managedOnlineEndpoint.schema.json\n"
         f"name: {name}\nauth_mode: key\n")
-
-
-def test_inference_schema_standard_numpy_and_pandas_answer_their_sample_inputs(tmp_path, docker_client, base):
-    # Built by the test, not from env.yml: it pins scikit-learn 1.2.2 and leaves numpy open, which
-    # pip resolves to numpy 2, against which scikit-learn 1.2.2 was not built (conda picks numpy 1).
-    image = image_with(docker_client, '"numpy<2" scikit-learn==1.2.2 "pandas<2.2" joblib '
-                                      '"inference-schema[numpy-support,pandas-support]"', "infschema")
-    flavours = ("standard", "numpy", "pandas")
-    stack = ExampleStack(tmp_path, docker_client, "managed/inference-schema",
-                         ["model.yml"] + [f"deployment-{f}.yml" for f in flavours], assets=True,
-                         fill={"<endpoint_name>": "endpt-infschema"})
-    created_endpoint(stack, "endpt-infschema")
-    for flavour in flavours:
-        with_image(stack.dir / f"deployment-{flavour}.yml", image)
-    try:
-        stack.apply()
-        for flavour in flavours:
-            body = (stack.dir / "sample-inputs" / f"{flavour}.json").read_bytes()
-            status, _, answer = post(stack, "endpt-infschema", body, "application/json", f"infsrv-{flavour}")
-            assert status == 200 and json.loads(answer) == IRIS_ANSWER, (flavour, status, answer)
-    finally:
-        stack.cleanup()
 
 
 def test_binary_payloads_answer_a_file_and_then_json(tmp_path, docker_client, base):

@@ -67,6 +67,20 @@ def test_conda_match_specs_become_pip_requirements(spec, requirement):
     assert pip_requirement(CondaPackage(spec, _conda_name(spec), 1)) == requirement
 
 
+@pytest.mark.parametrize("packages, expected", [
+    # inference-schema's example: conda-forge's scikit-learn 1.2.2 pins numpy<2; its wheel does not.
+    (["scikit-learn=1.2.2", "numpy", "pandas"], ["scikit-learn==1.2.2", "pandas", "numpy<2"]),
+    (["scipy=1.10", "pandas"], ["scipy==1.10.*", "pandas", "numpy<2"]),
+    (["scikit-learn=1.7.0", "numpy"], ["scikit-learn==1.7.0", "numpy"]),
+    (["scikit-learn=1.2.2", "numpy=1.26.4"], ["scikit-learn==1.2.2", "numpy==1.26.4"]),
+    (["scikit-learn"], ["scikit-learn"]),
+])
+def test_packages_built_before_numpy_2_keep_conda_forges_numpy_bound(packages, expected):
+    from reconciler.config.conda import conda_requirements
+    text = "dependencies:\n" + "".join(f"  - {p}\n" for p in packages)
+    assert conda_requirements(parse_conda(text)) == expected
+
+
 def test_the_quickstart_conda_file_translates_to_its_pypi_packages():
     quickstart = CONDA.replace("  - pip:\n    - tomli==2.0.1\n", "  - scikit-learn=1.7.0\n  - pip:\n"
                                "    - azureml-inference-server-http==1.4.1\n    - inference-schema[numpy-support]\n")
