@@ -59,6 +59,9 @@ class Answers:
     deployment: str = ""  # sent with azureml-model-deployment (the endpoint sends no live traffic)
     also: tuple = ()      # further (deployment, request, expected) the same stack answers
     torchserve_archive: str = ""  # a stand-in under the stack the test replaces by a tiny real TorchServe archive
+    # Not JSON but files, as the script's `curl -F FIELD=@FILE` sends them (`invoke` sends JSON
+    # only, as `az ml online-endpoint invoke` does): (FIELD, FILE under the stack, ...).
+    upload: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -361,10 +364,14 @@ EXAMPLES: tuple[Example, ...] = (
         kind=SCRIPT, stack="managed/cf-binary-payloads", assets="managed/binary-payloads",
         documents=(Doc("managed/binary-payloads/binary-payloads-deployment.yml",
                        set={"endpoint_name": "endpt-moe-1",
-                            "code_configuration.scoring_script": "single-file-to-file-score.py"}),),
-        created_endpoint="endpt-moe-1", images=INFERENCE_MAP, expect=Plans(),
-        note="answers a multipart upload with a resized JPEG (not JSON, so not `invoke`): "
-             "tests/integration/test_scoring_examples.py sends it"),
+                            "code_configuration.scoring_script": "multi-file-to-json-score.py"}),),
+        created_endpoint="endpt-moe-1", images=INFERENCE_MAP,
+        expect=Answers("endpt-moe-1", "input.jpg", {"response": [{"filename": "input.jpg", "size": [512, 340]},
+                                                                 {"filename": "input.jpg", "size": [512, 340]}]},
+                       upload=("file[]", "input.jpg", "input.jpg")),
+        note="at the script's second step (`--set code_configuration.scoring_script=multi-file-to-json-score.py`), "
+             "files sent as its `curl -F file[]=@...` sends them; its first step (a resized JPEG back) is "
+             "tests/integration/test_scoring_examples.py's"),
     Example(
         id="moe-inference-schema", title="managed/inference-schema", script="deploy-moe-inference-schema.sh",
         kind=SCRIPT, stack="managed/cf-inference-schema", assets="managed/inference-schema",

@@ -79,6 +79,12 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
         assert planned.exit_code == 0, planned.output
         applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
         assert applied.exit_code == 0, applied.output
+        if expect.upload:
+            answer = upload(state, expect.endpoint, expect.upload[0], [stack / name for name in expect.upload[1:]])
+            assert answer == expect.expected, answer
+            record(example, "answers", f"`curl -F {expect.upload[0]}=@{expect.upload[1]} ...` (multipart) answers "
+                                       f"`{json.dumps(expect.expected)}`")
+            return
         for deployment, request, expected in ((expect.deployment, expect.request, expect.expected),) + expect.also:
             header = ("--deployment", deployment) if deployment else ()
             invoked = run("invoke", expect.endpoint, "--request-file", str(stack / request), "--state", str(state),
@@ -109,6 +115,23 @@ def test_apply_fails(example, online, tmp_path, record, docker_client):
         if state.exists():
             destroyed = run("destroy", str(stack), "--state", str(state), "--auto-approve", *variables(example))
             assert destroyed.exit_code == 0, destroyed.output
+
+def upload(state: Path, endpoint: str, field: str, files: list[Path]):
+    """POST FILES as multipart/form-data to ENDPOINT's scoring URI with its key (what the script's
+    `curl -F FIELD=@FILE -H "Authorization: Bearer $KEY" $SCORING_URL` does); the JSON answer."""
+    import urllib.request
+    import uuid
+    [outputs] = [r["outputs"] for r in json.loads(state.read_text())["records"] if r["address"] == f"endpoint.{endpoint}"]
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{path.name}\"\r\n"
+                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + path.read_bytes() + b"\r\n"
+                    for path in files) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(outputs["scoring_uri"], data=body, method="POST", headers={
+        "Authorization": f"Bearer {outputs['keys']['primary']}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
 
 def tiny_archive_in_place_of(client, target: Path, tmp_path: Path) -> None:
     """A tiny real TorchServe archive named like `target` (its model: tests/integration/torchserve)."""
