@@ -107,6 +107,8 @@ class Trials:
             ids |= {i["id"] for i in record["outputs"].get("instances", [])}
             if record["outputs"].get("gateway"):
                 ids.add(record["outputs"]["gateway"]["id"])
+            # The endpoint's health supervisor (probe and restarter containers).
+            ids |= {item["id"] for item in (record["outputs"].get("health") or {}).values() if item}
         return ids
 
     def labelled_ids(self) -> set[str]:

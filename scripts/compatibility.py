@@ -31,12 +31,14 @@ script deploys it: the documents it uses, the placeholders and names it fills in
 that `../model-1/...` paths resolve, and an image map where the image is built by `az acr build` or
 pulled from a registry (`reconciler/demo-tfserving:latest`, the offline TF Serving stand-in). Results:
 
-- **answers**: plans, applies, and `reconciler invoke` with the example's sample request gets the
-  expected answer through the endpoint's gateway (needs Docker);
+- **answers**: plans, applies, and `reconciler invoke` with the example's sample request (or, where
+  the script sends files with `curl -F`, the same multipart upload) gets the expected answer through
+  the endpoint's gateway (needs Docker);
 - **plans**: `reconciler plan --no-refresh` exits 0;
 - **refused**: `validate` and `plan` both exit 1 with the same located problems; the reason is the
   precise one (`file:line: field: message (what to do)`), and the count says how many there are in
-  all (one per unsupported feature and document).
+  all (one per unsupported feature and document); or, for an image the stack builds, `apply`
+  fails with the build's reason and changes nothing else.
 
 {summary}
 
@@ -68,7 +70,8 @@ def table(outcomes: dict[str, dict], commit: str) -> str:
         counts[result] = counts.get(result, 0) + 1
         reason = outcome["detail"]
         if result == "refused":
-            reason = code(reason) + (f" ({example.expect.count} problems in all)" if example.expect.count > 1 else "")
+            count = getattr(example.expect, "count", 1)  # an apply that fails has one reason
+            reason = code(reason) + (f" ({count} problems in all)" if count > 1 else "")
         elif result == "plans" and reason:
             reason = f"warns: {code(reason)}"
         reason = "; ".join(part for part in (reason, example.note) if part)
