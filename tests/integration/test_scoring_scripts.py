@@ -38,6 +38,12 @@ def quickstart(tmp_path_factory, docker_client):
     stack = ExampleStack(tmp_path_factory.mktemp("quickstart"), docker_client, "managed/sample",
                          ["endpoint.yml", "blue-deployment.yml", "green-deployment.yml"])
     (stack.dir / "endpoint.yml").write_text((stack.dir / "endpoint.yml").read_text() + "traffic: {blue: 100}\n")
+    # Room for the load test's connections: Azure ML's default (1 request per instance, 2 x that
+    # in flight) answers 429 beyond 2 concurrent requests, as the gateway now does.
+    for name in ("blue-deployment.yml", "green-deployment.yml"):
+        path = stack.dir / name
+        path.write_text(path.read_text().rstrip("\n") + "\nrequest_settings:\n"
+                        f"  max_concurrent_requests_per_instance: {LOAD_CONNECTIONS}\n")
     map_azureml_images(stack)
     try:
         stack.apply()
@@ -143,14 +149,14 @@ def test_moving_traffic_from_blue_to_green_under_load_fails_no_request(quickstar
         for traffic in ("{blue: 90, green: 10}", "{blue: 0, green: 100}"):
             set_traffic(stack, traffic)
         output, _ = load.communicate(timeout=300)
+        codes = {code: int(count) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
+        assert codes == {"200": LOAD_REQUESTS} and "Error distribution" not in output, output
+        code, answer = stack.invoke("my-endpoint", stack.online / "model-1" / "sample-request.json")
+        assert code == 0 and json.loads(answer) == MODEL_2_ANSWER
     finally:
         if load.poll() is None:
             load.kill()
-    codes = {code: int(count) for code, count in re.findall(r"\[(\d{3})\]\s+(\d+) responses", output)}
-    assert codes == {"200": LOAD_REQUESTS} and "Error distribution" not in output, output
-    code, answer = stack.invoke("my-endpoint", stack.online / "model-1" / "sample-request.json")
-    assert code == 0 and json.loads(answer) == MODEL_2_ANSWER
-    set_traffic(stack, "{blue: 100}")
+        set_traffic(stack, "{blue: 100}")  # as the module's other tests expect it
 
 
 def test_a_scoring_script_whose_init_raises_fails_its_step_and_the_old_deployment_serves(quickstart):
