@@ -1,2 +1,2 @@
 """Fixtures for tests on the real Docker Engine (see harness.py)."""
-from harness import blue_green, docker_client, stack  # noqa: F401
+from harness import blue_green, docker_client, hey, stack  # noqa: F401

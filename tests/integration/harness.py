@@ -116,3 +116,12 @@ def blue_green(tmp_path, docker_client):
     run = StackRun(tmp_path, docker_client, "blue-green")
     yield run
     run.cleanup()
+
+
+@pytest.fixture
+def hey():
+    """Debian's hey: a load client that does not retry, for the zero-failed-requests tests."""
+    path = shutil.which("hey")
+    if path is None:
+        pytest.skip("hey is not installed (scripts/setup.sh installs Debian's hey)")
+    return path

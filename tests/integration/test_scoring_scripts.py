@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -126,14 +125,6 @@ def test_the_quickstart_answers_with_the_models_predictions(quickstart):
             environment_variables["AZUREML_MODEL_DIR"]) == \
         ("/var/azureml-app/onlinescoring/", "score.py", "/var/azureml-app/azureml-models/blue-model/1")
     assert stack.plan("--detailed-exitcode").exit_code == 0
-
-
-@pytest.fixture
-def hey():
-    path = shutil.which("hey")
-    if path is None:
-        pytest.skip("hey is not installed (scripts/setup.sh installs Debian's hey)")
-    return path
 
 
 def test_moving_traffic_from_blue_to_green_under_load_fails_no_request(quickstart, hey):

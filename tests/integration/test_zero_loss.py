@@ -9,7 +9,6 @@ nginx workers close idle connections, and a request sent on one just then is los
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import time
 
@@ -28,14 +27,6 @@ def allow_all_connections_in_flight(stack) -> None:
     for document in ("blue.yml", "green.yml"):
         path = stack.dir / document
         path.write_text(path.read_text() + "request_settings: {max_concurrent_requests_per_instance: 16}\n")
-
-
-@pytest.fixture
-def hey():
-    path = shutil.which("hey")
-    if path is None:
-        pytest.skip("hey is not installed (scripts/setup.sh installs Debian's hey)")
-    return path
 
 
 def start_load(hey: str, stack, body_path) -> subprocess.Popen:
