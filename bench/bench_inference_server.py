@@ -17,7 +17,6 @@ Everything the bench makes is labelled or named after its own run and removed at
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import re
 import secrets
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import docker
 
+from bench_rollout import answers
 from benchmarks_md import publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,19 +44,6 @@ POLL = 0.01
 WAIT_LIMIT = 180.0
 BENCH_LABEL = "org.reconciler.bench"
 PROBE = "readiness_probe:\n  initial_delay: 0\n  period: 1\n  failure_threshold: 120\n"
-
-
-def ready(host: str) -> bool:
-    connection = http.client.HTTPConnection(host, 5001, timeout=1)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        response.read()
-        return response.status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
 
 
 def server_start(client: docker.DockerClient, image: str, online: Path, network: str, run_id: str) -> float:
@@ -77,7 +64,7 @@ def server_start(client: docker.DockerClient, image: str, online: Path, network:
             if host is None:
                 networks = client.api.inspect_container(container.id)["NetworkSettings"]["Networks"] or {}
                 host = (networks.get(network) or {}).get("IPAddress") or None
-            if host and ready(host):
+            if host and answers(host, 5001, "/"):  # the inference server's readiness route
                 return time.perf_counter() - started
             time.sleep(POLL)
         raise RuntimeError(f"the inference server did not answer GET / within {WAIT_LIMIT} s:\n"

@@ -59,10 +59,11 @@ def run(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> float:
     return elapsed
 
 
-def answers(host: str) -> bool:
-    connection = http.client.HTTPConnection(host, PORT, timeout=1)
+def answers(host: str, port: int = PORT, path: str = READY_PATH) -> bool:
+    """Whether GET http://HOST:PORT/PATH answers 200 within a second (a readiness poll)."""
+    connection = http.client.HTTPConnection(host, port, timeout=1)
     try:
-        connection.request("GET", READY_PATH)
+        connection.request("GET", path)
         response = connection.getresponse()
         response.read()
         return response.status == 200
