@@ -170,7 +170,13 @@ def measure_latency(gateway_port: int, key: str, direct_port: int, n: int) -> di
         gc.enable()
         direct.close()
         gateway.close()
-    result = {"n": n, "blocks": block, "wall": wall, "stats": {}}
+    return with_latency_stats({"n": n, "blocks": block, "wall": wall}, samples)
+
+
+def with_latency_stats(result: dict, samples: dict[str, list[int]]) -> dict:
+    """`result` with each path's percentiles, mean and max (ms, from ns samples) and the
+    gateway's overhead over direct per percentile."""
+    result["stats"] = {}
     for name, values in samples.items():
         values.sort()
         result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
@@ -216,14 +222,9 @@ def measure_concurrent(gateway_port: int, key: str, direct_port: int, concurrenc
         for name in (("direct", "gateway") if blocks % 2 == 0 else ("gateway", "direct")):
             samples[name] += hey_latencies(*urls[name], concurrency, size)
         blocks += 1
-    result = {"n": n, "blocks": blocks, "block": block, "wall": time.monotonic() - started, "stats": {},
-              "concurrency": concurrency, "errors": {name: HEY_ERRORS.pop(urls[name][0], 0) for name in urls}}
-    for name, values in samples.items():
-        values.sort()
-        result["stats"][name] = {**{p: percentile(values, p) / 1e6 for p in PERCENTILES},
-                                 "mean": sum(values) / len(values) / 1e6, "max": values[-1] / 1e6}
-    result["overhead"] = {p: result["stats"]["gateway"][p] - result["stats"]["direct"][p] for p in PERCENTILES}
-    return result
+    return with_latency_stats({"n": n, "blocks": blocks, "block": block, "wall": time.monotonic() - started,
+                               "concurrency": concurrency,
+                               "errors": {name: HEY_ERRORS.pop(urls[name][0], 0) for name in urls}}, samples)
 
 
 # -- rollout ---------------------------------------------------------------------------------
