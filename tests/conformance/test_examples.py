@@ -4,6 +4,7 @@ applies and answers its sample request through the endpoint; or validate and pla
 with located problems, one of them the precise one named."""
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -72,7 +73,7 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
     expect: Answers = example.expect
     stack = assemble(example, online)
     state = tmp_path / "state.json"
-    try:
+    with destroyed_afterwards(example, stack, state):
         if expect.torchserve_archive:
             tiny_archive_in_place_of(docker_client, stack / expect.torchserve_archive, tmp_path)
         planned = plan(example, stack, state)
@@ -93,10 +94,6 @@ def test_answers_through_the_endpoint(example, online, tmp_path, record, docker_
             assert json.loads(invoked.output) == expected, (deployment, request)
         record(example, "answers", f"`invoke {expect.endpoint} --request-file {expect.request}` answers "
                                    f"`{json.dumps(expect.expected)}`")
-    finally:
-        if state.exists():
-            destroyed = run("destroy", str(stack), "--state", str(state), "--auto-approve", *variables(example))
-            assert destroyed.exit_code == 0, destroyed.output
 
 
 @pytest.mark.integration
@@ -105,16 +102,24 @@ def test_apply_fails(example, online, tmp_path, record, docker_client):
     expect: ApplyFails = example.expect
     stack = assemble(example, online)
     state = tmp_path / "state.json"
-    try:
+    with destroyed_afterwards(example, stack, state):
         planned = plan(example, stack, state)
         assert planned.exit_code == 0, planned.output
         applied = run("apply", str(stack), "--state", str(state), "--auto-approve", *variables(example))
         assert applied.exit_code == 1 and expect.fragment in applied.output, applied.output
         record(example, "refused", f"apply fails: `{expect.fragment}`")
+
+
+@contextlib.contextmanager
+def destroyed_afterwards(example, stack: Path, state: Path):
+    """Whatever the test found, what it applied is destroyed (and the destroy must succeed)."""
+    try:
+        yield
     finally:
         if state.exists():
             destroyed = run("destroy", str(stack), "--state", str(state), "--auto-approve", *variables(example))
             assert destroyed.exit_code == 0, destroyed.output
+
 
 def upload(state: Path, endpoint: str, field: str, files: list[Path]):
     """POST FILES as multipart/form-data to ENDPOINT's scoring URI with its key (what the script's
