@@ -194,3 +194,43 @@ def test_scale_down_under_load_drops_no_request(blue_green):
         worker.join()
     assert failures == [] and successes[0] > 100
     assert len(blue_green.containers(**{"org.reconciler.address": "deployment.blue-green/blue"})) == 1
+
+
+def exec_creations(docker_client, container_id: str, since: float, until: float) -> list[str]:
+    """The commands the engine ran inside `container_id` between `since` and `until`."""
+    events = docker_client.events(since=int(since), until=int(until) + 1, decode=True,
+                                  filters={"container": container_id, "event": "exec_create"})
+    return [event["Actor"]["Attributes"].get("execID", "") for event in events
+            if since <= event["timeNano"] / 1e9 <= until]
+
+
+def test_a_gateway_re_point_is_one_engine_exec(blue_green, docker_client):
+    """Issue 16: the reload (check, name wait, graceful reload, drain wait) is one exec into the
+    gateway, not one per step plus a poll every 50 ms."""
+    blue_green.apply()
+    (gateway,) = blue_green.containers(**{"org.reconciler.role": "gateway"})
+    blue_green.edit("endpoint.yml", "  blue: 90\n  green: 10", "  blue: 0\n  green: 100")
+    began = time.time()
+    result = blue_green.apply()
+    ended = time.time()
+    assert "Resources: 0 added, 1 changed, 0 destroyed." in result.output
+    assert len(exec_creations(docker_client, gateway.id, began, ended)) == 1
+    assert served_by(client_for(blue_green), 50) == Counter({"green": 50})
+
+
+def connected_unix_sockets(gateway) -> int:
+    """Connected unix sockets in the gateway (/proc/net/unix, state 03): the master's channel to
+    its one worker (a socket pair) and both ends of each open connection to a deployment's hop,
+    idle kept-alive ones included (accepted sockets show no path, so all are counted)."""
+    table = gateway.exec_run(["cat", "/proc/net/unix"]).output.decode().splitlines()[1:]
+    return sum(1 for line in table if line.split()[5] == "03")
+
+
+def test_the_hop_keeps_its_connections_between_requests(blue_green):
+    """Issue 15: a request's second hop (to its deployment's unix socket, the 429 limit) reuses
+    a kept-alive connection instead of connecting and accepting again each time."""
+    blue_green.apply()
+    (gateway,) = blue_green.containers(**{"org.reconciler.role": "gateway"})
+    assert served_by(client_for(blue_green), 30, deployment="blue") == Counter({"blue": 30})
+    channel = 2
+    assert connected_unix_sockets(gateway) >= channel + 2  # an idle kept-alive hop connection, both ends

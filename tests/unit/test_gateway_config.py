@@ -179,3 +179,17 @@ def test_a_hop_waits_long_enough_for_a_model_and_connects_within_the_request_tim
     records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
     config = render_gateway_config(ENDPOINT, deployment_routes("ep", records), KEYS)
     assert "proxy_read_timeout 300000ms;" in config and "proxy_connect_timeout 1750ms;" in config
+
+
+def test_the_second_hop_keeps_its_connections_and_retries_only_a_closed_idle_one():
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
+    routes = deployment_routes("ep", records)
+    config = render_gateway_config(ENDPOINT, routes, KEYS)
+    route_id = routes["blue"]["id"]
+    upstream = config.split(f"upstream hop_d_{route_id} {{", 1)[1].split("}", 1)[0]
+    assert "keepalive 32;" in upstream
+    hop = config.split(f"listen unix:/run/reconciler-d_{route_id}.sock;", 1)[1].split("\n    }\n", 1)[0]
+    assert "keepalive_timeout 60s;" in hop  # the http level's 0 would close each one after a request
+    client_hop = config.split(f"location = /-/deployment/d_{route_id} {{", 1)[1].split("\n        }", 1)[0]
+    assert "proxy_next_upstream error non_idempotent;" in client_hop and "proxy_next_upstream_tries 2;" in client_hop
+    assert 'proxy_set_header Connection "";' in client_hop  # its own proxy_set_header drop the http level's

@@ -1,0 +1,231 @@
+"""Benchmark: what the gateway's added latency is made of (issue 15). Side effects: a stack on
+the local Docker Engine, destroyed at the end; the section "## Gateway latency, cause by cause
+(issue 15)" of BENCHMARKS.md.
+
+Applies stacks/blue-green as bench_gateway.py does (blue published on 127.0.0.1 for the direct
+path), then rewrites the running gateway's nginx.conf into variants, each one change away from
+what reconciler renders, reloads it, and measures it with hey at concurrency 1 and 8: blocks that
+alternate gateway and direct (blue's container), so each variant's overhead is against direct
+measured in the same minutes. Variants that drop a behaviour (no second hop: no 429 limit; no
+Lua: no metrics or 424) are measurements only, never configs reconciler writes. Then times the
+gateway's re-point (`_reload_nginx`: check, reload, drain wait) against the former sequence of
+separate engine calls.
+
+    python bench/bench_gateway_causes.py [--requests 1000] [--blocks 2] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import docker
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
+import bench_gateway as bench  # noqa: E402
+from benchmarks_md import publish  # noqa: E402
+
+from reconciler.drivers.docker import gateway as docker_gateway  # noqa: E402
+
+SECTION = "## Gateway latency, cause by cause (issue 15)"
+ACCESS_LOG = re.compile(r"access_log /dev/stdout reconciler_json[^;]*;")
+LUA_PHASES = re.compile(r"\n\s*(?:log|access|header_filter)_by_lua_block \{[^}]*\}")
+HOP_KEEPALIVE = re.compile(r"\n\s*keepalive \d+;")
+HOP_PASS = re.compile(r"proxy_pass http://hop_d_\w+;")
+MODEL_PASS = "proxy_pass http://$target_server$target_path;"
+
+
+def client_keepalive(text: str) -> str:
+    return text.replace("keepalive_timeout 0;", "keepalive_timeout 65s;")
+
+
+def no_hop_keepalive(text: str) -> str:
+    return HOP_KEEPALIVE.sub("", text)
+
+
+def no_second_hop(text: str) -> str:
+    return HOP_PASS.sub(MODEL_PASS, text)
+
+
+def no_lua(text: str) -> str:
+    return ACCESS_LOG.sub("access_log off;", LUA_PHASES.sub("", text))
+
+
+def no_access_log(text: str) -> str:
+    return ACCESS_LOG.sub("access_log off;", text)
+
+
+def two_workers(text: str) -> str:
+    return text.replace("worker_processes 1;", "worker_processes 2;")
+
+
+def model_keepalive(model: str):
+    """Kept-alive connections from the hop to blue: a static upstream (resolved when nginx
+    loads the config, which is why reconciler does not write one: a stopped deployment would
+    keep the gateway from starting)."""
+    def change(text: str) -> str:
+        upstream = f"    upstream model_keepalive {{\n        server {model};\n        keepalive 16;\n    }}\n"
+        text = text.replace("    upstream hop_d_", upstream + "    upstream hop_d_", 1)
+        return text.replace(MODEL_PASS, "proxy_pass http://model_keepalive$target_path;")
+    return change
+
+
+def variants(model: str) -> list[tuple[str, object, bool]]:
+    """(what, config change, over the bridge): (a)-(e) of issue 15's brief, and (f)."""
+    same = lambda text: text  # noqa: E731
+    keep_model = model_keepalive(model)
+    return [
+        ("as rendered (hop keep-alive, client `Connection: close`)", same, False),
+        ("(a) client keep-alive on (`keepalive_timeout 65s`)", client_keepalive, False),
+        ("(b) both paths to container IPs (no docker-proxy)", same, True),
+        ("(a)+(b)", client_keepalive, True),
+        ("(c) no keep-alive to the hop (before this change)", no_hop_keepalive, False),
+        ("(c) no second hop (no 429 limit: measurement only)", no_second_hop, False),
+        ("(d) no Lua phases, no access log (measurement only)", no_lua, False),
+        ("(d) no access log", no_access_log, False),
+        ("(e) worker_processes 2", two_workers, False),
+        ("(f) keep-alive hop -> model (static upstream)", keep_model, False),
+        ("(a)+(f)", lambda text: keep_model(client_keepalive(text)), False),
+    ]
+
+
+def address(container) -> str:
+    return next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+
+
+class Gateway:
+    """The stack's running gateway: its config file and a reload that waits for the drain."""
+
+    def __init__(self, client: docker.DockerClient, stack: bench.Stack, outputs: dict) -> None:
+        self.container = client.containers.get(outputs["gateway"]["id"])
+        (self.config,) = stack.state.parent.glob(f"gateways/*/{bench.ENDPOINT}/nginx.conf")
+        self.rendered = self.config.read_text()
+        self.outputs = outputs
+
+    def load(self, text: str) -> None:
+        docker_gateway.write_config(self.config.parent, text)
+        docker_gateway._reload_nginx(self.container, self.config.parent, {"name": bench.ENDPOINT}, self.outputs,
+                                     None, [])
+
+    def former_reload(self) -> None:
+        """The re-point before issue 16: `nginx -t`, `getent`, the worker pids, `nginx -s reload`
+        as separate engine calls, then worker pids every 50 ms until the old ones are gone."""
+        workers = ["sh", "-c", "for p in /proc/[0-9]*; do grep -qa 'nginx: worker[ ]process' $p/cmdline "
+                               "2>/dev/null && echo ${p#/proc/}; done; true"]
+        run = self.container.exec_run
+        run(["nginx", "-t", "-q", "-c", docker_gateway.CONFIG_FILE])
+        old = set(run(workers).output.decode().split())
+        run(["nginx", "-s", "reload", "-c", docker_gateway.CONFIG_FILE])
+        deadline = time.monotonic() + docker_gateway.DRAIN_TIMEOUT_SECONDS
+        while time.monotonic() < deadline and old & set(run(workers).output.decode().split()):
+            time.sleep(0.05)
+
+
+def measure(urls: dict, concurrency: int, n: int, blocks: int) -> dict:
+    for url in urls.values():
+        bench.hey_latencies(*url, concurrency, 100)
+    samples: dict[str, list[int]] = {"direct": [], "gateway": []}
+    for block in range(blocks):
+        for name in (("direct", "gateway") if block % 2 == 0 else ("gateway", "direct")):
+            samples[name] += bench.hey_latencies(*urls[name], concurrency, n // blocks)
+    return bench.with_latency_stats({"load": os.getloadavg()[0]}, samples)
+
+
+def reload_times(gateway: Gateway, rounds: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"one exec (now)": [], "separate engine calls (before)": []}
+    for _ in range(rounds):
+        for name, reload in (("one exec (now)", lambda: gateway.load(gateway.rendered)),
+                             ("separate engine calls (before)", gateway.former_reload)):
+            started = time.monotonic()
+            reload()
+            times[name].append(time.monotonic() - started)
+    return times
+
+
+def section(info: dict) -> str:
+    rows = []
+    for what, by_concurrency in info["variants"].items():
+        cells = []
+        for concurrency in bench.CONCURRENCY:
+            result = by_concurrency[concurrency]
+            cells.append(f"{result['overhead'][50]:+.2f} | {result['overhead'][99]:+.2f} | "
+                         f"{result['stats']['direct'][99]:.2f} | {result['load']:.1f}")
+        rows.append(f"| {what} | " + " | ".join(cells) + " |")
+    reloads = "\n".join(f"| {name} | {statistics.median(values) * 1e3:.0f} | {max(values) * 1e3:.0f} |"
+                        for name, values in info["reloads"].items())
+    table = "\n".join(rows)
+    return f"""{SECTION}
+
+`python bench/bench_gateway_causes.py` — measured {info['date']} on {info['machine']}; load average
+{info['loadavg']} at the start (other helpers' work shared the 2 cores: compare rows with each other,
+not with other runs). Each row is the running gateway's config one change away from what reconciler
+renders, reloaded, then {info['n']:,} hey requests per path and concurrency in {info['blocks']} blocks alternating
+gateway and direct (blue's container through its published port, i.e. through docker-proxy like the
+gateway's own port, unless the row says otherwise). Overhead = gateway - direct, milliseconds;
+"load" = 1-minute load average after the row.
+
+| variant | c=1 +p50 | c=1 +p99 | c=1 direct p99 | load | c=8 +p50 | c=8 +p99 | c=8 direct p99 | load |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{table}
+
+The gateway's re-point after a change (`reload` in drivers/docker/gateway.py: `nginx -t`, the name
+wait, the graceful reload and the wait until the old workers are gone), {info['rounds']} rounds, milliseconds:
+
+| re-point | median | max |
+|---|---:|---:|
+{reloads}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", "-n", type=int, default=1000, help="timed requests per path, variant, concurrency")
+    parser.add_argument("--blocks", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=10, help="re-points timed per way")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    client = docker.from_env()
+    info = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": bench.machine(client),
+            "loadavg": " / ".join(f"{v:.2f}" for v in os.getloadavg()), "n": args.requests,
+            "blocks": args.blocks, "rounds": args.rounds, "variants": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="reconciler-bench-gwc-"))
+    stack = bench.Stack(workdir)
+    try:
+        stack.apply()
+        records = stack.records()
+        outputs = records[f"endpoint.{bench.ENDPOINT}"]["outputs"]
+        blue = records[f"deployment.{bench.ENDPOINT}/blue"]["outputs"]["instances"][0]
+        gateway = Gateway(client, stack, outputs)
+        blue_container = client.containers.get(blue["id"])
+        headers = {"Authorization": f"Bearer {outputs['keys']['primary']}", "azureml-model-deployment": "blue"}
+        try:
+            for what, change, bridge in variants(f"{blue_container.name}:8501"):
+                gateway.load(change(gateway.rendered))
+                urls = {"direct": (f"http://{address(blue_container)}:8501{bench.DIRECT_PATH}" if bridge else
+                                   f"http://127.0.0.1:{blue['ports']['8501']}{bench.DIRECT_PATH}", {}),
+                        "gateway": (f"http://{address(gateway.container)}:8080/score" if bridge else
+                                    f"http://127.0.0.1:{outputs['port']}/score", headers)}
+                info["variants"][what] = {c: measure(urls, c, args.requests, args.blocks) for c in bench.CONCURRENCY}
+                print(what, {c: {p: round(v, 2) for p, v in r["overhead"].items()}
+                             for c, r in info["variants"][what].items()}, flush=True)
+        finally:
+            gateway.load(gateway.rendered)
+        info["reloads"] = reload_times(gateway, args.rounds)
+    finally:
+        stack.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+    publish(SECTION, section(info), not args.no_write)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
