@@ -234,3 +234,19 @@ def test_the_hop_keeps_its_connections_between_requests(blue_green):
     assert served_by(client_for(blue_green), 30, deployment="blue") == Counter({"blue": 30})
     channel = 2
     assert connected_unix_sockets(gateway) >= channel + 2  # an idle kept-alive hop connection, both ends
+
+
+def open_connections_to(gateway, port: int) -> int:
+    """The gateway's established TCP connections to `port` (/proc/net/tcp: state 01)."""
+    table = gateway.exec_run(["cat", "/proc/net/tcp"]).output.decode().splitlines()[1:]
+    return sum(1 for line in table if line.split()[2].endswith(f":{port:04X}") and line.split()[3] == "01")
+
+
+def test_the_gateway_keeps_its_connections_to_a_model_between_requests(blue_green):
+    """Issue 15: the hop's requests to a model reuse kept-alive connections (names still
+    resolved per request) instead of a new connection, and a new server thread, per request."""
+    blue_green.apply()
+    (gateway,) = blue_green.containers(**{"org.reconciler.role": "gateway"})
+    client = client_for(blue_green)
+    assert served_by(client, 30, deployment="blue") == Counter({"blue": 30})
+    assert open_connections_to(gateway, 8501) >= 1  # idle for less than the upstream's 1 s keepalive_timeout

@@ -73,7 +73,9 @@ def test_one_template_for_containers_and_services_both_resolved_per_request():
     assert docker == render_gateway_config(ENDPOINT, containers, KEYS)
     for config in (docker, swarm):
         assert "upstream d_" not in config and "resolver 127.0.0.11 valid=1s ipv6=off;" in config
-        assert "proxy_pass http://$target_server$target_path;" in config
+        # Resolved in Lua per try (kept-alive connections need an upstream block, issue 15).
+        assert 'reconciler_models.choose("target_server")' in config and 'socket:setpeername("127.0.0.11", 53)' in config
+        assert "proxy_pass http://reconciler_models$target_path;" in config and "$target_server$target_path" not in config
     only_docker = set(docker.splitlines()) - set(swarm.splitlines())
     assert {line.strip() for line in only_docker} == {
         '# Rendered by reconciler for endpoint "ep" (docker driver); do not edit (changes show up as drift).',

@@ -206,7 +206,7 @@ def check_structure(text: str, graph) -> None:
         assert [head for head, children, *_ in hop if children is not None] == [line[:-2] for line in HOP_LOCATIONS]
         (listen,) = [words for head, children, *words in hop if children is None and head.startswith("listen ")]
         assert re.fullmatch(r"listen unix:/run/reconciler-d_[0-9a-f]{10}\.sock", " ".join(listen[0]))
-    assert all(head.startswith(("map ", "split_clients ", "server", "upstream hop_d_")) for head, children, *_ in http
+    assert all(head.startswith(("map ", "split_clients ", "server", "upstream hop_d_", "upstream reconciler_models")) for head, children, *_ in http
                if children is not None)
     routes = map_entries(http, "$http_azureml_model_deployment", "$target")
     assert set(routes) == {""} | set(deployments) | {"(default)"} and routes["(default)"] == "unknown"

@@ -47,6 +47,8 @@ MIN_HOLD_MS = 300_000
 MAX_TRIES = 3
 # Idle kept-alive connections each gateway worker keeps to a deployment's hop (its unix socket).
 HOP_KEEPALIVE = 32
+# Idle kept-alive connections each gateway worker keeps to the models, all deployments together.
+MODEL_KEEPALIVE = 64
 # A key in an `Authorization: Bearer KEY` header: the URL-safe alphabet of `secrets.token_urlsafe`.
 KEY_GRAMMAR = re.compile(r"[A-Za-z0-9_-]{1,256}")
 # host:port of an upstream: a DNS name (labels of at most 63 characters, or it never resolves).
@@ -254,4 +256,4 @@ def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, s
         endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
         keys=[keys["primary"], keys["secondary"]], auth_mode=spec["auth_mode"],
         token_secret=keys.get("token") if spec["auth_mode"] == "aml_token" else None,
-        driver=driver, max_tries=MAX_TRIES, hop_keepalive=HOP_KEEPALIVE, rotation_dir=rotation_dir, tls=tls, listen_port=GATEWAY_PORT)
+        driver=driver, max_tries=MAX_TRIES, hop_keepalive=HOP_KEEPALIVE, model_keepalive=MODEL_KEEPALIVE, rotation_dir=rotation_dir, tls=tls, listen_port=GATEWAY_PORT)
