@@ -401,9 +401,11 @@ def concurrent_section(results: list[dict]) -> str:
     parts = [f"""### Latency overhead at concurrency {", ".join(str(r["concurrency"]) for r in results)} (issue 15)
 
 With the request semantics on (per-deployment hop over a unix socket with its in-flight limit,
-x-request-id, the JSON access log line and the Lua metrics of every request): `hey -c C` (Go,
-keep-alive where the server allows it; the gateway answers `Connection: close`, so its clients
-pay a connect per request), N = {results[0]['n']:,} requests per path and concurrency, in blocks of
+x-request-id, the JSON access log line and the Lua metrics of every request), every connection
+kept alive: the client's (by the gateway's edge, which a route change does not reload), the
+edge's to the routing nginx, the hop's and the model's. `hey -c C` (Go, keep-alive on both
+paths). What each part costs: "Gateway latency, cause by cause (issue 15)".
+N = {results[0]['n']:,} requests per path and concurrency, in blocks of
 at least {results[0]['block']:,} that alternate which path goes first, after {WARMUP} warm-up
 requests per path. Milliseconds:
 """]

@@ -39,21 +39,31 @@ from reconciler.drivers.docker import gateway as docker_gateway  # noqa: E402
 SECTION = "## Gateway latency, cause by cause (issue 15)"
 ACCESS_LOG = re.compile(r"access_log /dev/stdout reconciler_json[^;]*;")
 LUA_PHASES = re.compile(r"\n\s*(?:log|access|header_filter)_by_lua_block \{[^}]*\}")
-HOP_KEEPALIVE = re.compile(r"\n\s*keepalive \d+;")
+HOP_KEEPALIVE = re.compile(r"(server unix:/run/reconciler-d_\w+\.sock;)\n\s*keepalive \d+;")
 HOP_PASS = re.compile(r"proxy_pass http://hop_d_\w+;")
-MODEL_PASS = "proxy_pass http://$target_server$target_path;"
+MODEL_TRY = re.compile(r'reconciler_models\.choose\("(target_server\d?)"\)\n(\s*)\}\n(\s*)proxy_pass http://reconciler_models\$target_path;')
 
 
-def client_keepalive(text: str) -> str:
-    return text.replace("keepalive_timeout 0;", "keepalive_timeout 65s;")
+def same(text: str) -> str:
+    return text
+
+
+def no_client_keepalive(edge: str) -> str:
+    return edge.replace("keepalive_timeout 75s;", "keepalive_timeout 0;")
 
 
 def no_hop_keepalive(text: str) -> str:
-    return HOP_KEEPALIVE.sub("", text)
+    return HOP_KEEPALIVE.sub(r"\1", text)
+
+
+def no_model_keepalive(text: str) -> str:
+    """Each try's proxy_pass to its server's name, resolved by nginx per request (before)."""
+    return MODEL_TRY.sub(lambda m: f'reconciler_models.choose("{m[1]}")\n{m[2]}}}\n{m[3]}proxy_pass http://${m[1]}$target_path;', text)
 
 
 def no_second_hop(text: str) -> str:
-    return HOP_PASS.sub(MODEL_PASS, text)
+    """The client-facing location straight to the model: no 429 limit (measurement only)."""
+    return HOP_PASS.sub("proxy_pass http://$target_server$target_path;", text)
 
 
 def no_lua(text: str) -> str:
@@ -68,33 +78,21 @@ def two_workers(text: str) -> str:
     return text.replace("worker_processes 1;", "worker_processes 2;")
 
 
-def model_keepalive(model: str):
-    """Kept-alive connections from the hop to blue: a static upstream (resolved when nginx
-    loads the config, which is why reconciler does not write one: a stopped deployment would
-    keep the gateway from starting)."""
-    def change(text: str) -> str:
-        upstream = f"    upstream model_keepalive {{\n        server {model};\n        keepalive 16;\n    }}\n"
-        text = text.replace("    upstream hop_d_", upstream + "    upstream hop_d_", 1)
-        return text.replace(MODEL_PASS, "proxy_pass http://model_keepalive$target_path;")
-    return change
-
-
-def variants(model: str) -> list[tuple[str, object, bool]]:
-    """(what, config change, over the bridge): (a)-(e) of issue 15's brief, and (f)."""
-    same = lambda text: text  # noqa: E731
-    keep_model = model_keepalive(model)
+def variants() -> list[tuple[str, object, object, bool]]:
+    """(what, routing config change, edge config change, over the bridge): (a)-(f) of issue 15's
+    brief, each undoing one thing of what reconciler renders or removing one feature."""
     return [
-        ("as rendered (hop keep-alive, client `Connection: close`)", same, False),
-        ("(a) client keep-alive on (`keepalive_timeout 65s`)", client_keepalive, False),
-        ("(b) both paths to container IPs (no docker-proxy)", same, True),
-        ("(a)+(b)", client_keepalive, True),
-        ("(c) no keep-alive to the hop (before this change)", no_hop_keepalive, False),
-        ("(c) no second hop (no 429 limit: measurement only)", no_second_hop, False),
-        ("(d) no Lua phases, no access log (measurement only)", no_lua, False),
-        ("(d) no access log", no_access_log, False),
-        ("(e) worker_processes 2", two_workers, False),
-        ("(f) keep-alive hop -> model (static upstream)", keep_model, False),
-        ("(a)+(f)", lambda text: keep_model(client_keepalive(text)), False),
+        ("as rendered (client, hop and model connections kept alive)", same, same, False),
+        ("(a) no client keep-alive (edge `keepalive_timeout 0`, as before)", same, no_client_keepalive, False),
+        ("(b) both paths to container IPs (no docker-proxy)", same, same, True),
+        ("(c) no keep-alive to the hop (as before)", no_hop_keepalive, same, False),
+        ("(c) no second hop (no 429 limit: measurement only)", no_second_hop, same, False),
+        ("(d) no Lua phases, no access log (measurement only)", no_lua, same, False),
+        ("(d) no access log", no_access_log, same, False),
+        ("(e) routing nginx with worker_processes 2", two_workers, same, False),
+        ("(f) no keep-alive to the model (as before)", no_model_keepalive, same, False),
+        ("(a)+(c)+(f): no connection kept alive (as before, plus the edge's pass)",
+         lambda text: no_model_keepalive(no_hop_keepalive(text)), no_client_keepalive, False),
     ]
 
 
@@ -108,19 +106,24 @@ class Gateway:
     def __init__(self, client: docker.DockerClient, stack: bench.Stack, outputs: dict) -> None:
         self.container = client.containers.get(outputs["gateway"]["id"])
         (self.config,) = stack.state.parent.glob(f"gateways/*/{bench.ENDPOINT}/nginx.conf")
-        self.rendered = self.config.read_text()
+        self.edge = self.config.parent / docker_gateway.EDGE_CONFIG
+        self.rendered, self.rendered_edge = self.config.read_text(), self.edge.read_text()
         self.outputs = outputs
 
-    def load(self, text: str) -> None:
+    def load(self, text: str, edge: str | None = None) -> None:
+        edge = self.rendered_edge if edge is None else edge
+        reload_edge = edge != self.edge.read_text()
         docker_gateway.write_config(self.config.parent, text)
+        docker_gateway.write_config(self.config.parent, edge, docker_gateway.EDGE_CONFIG)
         docker_gateway._reload_nginx(self.container, self.config.parent, {"name": bench.ENDPOINT}, self.outputs,
-                                     None, [])
+                                     None, [], reload_edge)
 
     def former_reload(self) -> None:
         """The re-point before issue 16: `nginx -t`, `getent`, the worker pids, `nginx -s reload`
         as separate engine calls, then worker pids every 50 ms until the old ones are gone."""
-        workers = ["sh", "-c", "for p in /proc/[0-9]*; do grep -qa 'nginx: worker[ ]process' $p/cmdline "
-                               "2>/dev/null && echo ${p#/proc/}; done; true"]
+        workers = ["sh", "-c", "m=$(cat /run/nginx.pid); for p in /proc/[0-9]*; do grep -qa 'nginx: worker[ ]process' "
+                               "$p/cmdline 2>/dev/null && grep -q \"^PPid:[[:space:]]*$m\\$\" $p/status && "
+                               "echo ${p#/proc/}; done; true"]
         run = self.container.exec_run
         run(["nginx", "-t", "-q", "-c", docker_gateway.CONFIG_FILE])
         old = set(run(workers).output.decode().split())
@@ -168,7 +171,7 @@ def section(info: dict) -> str:
 `python bench/bench_gateway_causes.py` — measured {info['date']} on {info['machine']}; load average
 {info['loadavg']} at the start (other helpers' work shared the 2 cores: compare rows with each other,
 not with other runs). Each row is the running gateway's config one change away from what reconciler
-renders, reloaded, then {info['n']:,} hey requests per path and concurrency in {info['blocks']} blocks alternating
+renders (routing nginx.conf or the edge's edge.conf), reloaded, then {info['n']:,} hey requests per path and concurrency in {info['blocks']} blocks alternating
 gateway and direct (blue's container through its published port, i.e. through docker-proxy like the
 gateway's own port, unless the row says otherwise). Overhead = gateway - direct, milliseconds;
 "load" = 1-minute load average after the row.
@@ -208,8 +211,8 @@ def main() -> int:
         blue_container = client.containers.get(blue["id"])
         headers = {"Authorization": f"Bearer {outputs['keys']['primary']}", "azureml-model-deployment": "blue"}
         try:
-            for what, change, bridge in variants(f"{blue_container.name}:8501"):
-                gateway.load(change(gateway.rendered))
+            for what, change, change_edge, bridge in variants():
+                gateway.load(change(gateway.rendered), change_edge(gateway.rendered_edge))
                 urls = {"direct": (f"http://{address(blue_container)}:8501{bench.DIRECT_PATH}" if bridge else
                                    f"http://127.0.0.1:{blue['ports']['8501']}{bench.DIRECT_PATH}", {}),
                         "gateway": (f"http://{address(gateway.container)}:8080/score" if bridge else

@@ -23,8 +23,8 @@ class GatewayClient:
         if deployment:
             headers["azureml-model-deployment"] = deployment
         # No retry: a request lost to a closed connection is a failed request, as it is for a
-        # client that does not retry (the gateway answers `Connection: close`, so http.client
-        # opens a new connection for the next request by itself).
+        # client that does not retry (the gateway's edge keeps the connection alive across
+        # reloads; a gateway that answers `Connection: close` makes http.client reconnect).
         self.connection.request("POST", path, body=body, headers=headers)
         response = self.connection.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()

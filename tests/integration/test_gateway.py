@@ -1,6 +1,7 @@
 """Endpoint gateways on the real Docker Engine: key auth, traffic split, header routing, mirroring."""
 from __future__ import annotations
 
+import http.client
 import math
 import threading
 import time
@@ -8,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from gateway_client import GatewayClient
+from gateway_client import SAMPLE, GatewayClient
 
 pytestmark = pytest.mark.integration
 
@@ -218,12 +219,39 @@ def test_a_gateway_re_point_is_one_engine_exec(blue_green, docker_client):
     assert served_by(client_for(blue_green), 50) == Counter({"green": 50})
 
 
-def connected_unix_sockets(gateway) -> int:
-    """Connected unix sockets in the gateway (/proc/net/unix, state 03): the master's channel to
-    its one worker (a socket pair) and both ends of each open connection to a deployment's hop,
-    idle kept-alive ones included (accepted sockets show no path, so all are counted)."""
-    table = gateway.exec_run(["cat", "/proc/net/unix"]).output.decode().splitlines()[1:]
-    return sum(1 for line in table if line.split()[5] == "03")
+# Connected unix sockets of a master's workers (the pid file names the master): a worker's end
+# of its master's channel, plus its ends of connections. The routing worker holds its end of
+# each connection from the edge and both ends of each connection to a deployment's hop; the
+# edge's worker (when there is one) its end of each connection to the routing nginx.
+WORKER_SOCKETS = """
+import os, re, sys
+connected = {line.split()[6] for line in open("/proc/net/unix").readlines()[1:] if line.split()[5] == "03"}
+for pid_file in sys.argv[1:]:
+    try:
+        master = open(pid_file).read().strip()
+    except OSError:
+        print(0)
+        continue
+    count = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = open(f"/proc/{pid}/status").read()
+            if b"worker process" not in open(f"/proc/{pid}/cmdline", "rb").read() or f"PPid:\\t{master}\\n" not in status:
+                continue
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        count += sum(1 for link in links if re.fullmatch(r"socket:\\[(\\d+)\\]", link) and link[8:-1] in connected)
+    print(count - 1 if count else 0)
+"""
+
+
+def hop_connection_ends(gateway) -> int:
+    """Ends of connections to the deployments' hops: the routing worker's connection ends less
+    those that are the edge's connections."""
+    output = gateway.exec_run(["python3", "-c", WORKER_SOCKETS, "/run/nginx.pid", "/run/reconciler-edge.pid"])
+    routing, edge = (int(line) for line in output.output.decode().split())
+    return routing - edge
 
 
 def test_the_hop_keeps_its_connections_between_requests(blue_green):
@@ -232,8 +260,7 @@ def test_the_hop_keeps_its_connections_between_requests(blue_green):
     blue_green.apply()
     (gateway,) = blue_green.containers(**{"org.reconciler.role": "gateway"})
     assert served_by(client_for(blue_green), 30, deployment="blue") == Counter({"blue": 30})
-    channel = 2
-    assert connected_unix_sockets(gateway) >= channel + 2  # an idle kept-alive hop connection, both ends
+    assert hop_connection_ends(gateway) >= 2  # both ends of an idle kept-alive connection
 
 
 def open_connections_to(gateway, port: int) -> int:
@@ -250,3 +277,29 @@ def test_the_gateway_keeps_its_connections_to_a_model_between_requests(blue_gree
     client = client_for(blue_green)
     assert served_by(client, 30, deployment="blue") == Counter({"blue": 30})
     assert open_connections_to(gateway, 8501) >= 1  # idle for less than the upstream's 1 s keepalive_timeout
+
+
+def test_a_traffic_move_keeps_the_clients_connection_open(blue_green):
+    """Issue 15: the gateway keeps client connections alive (its edge never reloads for a
+    route change), and the next request on the same connection after a traffic move is routed
+    by the new split."""
+    blue_green.apply()
+    outputs = blue_green.endpoint("blue-green")
+    connection = http.client.HTTPConnection("127.0.0.1", outputs["port"], timeout=10)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {outputs['keys']['primary']}"}
+    try:
+        connection.request("POST", "/score", body=SAMPLE, headers={**headers, "azureml-model-deployment": "blue"})
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200 and not response.will_close
+        socket_before = connection.sock
+        blue_green.edit("endpoint.yml", "  blue: 90\n  green: 10", "  blue: 0\n  green: 100")
+        assert "Resources: 0 added, 1 changed, 0 destroyed." in blue_green.apply().output
+        for _ in range(20):
+            connection.request("POST", "/score", body=SAMPLE, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200 and response.getheader("azureml-model-deployment") == "green"
+        assert connection.sock is socket_before
+    finally:
+        connection.close()

@@ -2,9 +2,11 @@
 (#12 finding 11): hey, 16 connections, every request answered 200.
 
 hey reuses keep-alive connections and reports an EOF as an error rather than retrying, as many
-real clients do. Before the gateway stopped keeping idle client connections, each reload (a
+real clients do. When the reloaded nginx itself kept idle client connections, each reload (a
 traffic move, a replacement's re-point) cost such a client a request now and then: the old
-nginx workers close idle connections, and a request sent on one just then is lost.
+nginx workers close idle connections, and a request sent on one just then is lost. Since issue
+15 the gateway's edge keeps them (it is not reloaded) and retries a request that met a closed
+connection to the reloaded nginx, so hey runs here with its connections kept alive.
 """
 from __future__ import annotations
 

@@ -195,3 +195,30 @@ def test_the_second_hop_keeps_its_connections_and_retries_only_a_closed_idle_one
     client_hop = config.split(f"location = /-/deployment/d_{route_id} {{", 1)[1].split("\n        }", 1)[0]
     assert "proxy_next_upstream error non_idempotent;" in client_hop and "proxy_next_upstream_tries 2;" in client_hop
     assert 'proxy_set_header Connection "";' in client_hop  # its own proxy_set_header drop the http level's
+
+
+def test_the_docker_gateway_listens_through_an_edge_that_keeps_client_connections():
+    """Issue 15: the edge (its own nginx, never reloaded for a route change) has the port, the
+    TLS and client keep-alive; the routing config listens on a unix socket behind it."""
+    from reconciler.drivers.common.gateway import render_edge_config
+    from reconciler.drivers.docker import gateway as docker_gateway
+    tls = {"certificate": "/etc/reconciler/tls/endpoint.crt", "key": "/etc/reconciler/tls/endpoint.key"}
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0")}
+    routing = render_gateway_config(ENDPOINT, deployment_routes("ep", records), KEYS, routing_socket="/run/r.sock")
+    assert "listen unix:/run/r.sock default_server;" in routing and "listen 8080" not in routing
+    assert "ssl_certificate" not in routing and "keepalive_timeout 60s;" in routing.split("listen unix:/run/r.sock", 1)[1]
+    for certificate in (None, tls):
+        edge = render_edge_config("ep", "/run/r.sock", certificate)
+        assert "server unix:/run/r.sock;" in edge and "keepalive_timeout 75s;" in edge
+        assert "proxy_next_upstream error non_idempotent;" in edge and "pid /run/reconciler-edge.pid;" in edge
+        assert ("listen 8080 ssl default_server;" in edge) == bool(certificate)
+        assert ('ssl_certificate "/etc/reconciler/tls/endpoint.crt";' in edge) == bool(certificate)
+    assert docker_gateway.CONFIG_FILE in docker_gateway.START_SCRIPT
+    assert docker_gateway.EDGE_CONFIG_FILE in docker_gateway.START_SCRIPT
+
+
+def test_an_edge_socket_path_is_escaped_like_every_value():
+    import pytest
+    from reconciler.drivers.common.gateway import UnsafeGatewayValue, render_edge_config
+    with pytest.raises(UnsafeGatewayValue):
+        render_edge_config("ep", "/run/$x.sock")

@@ -363,3 +363,10 @@ def test_swarm_service_spec_carries_the_task_health_check():
     service = SwarmDriver(client=None)._service_spec(ctx, "deployment.ep/blue", spec, "h", "g1", "net")
     check = service["task_template"]["ContainerSpec"]["Healthcheck"]
     assert check["Retries"] == 3 and "/-/live" in check["Test"][1] and "/-/ready" in check["Test"][1]
+
+
+def test_the_probe_reloads_the_routing_nginx_never_the_gateways_edge():
+    from reconciler.drivers.docker.health_agent import is_routing_master
+    assert is_routing_master(b"nginx: master process nginx -c /etc/reconciler/nginx.conf -g daemon off;")
+    assert not is_routing_master(b"nginx: master process nginx -c /etc/reconciler/edge.conf -g daemon off;")
+    assert not is_routing_master(b"nginx: worker process")

@@ -49,6 +49,8 @@ MAX_TRIES = 3
 HOP_KEEPALIVE = 32
 # Idle kept-alive connections each gateway worker keeps to the models, all deployments together.
 MODEL_KEEPALIVE = 64
+# Idle kept-alive connections from the docker gateway's edge to its routing nginx.
+EDGE_KEEPALIVE = 64
 # A key in an `Authorization: Bearer KEY` header: the URL-safe alphabet of `secrets.token_urlsafe`.
 KEY_GRAMMAR = re.compile(r"[A-Za-z0-9_-]{1,256}")
 # host:port of an upstream: a DNS name (labels of at most 63 characters, or it never resolves).
@@ -242,13 +244,16 @@ def connect_timeout_ms(route: dict) -> int:
 
 
 def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, str], driver: str = "docker",
-                          rotation_dir: str | None = None, tls: dict[str, str] | None = None) -> str:
+                          rotation_dir: str | None = None, tls: dict[str, str] | None = None,
+                          routing_socket: str | None = None) -> str:
     """nginx.conf for the endpoint; traffic to deployments without servers is dropped. Each
     route has `servers` (or one `server`): names resolved through the engine's DNS per
     request. A docker deployment's containers are each a server; a swarm service is one name
     that resolves to all of its tasks. `rotation_dir`: where the gateway finds each
     deployment's rotation file (docker); None writes the server maps inline (swarm). `tls`:
-    {certificate, key} paths inside the gateway (None: plain http)."""
+    {certificate, key} paths inside the gateway (None: plain http). `routing_socket`: the unix
+    socket this config listens on behind an edge (render_edge_config), which then has the TLS;
+    None: it listens on GATEWAY_PORT itself."""
     traffic = [(name, percent) for name, percent in sorted(spec["traffic"].items()) if name in routes]
     mirror = [(name, percent) for name, percent in sorted(spec["mirror_traffic"].items()) if name in routes]
     deployments = {name: _with_server_maps(route) for name, route in routes.items()}
@@ -256,4 +261,14 @@ def render_gateway_config(spec: dict, routes: dict[str, dict], keys: dict[str, s
         endpoint=spec["name"], deployments=deployments, traffic=traffic, mirror=mirror,
         keys=[keys["primary"], keys["secondary"]], auth_mode=spec["auth_mode"],
         token_secret=keys.get("token") if spec["auth_mode"] == "aml_token" else None,
-        driver=driver, max_tries=MAX_TRIES, hop_keepalive=HOP_KEEPALIVE, model_keepalive=MODEL_KEEPALIVE, rotation_dir=rotation_dir, tls=tls, listen_port=GATEWAY_PORT)
+        driver=driver, max_tries=MAX_TRIES, hop_keepalive=HOP_KEEPALIVE, model_keepalive=MODEL_KEEPALIVE, rotation_dir=rotation_dir, tls=tls, listen_port=GATEWAY_PORT,
+        routing_socket=routing_socket)
+
+
+def render_edge_config(endpoint: str, routing_socket: str, tls: dict[str, str] | None = None) -> str:
+    """The docker gateway's edge (a second nginx in the gateway container): it listens on
+    GATEWAY_PORT (with TLS when `tls` has the paths), keeps clients' connections alive and passes
+    every request to the routing config listening on `routing_socket`. Nothing in it changes
+    with routes, so a traffic move never reloads it."""
+    return template("reconciler.drivers.common", "gateway_edge.conf.j2").render(
+        endpoint=endpoint, routing_socket=routing_socket, tls=tls, listen_port=GATEWAY_PORT, keepalive=EDGE_KEEPALIVE)

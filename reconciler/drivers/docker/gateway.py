@@ -5,7 +5,9 @@ keys; by identity, so stacks of one folder name sharing a state folder never sha
 keys also in `keys.json` there, which `state recover` reads back. The directory is
 bind-mounted so a rewritten file is seen by the container (on a remote engine, a volume
 refilled through the API from that directory: content_volumes.py); changes are
-applied with a graceful `nginx -s reload`, which never drops a connection. Deployments'
+applied with a graceful `nginx -s reload` of the routing nginx (nginx.conf). Clients connect to
+the container's edge (edge.conf, a second nginx that keeps their connections alive and is not
+reloaded by a route change; DESIGN.md, "The gateway"), so a reload loses no request. Deployments'
 container names are resolved per request through Docker's embedded DNS, so the gateway
 starts (after a reboot, a `docker restart`) and serves the healthy deployments while others
 are stopped.
@@ -29,7 +31,7 @@ from docker.types import Mount
 from reconciler.addresses import endpoint_address
 from reconciler.drivers.base import StepContext
 from reconciler.drivers.common.engine import EngineAddress, current_engine, free_host_port
-from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, text_digest
+from reconciler.drivers.common.gateway import GATEWAY_IMAGE, GATEWAY_PORT, render_edge_config, text_digest
 from reconciler.drivers.common.labels import LABEL_GENERATION, LABEL_ROLE, managed_labels, new_generation, owned_filter
 from reconciler.drivers.common.names import object_name
 from reconciler.config.settings import file_fingerprint
@@ -43,6 +45,28 @@ from reconciler.errors import DriverError
 
 CONFIG_DIR_IN_CONTAINER = "/etc/reconciler"
 CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/nginx.conf"
+EDGE_CONFIG = "edge.conf"
+EDGE_CONFIG_FILE = f"{CONFIG_DIR_IN_CONTAINER}/{EDGE_CONFIG}"
+# Where the routing nginx (nginx.conf) listens for its edge (edge.conf), which has the port.
+ROUTING_SOCKET = "/run/reconciler-gateway.sock"
+# The gateway container's command: the routing nginx, then (once it listens) the edge, each
+# its own master; the container ends (and its restart policy starts both again) when either
+# ends, and a stop asks both to finish their requests (QUIT). Bounded: 100 x 50 ms for the socket.
+START_SCRIPT = f"""
+nginx -c {CONFIG_FILE} -g 'daemon off;' & routing=$!
+polls=0
+while [ ! -S {ROUTING_SOCKET} ] && [ $polls -lt 100 ] && kill -0 $routing 2>/dev/null; do
+    sleep 0.05; polls=$((polls + 1))
+done
+nginx -c {EDGE_CONFIG_FILE} -g 'daemon off;' & edge=$!
+trap 'kill -QUIT $routing $edge 2>/dev/null' TERM INT QUIT
+while kill -0 $routing 2>/dev/null && kill -0 $edge 2>/dev/null; do
+    sleep 1 & wait $!
+done
+kill -QUIT $routing $edge 2>/dev/null
+wait
+exit 1
+"""
 DRAIN_TIMEOUT_SECONDS = 30
 RESOLVE_TIMEOUT_SECONDS = 5
 # The gateway runs as this user when reconciler runs as root (images/gateway makes it the
@@ -118,18 +142,19 @@ def keys_in_config(text: str) -> dict[str, str] | None:
     return {"primary": found[0], "secondary": found[1]} if len(found) == 2 else None
 
 
-def write_config(directory: Path, text: str) -> str:
-    """Write nginx.conf atomically; returns its digest, kept in state to notice hand edits."""
+def write_config(directory: Path, text: str, name: str = "nginx.conf") -> str:
+    """Write nginx.conf (or the edge's config) atomically; returns its digest, kept in state to
+    notice hand edits."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(directory, 0o700)
     fd, temp = tempfile.mkstemp(dir=directory, prefix=".nginx.", suffix=".tmp")
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
-    os.replace(temp, directory / "nginx.conf")
+    os.replace(temp, directory / name)
     uid, gid = gateway_user()
     if os.geteuid() == 0:
         # Readable by the gateway's non-root user only (it is the directory's owner).
-        for path in (directory, directory / "nginx.conf"):
+        for path in (directory, directory / name):
             os.chown(path, uid, gid)
     return text_digest(text)
 
@@ -147,10 +172,23 @@ TLS_IN_CONTAINER = {"certificate": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endp
                     "key": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.key"}
 
 
-def render(ctx: StepContext, spec: dict, keys: dict[str, str]) -> str:
+def render(ctx: StepContext, spec: dict, keys: dict[str, str], edge: bool = True) -> str:
+    """The routing config; `edge`: behind the edge (which listens and has the TLS), as every
+    gateway started since issue 15's latency work runs; False for an older gateway container,
+    whose nginx.conf still listens on the port itself."""
+    tls_paths = TLS_IN_CONTAINER if spec.get("tls") else None
     return render_gateway_config(spec, deployment_routes(spec["name"], ctx.records()), keys,
                                  rotation_dir=f"{CONFIG_DIR_IN_CONTAINER}/{supervisor.HEALTH_SUBDIR}",
-                                 tls=TLS_IN_CONTAINER if spec.get("tls") else None)
+                                 tls=None if edge else tls_paths, routing_socket=ROUTING_SOCKET if edge else None)
+
+
+def render_edge(spec: dict) -> str:
+    return render_edge_config(spec["name"], ROUTING_SOCKET, TLS_IN_CONTAINER if spec.get("tls") else None)
+
+
+def runs_edge(container) -> bool:
+    """Whether a gateway container was started with the edge (START_SCRIPT)."""
+    return EDGE_CONFIG_FILE in " ".join(container.attrs["Config"].get("Cmd") or [])
 
 
 def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
@@ -215,6 +253,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     engine = engine or current_engine()
     directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
+    write_config(directory, render_edge(spec), EDGE_CONFIG)
     served_tls = write_tls(directory, ctx, spec)
     supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     write_keys(directory, keys)
@@ -239,7 +278,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         remove_container(client, leftover.id, stop_timeout=1)
     try:
         container = client.containers.run(
-            GATEWAY_IMAGE, ["nginx", "-c", CONFIG_FILE, "-g", "daemon off;"], name=name, detach=True,
+            GATEWAY_IMAGE, ["sh", "-c", START_SCRIPT], name=name, detach=True,
             labels=managed_labels(ctx, address, spec_hash, **{LABEL_ROLE: "gateway",
                                                                       LABEL_GENERATION: generation}),
             ports={f"{GATEWAY_PORT}/tcp": (listen["address"], port)},
@@ -321,23 +360,29 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     force, the supervisor's outputs (`health`) and the TLS outputs (`tls`)."""
     directory = config_dir(ctx, spec["name"])
     previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
-    digest = write_config(directory, render(ctx, spec, outputs["keys"]))
+    container = client.containers.get(outputs["gateway"]["id"])
+    edge = runs_edge(container)
+    digest = write_config(directory, render(ctx, spec, outputs["keys"], edge))
+    edge_before = _edge_inputs(directory)
+    if edge:
+        write_config(directory, render_edge(spec), EDGE_CONFIG)
     served_tls = write_tls(directory, ctx, spec)
+    # The edge reloads (closing its idle client connections) only when its listener changes.
+    reload_edge = edge and _edge_inputs(directory) != edge_before
     config_volume = outputs["gateway"].get("config_volume")
     if not config_volume:
         supervisor.pause(client, outputs.get("health"))
     health_changed = supervisor.write_files(directory, ctx, spec["name"], gateway_user())
-    container = client.containers.get(outputs["gateway"]["id"])
     if config_volume:  # a remote engine's gateway: its files through the API, no supervisor
         _fill_config(client, config_volume, directory)
         try:
-            _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+            _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]), reload_edge)
         except DriverError:
             _fill_config(client, config_volume, directory)  # the previous config, restored here
             raise
         return digest, outputs.get("health", {}), served_tls
     try:
-        _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]))
+        _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]), reload_edge)
     finally:
         # The probe runs again either way (on the new files: a rejected config is restored,
         # the instances it watches are those state now records).
@@ -346,13 +391,24 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     return digest, health, served_tls
 
 
+def _edge_inputs(directory: Path) -> list[bytes | None]:
+    """What the edge reads: its config and the TLS files."""
+    def content(path: Path) -> bytes | None:
+        try:
+            return path.read_bytes()
+        except OSError:
+            return None
+    return [content(directory / EDGE_CONFIG), *(content(directory / TLS_SUBDIR / name)
+                                                for name in ("endpoint.crt", "endpoint.key"))]
+
+
 def _reload_nginx(container, directory: Path, spec: dict, outputs: dict, previous: str | None,
-                  hosts: list[str]) -> None:
+                  hosts: list[str], reload_edge: bool = False) -> None:
     """`nginx -t`, a graceful reload and the wait until the old workers are gone, in one exec
     (RELOAD_SCRIPT): each exec is an engine round trip of tens of milliseconds, and the drain
     wait polls inside the container, so it ends within 20 ms of the last old worker's exit."""
     result = container.exec_run(["sh", "-c", RELOAD_SCRIPT, "reload", CONFIG_FILE,
-                                 str(RESOLVE_POLLS), str(DRAIN_POLLS), *hosts])
+                                 EDGE_CONFIG_FILE if reload_edge else "", str(RESOLVE_POLLS), str(DRAIN_POLLS), *hosts])
     output = result.output.decode("utf-8", "replace").strip()
     if result.exit_code == CHECK_FAILED:
         if previous is not None:
@@ -375,7 +431,8 @@ CHECK_FAILED = 3
 RESOLVE_POLL_SECONDS, DRAIN_POLL_SECONDS = 0.05, 0.02
 RESOLVE_POLLS = int(RESOLVE_TIMEOUT_SECONDS / RESOLVE_POLL_SECONDS)
 DRAIN_POLLS = int(DRAIN_TIMEOUT_SECONDS / DRAIN_POLL_SECONDS)
-# $1 config, $2 / $3 how many polls the name and drain waits may take, then the upstream names.
+# $1 config, $2 the edge's config when it reloads too ("" when not), $3 / $4 how many polls the
+# name and drain waits may take, then the upstream names.
 # `nginx -t` (names are resolved per request, so it does not depend on which deployments run);
 # until Docker's DNS answers for the names (a new container's may lag; bounded and not an error:
 # a stopped deployment never resolves and is served a 502); the worker pids; `nginx -s reload`;
@@ -383,17 +440,23 @@ DRAIN_POLLS = int(DRAIN_TIMEOUT_SECONDS / DRAIN_POLL_SECONDS)
 # deployment's old containers once reload returns. `[ ]` keeps the pattern from matching the
 # command line of this very script.
 RELOAD_SCRIPT = f"""
-config=$1 resolve_polls=$2 drain_polls=$3; shift 3
+config=$1 edge=$2 resolve_polls=$3 drain_polls=$4; shift 4
 nginx -t -q -c "$config" 2>&1 || exit {CHECK_FAILED}
+[ -z "$edge" ] || nginx -t -q -c "$edge" 2>&1 || exit {CHECK_FAILED}
 polls=0
 while [ $# -gt 0 ] && [ $polls -lt $resolve_polls ] && ! getent hosts "$@" >/dev/null; do
     sleep {RESOLVE_POLL_SECONDS}; polls=$((polls + 1))
 done
+master=$(cat /run/nginx.pid)
 workers() {{
-    for p in /proc/[0-9]*; do grep -qa 'nginx: worker[ ]process' $p/cmdline 2>/dev/null && echo ${{p#/proc/}}; done
+    for p in /proc/[0-9]*; do
+        grep -qa 'nginx: worker[ ]process' $p/cmdline 2>/dev/null && grep -q "^PPid:[[:space:]]*$master\\$" $p/status 2>/dev/null \
+            && echo ${{p#/proc/}}
+    done
 }}
 old=$(workers)
 nginx -s reload -c "$config" 2>&1 || exit 4
+[ -z "$edge" ] || nginx -s reload -c "$edge" 2>&1 || exit 4
 polls=0
 while [ $polls -lt $drain_polls ]; do
     left=

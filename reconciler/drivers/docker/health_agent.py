@@ -125,12 +125,18 @@ def write_rotation(directory: Path, route_id: str, servers: list[str], max_tries
 
 
 # -- probe role -----------------------------------------------------------------------------
+def is_routing_master(command: bytes) -> bool:
+    """Whether a process's command line is the gateway's routing nginx master, not its edge's:
+    the edge has no rotation, and reloading it would close its idle client connections."""
+    return command.startswith(b"nginx: master process") and b"edge.conf" not in command
+
+
 def nginx_master() -> int | None:
-    """The gateway's nginx master, seen through the shared pid namespace."""
+    """The gateway's routing nginx master, seen through the shared pid namespace."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"nginx: master process"):
+                if is_routing_master((entry / "cmdline").read_bytes()):
                     return int(entry.name)
             except OSError:
                 continue
