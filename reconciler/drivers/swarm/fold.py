@@ -5,7 +5,8 @@ Records keep swarm's own shapes: a deployment lists one instance per replica slo
 (`<slot>.<service id>`), an endpoint its gateway and edge services. So:
   * a slot scaled away by hand, or whose task failed, is a missing instance (the observed
     instance_count drops, apply scales back up); a service removed by hand is all instances
-    missing (apply creates it again);
+    missing (apply creates it again); so is a slot whose task was on a node that is down, named
+    with its node (the swarm starts it again on a ready node; apply waits for that);
   * a slot added by hand, or a deployment or gateway service no record owns, is a stray (the
     shared core records it as an orphan; deleting a slot of an owned service scales it back);
   * a service whose image, environment or model configs no longer match state puts what it
@@ -52,6 +53,7 @@ class ServiceView:
     model_digest: str | None = None
     live_slots: dict[int, str] = field(default_factory=dict)
     live_tasks: int = 0
+    lost_slots: dict[int, str] = field(default_factory=dict)  # slot -> "node (state)" it was lost with
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ def slot_id(service_id: str, slot: int) -> str:
 def parse_slot_id(instance_id: str) -> tuple[str, int | None]:
     slot, _, service_id = instance_id.partition(".")
     return (service_id, int(slot)) if service_id and slot.isdigit() else (instance_id, None)
+
+
+def lost_instance(address: str, name: str, node: str) -> Drift:
+    return Drift(address, "missing", f"container {name} ran on node {node}, lost with it; the swarm starts it "
+                 "again on a ready node (apply waits for that)")
 
 
 def fold(state: StateFile, observation: SwarmObservation) -> FoldResult:
@@ -119,6 +126,9 @@ class _Fold(FoldPass):
         alive, found = [], []
         for instance in instances:
             _, slot = parse_slot_id(instance["id"])
+            if service is not None and slot in service.lost_slots:
+                found.append(lost_instance(address, instance["name"], service.lost_slots[slot]))
+                continue
             if service is None or slot not in service.live_slots:
                 found.append(missing_instance(address, instance["name"]))
                 continue
