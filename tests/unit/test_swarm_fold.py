@@ -239,3 +239,25 @@ def test_service_view_counts_a_task_on_a_down_node_as_lost_not_live():
     # Slot 3 is already on its way up on a ready node: starting, not lost.
     assert (view.live_slots, view.live_tasks, view.lost_slots) == ({1: "running", 3: "starting"}, 2,
                                                                    {2: "rc-node-2 (down)"})
+
+
+def test_a_slot_the_swarm_moved_off_a_down_or_drained_node_is_reported_and_the_record_names_the_new_node():
+    state = base_state()
+    record = state.records[DEPLOYMENT]
+    on_nodes = [{**slot(n), "node": f"rc-node-{n}"} for n in (1, 2, 3)]
+    state = state.with_record(StateRecord(DEPLOYMENT, "swarm", record.spec, record.spec_hash, record.depends_on,
+                                          driver_ids=record.driver_ids,
+                                          outputs={**record.outputs, "instances": on_nodes}))
+    now = deployment(slot_nodes={1: "rc-node-1", 2: "rc-node-3", 3: "rc-node-3"})
+    for unavailable, why in (({"rc-node-2": "down"}, "down"), ({"rc-node-2": "drain"}, "drain")):
+        refreshed, drift = settle("swarm", state, swarm_fold.fold(state, SwarmObservation(
+            [now, gateway(), edge()], {MODEL: "sha256:aaa"}, unavailable_nodes=unavailable)))
+        assert [(d.kind, d.detail) for d in drift] == [("moved", f"container rc-s-ep-blue-g1.2 ran on node rc-node-2, "
+                                                                 f"which is {why}; the swarm runs it on node rc-node-3 now")]
+        assert [i["node"] for i in refreshed.records[DEPLOYMENT].outputs["instances"]] == [
+            "rc-node-1", "rc-node-3", "rc-node-3"]
+        plan = make_plan(desired(), refreshed, PlanOptions(driver="swarm"), drift)
+        assert str(plan).splitlines()[-1] == "No changes. Your infrastructure matches the configuration."
+    # A slot moved off a node that is still ready (a task replaced there) is no drift.
+    assert settle("swarm", state, swarm_fold.fold(state, SwarmObservation(
+        [now, gateway(), edge()], {MODEL: "sha256:aaa"})))[1] == ()

@@ -233,8 +233,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         except DriverError as error:
             live = [t for t in engine.service_tasks(self.client, service_id)
                     if t["DesiredState"] == "running" and t["Status"]["State"] in engine.LIVE_STATES]
-            raise StepFailed(error, _with_tasks(record, live, "tainted")) from error
-        return _with_tasks(record, tasks, "ready")
+            raise StepFailed(error, _with_tasks(record, live, "tainted", engine.node_names(self.client))) from error
+        return _with_tasks(record, tasks, "ready", engine.node_names(self.client))
 
     def _delete_deployment(self, record: StateRecord, ctx: StepContext) -> None:
         ids = {(record.outputs.get("service") or {}).get("id")} - {None}
@@ -318,12 +318,14 @@ def _config_names(task_template: dict) -> set[str]:
     return {c["ConfigName"] for c in (task_template.get("ContainerSpec") or {}).get("Configs") or []}
 
 
-def _with_tasks(record: StateRecord, tasks: list[dict], status: str) -> StateRecord:
-    """The record with one instance per replica slot that runs (or, when tainted, is alive)."""
+def _with_tasks(record: StateRecord, tasks: list[dict], status: str, nodes: dict[str, dict]) -> StateRecord:
+    """The record with one instance per replica slot that runs (or, when tainted, is alive),
+    each with the node it runs on (refresh reports a slot the swarm moved off a lost node)."""
     service = record.outputs["service"]
-    slots = sorted({t["Slot"] for t in tasks if t.get("Slot") is not None})
+    on_node = {t["Slot"]: nodes.get(t.get("NodeID") or "", {}).get("name") for t in tasks if t.get("Slot") is not None}
     instances = [{"id": slot_id(service["id"], slot), "name": f"{service['name']}.{slot}",
-                  "instance": slot, "ports": {}} for slot in slots]
+                  "instance": slot, "ports": {}, **({"node": on_node[slot]} if on_node[slot] else {})}
+                 for slot in sorted(on_node)]
     route = record.spec["routes"]["scoring"]
     # Reachable on the stack's network only; clients go through the endpoint.
     outputs = {**record.outputs, "instances": instances,

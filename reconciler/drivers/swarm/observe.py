@@ -32,7 +32,14 @@ def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
                                                                    s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
                      if a.kind == "model" and not a.is_derived}
-    return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state))
+    return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state),
+                            unavailable_nodes=unavailable(node_names(client)) if services else {})
+
+
+def unavailable(nodes: dict[str, dict]) -> dict[str, str]:
+    """Node name -> why tasks cannot run there ("down", "drain", ...), for nodes that are not ready and active."""
+    return {node["name"]: node["state"] if node["state"] != "ready" else node["availability"]
+            for node in nodes.values() if node["state"] != "ready" or node["availability"] != "active"}
 
 
 def _strings(value) -> set[str]:
@@ -85,4 +92,6 @@ def service_view(service: dict, tasks: list[dict], nodes: dict[str, dict] | None
                        live_tasks=len(live),
                        lost_slots={t["Slot"]: f"{node['name']} ({node['state']})" for t in tasks
                                    if (node := lost_node.get(t.get("ID"))) and t.get("Slot") is not None
-                                   and t["Slot"] not in best})
+                                   and t["Slot"] not in best},
+                       slot_nodes={slot: nodes[task["NodeID"]]["name"] for slot, task in sorted(best.items())
+                                   if task.get("NodeID") in nodes})
