@@ -35,7 +35,8 @@ from remote_engine import STOP_TIMEOUT, NamespaceHost, _run
 SUBNET_PREFIX = "10.250.40"
 HOST_ADDRESS = f"{SUBNET_PREFIX}.1"
 PREFIX = 24
-REGISTRY_PORT = 5000
+# Not the package's 5000: where init started its system service, that one holds *:5000.
+REGISTRY_PORT = 5040
 REGISTRY = f"{HOST_ADDRESS}:{REGISTRY_PORT}"
 ENGINE_PORT = 2375
 # Overlay subnets the swarm hands out: apart from the nodes' own bridges (remote_engine's pool).
