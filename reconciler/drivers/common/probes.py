@@ -1,5 +1,6 @@
 """HTTP readiness probing with Azure ML's probe settings, on a kubelet's schedule (`next_probe_at`,
-pure: the first probe at initial_delay, then one every period). Side effects: HTTP to 127.0.0.1,
+pure: the first probe at initial_delay, then one every period), with optional uncounted early
+polls between scheduled probes until the first success (`wait_until_ready`). Side effects: HTTP to 127.0.0.1,
 to a container's address on a stack network, or (remote engines, whose container addresses the
 client cannot reach) a GET run inside the container through the engine's exec API; the clock and
 sleep are injectable."""
@@ -104,24 +105,59 @@ def next_probe_at(settings: dict, first_at: float, last_probe_slot: float | None
     return slot
 
 
+def _polled_ready(until: float, every: float, answers: Callable[[float], bool],
+                  sleep: Callable[[float], None], clock: Callable[[], float]) -> bool:
+    """Poll every `every` seconds until `until`; True at the first poll that `answers` (which
+    is given the time left as its timeout), False when `until` comes first."""
+    while True:
+        pause = min(every, until - clock())
+        if pause <= 0:
+            return False
+        sleep(pause)
+        remaining = until - clock()
+        if remaining <= 0:
+            return False
+        if answers(remaining):
+            return True
+
+
 def wait_until_ready(target: "int | Target", path: str, settings: dict, still_running: Callable[[], bool],
                      sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic,
-                     probe: "Callable[[str, int, str, float], tuple[bool, str]] | None" = None) -> ProbeResult:
+                     probe: "Callable[[str, int, str, float], tuple[bool, str]] | None" = None,
+                     early_poll: float | None = None) -> ProbeResult:
     """Probe like a kubelet: the first probe at initial_delay after the call (the container has
     just started), then every period; ready after success_threshold successes in a row, failed
     after failure_threshold failures in a row or when the container stops. `target`: a port on
     127.0.0.1, or a function giving (host, port) per probe (None: no address yet, which counts as
-    a failed probe). `sleep` may raise Cancelled to give up (the result is then not ready)."""
+    a failed probe). `sleep` may raise Cancelled to give up (the result is then not ready).
+
+    `early_poll` (seconds; only with success_threshold 1): after a failed probe, uncounted polls
+    every `early_poll` until the next scheduled probe, and the first that answers 2xx makes the
+    instance ready then. A server listening 0.2 s after its start is otherwise ready only a whole
+    period later (#16). Failures still count on the schedule alone, so when a deployment is
+    declared failed, and after how many probes, is unchanged; nothing polls before
+    initial_delay."""
     where: Target = (lambda: ("127.0.0.1", target)) if isinstance(target, int) else target
     probe = probe or http_ok
     first_at = clock() + settings["initial_delay"]
+    polls_early = early_poll is not None and settings["success_threshold"] == 1
     slot: float | None = None
+    address = None
     successes = failures = attempts = 0
     last_error = ""
+
+    def answers_early(remaining: float) -> bool:
+        nonlocal address
+        # The scheduled probe's address, unless it had none: no engine call per early poll.
+        address = address or where()
+        return bool(address) and probe(*address, path, min(settings["timeout"], remaining))[0]
+
     try:
         while True:
             slot = next_probe_at(settings, first_at, slot, clock())
+            if polls_early and attempts and _polled_ready(slot, early_poll, answers_early, sleep, clock):
+                return ProbeResult(True, attempts, "")
             delay = slot - clock()
             if delay > 0:
                 sleep(delay)
