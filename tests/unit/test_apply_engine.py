@@ -9,6 +9,7 @@ log, and the saved state.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -284,6 +285,40 @@ def test_independent_steps_run_at_the_same_time(store):
             return super().create(address, spec, spec_hash, ctx, prior)
     result = run(store, make_plan(graph(TWO_ENDPOINTS), store.read()), Meeting(), parallelism=2)
     assert result.ok, result.failed
+
+
+def test_steps_waiting_for_readiness_give_their_slots_to_the_next_steps(store):
+    """--parallelism 2 and 5 deployments: all 5 are waiting at once (each started while the
+    others waited), and never more than 2 work at once (#16: a readiness wait held its slot,
+    so 20 deployments with --parallelism 10 started in two waves)."""
+    names = [f"d{i}" for i in range(5)]
+    resources = {"model.m:1": (MODEL, ())}
+    resources.update({f"deployment.ep/{n}": ({"image": "i1"}, ("model.m:1",)) for n in names})
+    all_waiting = threading.Barrier(len(names), timeout=10)
+    lock = threading.Lock()
+    working = [0, 0]  # now, most
+
+    class Waits(RecordingDriver):
+        def create(self, address, spec, spec_hash, ctx, prior=None):
+            if address.kind == "deployment":
+                with lock:
+                    working[0] += 1
+                    working[1] = max(working)
+                time.sleep(0.05)  # working: a third step working now would be counted
+                with lock:
+                    working[0] -= 1
+                with ctx.waiting():
+                    all_waiting.wait()  # breaks (and fails the step) unless all 5 wait at once
+                with lock:
+                    working[0] += 1
+                    working[1] = max(working)
+                time.sleep(0.05)  # working: a third step working now would be counted
+                with lock:
+                    working[0] -= 1
+            return super().create(address, spec, spec_hash, ctx, prior)
+    result = run(store, make_plan(graph(resources), store.read()), Waits(), parallelism=2)
+    assert result.ok, result.failed
+    assert working[1] <= 2
 
 
 # -- events and their rendering ----------------------------------------------------------------
