@@ -125,7 +125,7 @@ def wait_until_ready(target: "int | Target", path: str, settings: dict, still_ru
                      sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic,
                      probe: "Callable[[str, int, str, float], tuple[bool, str]] | None" = None,
-                     early_poll: float | None = None) -> ProbeResult:
+                     early_poll: float | None = None, started_at: float | None = None) -> ProbeResult:
     """Probe like a kubelet: the first probe at initial_delay after the call (the container has
     just started), then every period; ready after success_threshold successes in a row, failed
     after failure_threshold failures in a row or when the container stops. `target`: a port on
@@ -137,10 +137,11 @@ def wait_until_ready(target: "int | Target", path: str, settings: dict, still_ru
     instance ready then. A server listening 0.2 s after its start is otherwise ready only a whole
     period later (#16). Failures still count on the schedule alone, so when a deployment is
     declared failed, and after how many probes, is unchanged; nothing polls before
-    initial_delay."""
+    initial_delay. `started_at` (the `clock` time the container started; default: now) is
+    where the schedule begins."""
     where: Target = (lambda: ("127.0.0.1", target)) if isinstance(target, int) else target
     probe = probe or http_ok
-    first_at = clock() + settings["initial_delay"]
+    first_at = (clock() if started_at is None else started_at) + settings["initial_delay"]
     polls_early = early_poll is not None and settings["success_threshold"] == 1
     slot: float | None = None
     address = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import weakref
 from datetime import datetime
 
 import docker
@@ -55,6 +56,9 @@ def network_name(owner) -> str:
 
 
 _network_lock = threading.Lock()
+# Per client (one per command): the networks this client saw or made. Twenty instances started
+# at once would otherwise list the networks twenty times, one after another under the lock.
+_known_networks: "weakref.WeakKeyDictionary[docker.DockerClient, set[str]]" = weakref.WeakKeyDictionary()
 
 
 def ensure_network(client: docker.DockerClient, owner) -> str:
@@ -62,15 +66,21 @@ def ensure_network(client: docker.DockerClient, owner) -> str:
     name = network_name(owner)
     # Parallel steps would otherwise create two networks of the same name (Docker allows it).
     with _network_lock:
+        known = _known_networks.setdefault(client, set())
+        if name in known:
+            return name
         existing = client.networks.list(names=[name])
         if not any(n.name == name for n in existing):
             client.networks.create(name, driver="bridge", labels=managed_labels(
                 owner, f"network.{owner.stack}", "", **{LABEL_ROLE: "network"}))
+        known.add(name)
     return name
 
 
 def remove_network(client: docker.DockerClient, owner) -> None:
     """Remove the stack's network once nothing of the stack uses it (ours only, by label)."""
+    with _network_lock:
+        _known_networks.get(client, set()).discard(network_name(owner))
     for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner)):
         try:
             network.remove()
@@ -127,9 +137,16 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
         run_options["entrypoint"] = spec["command"]
     if spec.get("args"):
         run_options["command"] = spec["args"]
-    _remove_leftover(client, name)
     try:
-        container = client.containers.run(**run_options)
+        try:
+            container = client.containers.run(**run_options)
+        except APIError as error:
+            if error.status_code != 409:
+                raise
+            # The name is taken: a leftover of an interrupted apply (looked for only now, not
+            # before every start: one engine call less per instance).
+            _remove_leftover(client, name)
+            container = client.containers.run(**run_options)
     except APIError as error:
         raise DriverError(f"cannot start container {name}: {error.explanation or error}",
                           "check the image, ports and settings of this deployment") from error
@@ -156,13 +173,14 @@ def _remove_leftover(client: docker.DockerClient, name: str) -> None:
 
 
 def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict,
-               cancel: threading.Event | None = None, remote: bool = False) -> None:
+               cancel: threading.Event | None = None, remote: bool = False,
+               started_at: float | None = None) -> None:
     """Block until the instance passes readiness, or raise with its last log lines. Probes go
     to the container's address on the stack network: its ports are not published. On a remote
     engine that address is not reachable from here: the probe runs inside the container
-    through the engine's exec API instead. Called right
-    after the container started: the first probe is at initial_delay from now. `cancel` set: stop
-    waiting (a sibling instance failed, so the step fails anyway)."""
+    through the engine's exec API instead. The first probe is at initial_delay from `started_at`
+    (time.monotonic() when the container started; default: now). `cancel` set: stop waiting (a
+    sibling instance failed, so the step fails anyway)."""
     route = spec["routes"]["readiness"]
 
     def still_running() -> bool:
@@ -189,7 +207,7 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
 
     result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running, sleep=sleep,
                               probe=exec_probe(client) if remote else None,
-                              early_poll=None if remote else EARLY_POLL)
+                              early_poll=None if remote else EARLY_POLL, started_at=started_at)
     if not result.ready:
         ended = exit_reason(client, instance["id"]) if result.last_error == "container stopped" else None
         raise DriverError(
