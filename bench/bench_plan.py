@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +28,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks_md import BENCHMARKS, machine_summary, replace_section
 from reconciler.config.stack import load_stack
 from reconciler.planning.planner import PlanOptions, make_plan
 from reconciler.render.text import render_plan
@@ -37,7 +36,6 @@ from reconciler.state.model import StateRecord
 from reconciler.state.store import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## No-op plan (issue 3)"
 TARGET_N, TARGET_SECONDS = 1000, 1.0
 NO_CHANGES = "No changes. Your infrastructure matches the configuration."
@@ -173,19 +171,6 @@ def measure(count: int, repeat: int, workdir: Path, profile: bool = False) -> di
     return {"n": count, "resources": resources, **best, "cli": cli}
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()} "
-            f"({platform.python_implementation()}), {platform.system()} {platform.release()}")
-
-
 def section(results: list[dict], repeat: int) -> str:
     at_target = next((r for r in results if r["n"] == TARGET_N), None)
     if at_target is None:
@@ -207,7 +192,7 @@ file already matches the configuration. In-process phases are the best of {repea
 render = text rendering. CLI wall = `reconciler plan STACK --state FILE --no-refresh` in a new
 interpreter (start-up and imports included), best of {repeat}.
 
-Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {machine()}.
+Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {machine_summary()}.
 
 | N deployments | resources | load ms | plan ms | render ms | total ms | CLI wall s |
 |---:|---:|---:|---:|---:|---:|---:|
@@ -215,16 +200,6 @@ Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {machine
 
 Target: < {TARGET_SECONDS:g} s at {TARGET_N:,} deployments without refresh — {verdict}.
 """
-
-
-def update_benchmarks(text: str) -> None:
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(updated.rstrip("\n") + "\n")
 
 
 def main() -> None:
@@ -248,7 +223,7 @@ def main() -> None:
     text = section(results, args.repeat)
     print("\n" + text)
     if not args.no_write:
-        update_benchmarks(text)
+        replace_section(SECTION, text)
         print(f"updated {BENCHMARKS}")
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -37,6 +36,7 @@ from pathlib import Path
 
 import docker
 
+from benchmarks_md import BENCHMARKS, machine_summary, replace_section
 from reconciler.drivers.docker.driver import DockerDriver
 from reconciler.drivers.docker import fold as docker_fold, model_store
 from reconciler.drivers.docker.fold import DockerObservation, needed_inspections
@@ -44,7 +44,6 @@ from reconciler.refresh import refresh_state, settle
 from reconciler.state.store import StateStore
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "BENCHMARKS.md"
 SECTION = "## Refresh (issue 6)"
 IMAGE = "reconciler/demo-tfserving:latest"
 
@@ -189,20 +188,6 @@ def make_drift(counter: CountingClient, store: StateStore) -> list[str]:
     return ["1 stopped", "1 removed", "1 recreated with DEBUG=1", "1 orphan"]
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    engine = docker.from_env().version().get("Version", "?")
-    return (f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()}, Docker Engine {engine}, "
-            f"{platform.system()} {platform.release()}")
-
-
 def describe_calls(calls: list[tuple[str, str]]) -> str:
     counts: dict[str, int] = {}
     for method, path in calls:
@@ -250,16 +235,6 @@ Target: one label-filtered list call per refresh, inspect only what it needs —
 """
 
 
-def update_benchmarks(text: str) -> None:
-    current = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"  # re-read right before writing
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text + "\n", current, count=1)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(updated.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--deployments", type=int, default=4)
@@ -273,7 +248,7 @@ def main() -> None:
     state_path = workdir / "state" / f"{name}.json"
     common = ["--state", str(state_path)]
     results = {"deployments": args.deployments, "instances": args.instances,
-               "containers": args.deployments * args.instances, "machine": machine()}
+               "containers": args.deployments * args.instances, "machine": machine_summary(docker.from_env().version().get("Version", "?"))}
     counter = CountingClient()
     try:
         _, results["apply_s"] = cli("apply", str(stack_dir), *common, "--auto-approve")
@@ -302,7 +277,7 @@ def main() -> None:
     text = section(results, args.repeat)
     print("\n" + text)
     if not args.no_write:
-        update_benchmarks(text)
+        replace_section(SECTION, text)
         print(f"updated {BENCHMARKS}")
 
 

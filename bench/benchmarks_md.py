@@ -2,6 +2,8 @@
 replace it whole with the numbers of their latest run."""
 from __future__ import annotations
 
+import os
+import platform
 import re
 from pathlib import Path
 
@@ -23,3 +25,16 @@ def publish(title: str, text: str, write: bool) -> None:
     print(text)
     if write:
         replace_section(title, text)
+
+
+def machine_summary(engine_version: str | None = None) -> str:
+    """CPU count and model, Python, the Docker Engine's version when given, and the kernel."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    engine = f", Docker Engine {engine_version}" if engine_version else ""
+    return (f"nproc {os.cpu_count()}, {cpu}, Python {platform.python_version()} "
+            f"({platform.python_implementation()}){engine}, {platform.system()} {platform.release()}")
