@@ -157,8 +157,16 @@ def network_address(client: docker.DockerClient, container_id: str, owner: StepC
     """The container's IP on the stack's network (reachable from the host on Linux engines),
     or None while it has none (not started yet, or gone)."""
     try:
-        networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
-    except (NotFound, KeyError, TypeError):
+        return _address_in(client.api.inspect_container(container_id), owner)
+    except NotFound:
+        return None
+
+
+def _address_in(info: dict, owner: StepContext) -> str | None:
+    """The stack-network IP in a container's inspect document (pure)."""
+    try:
+        networks = info["NetworkSettings"]["Networks"] or {}
+    except (KeyError, TypeError):
         return None
     return (networks.get(network_name(owner)) or {}).get("IPAddress") or None
 
@@ -182,21 +190,26 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
     (time.monotonic() when the container started; default: now). `cancel` set: stop waiting (a
     sibling instance failed, so the step fails anyway)."""
     route = spec["routes"]["readiness"]
+    # The inspect each scheduled probe's still_running() made, for its target(): one engine
+    # call per probe, not two (twenty instances awaited at once probe twenty times a period).
+    inspected: dict = {}
 
     def still_running() -> bool:
         try:
-            container = client.containers.get(instance["id"])
+            info = client.api.inspect_container(instance["id"])
         except NotFound:
             return False
+        inspected["info"] = info
         # A restart means its server exited (a scoring script's init() that raised): brought
         # back by its restart policy it would only exit again, and a probe may catch it between.
-        return container.status in ("created", "running") and not container.attrs.get("RestartCount")
+        return (info.get("State") or {}).get("Status") in ("created", "running") and not info.get("RestartCount")
 
     def target() -> tuple[str, int] | None:
         if remote:
             return instance["id"], route["port"]
         # Looked up per probe: a container restarted by its policy may get another address.
-        host = network_address(client, instance["id"], ctx)
+        info = inspected.pop("info", None)
+        host = _address_in(info, ctx) if info is not None else network_address(client, instance["id"], ctx)
         return (host, route["port"]) if host else None
 
     def sleep(seconds: float) -> None:
