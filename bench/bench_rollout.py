@@ -13,9 +13,9 @@
     one), interleaved.
 
 The bench stacks probe with initial_delay 0 and period 1 (the schema's minima). The package's
-bytecode is compiled first into a private PYTHONPYCACHEPREFIX (as an installed wheel has it;
-this machine sets PYTHONDONTWRITEBYTECODE=1, so otherwise every CLI start would compile the
-package from source). Everything the bench makes is labelled or named after its own run and
+bytecode is compiled first (`python -m compileall reconciler`, as scripts/setup.sh does and as
+an installed wheel has it; this machine sets PYTHONDONTWRITEBYTECODE=1, so otherwise every CLI
+start would compile the package from source). Everything the bench makes is labelled or named after its own run and
 removed at the end, also on failure.
 
     python bench/bench_rollout.py [--rounds 5] [--compose-rounds 3] [--no-write]
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import docker
 
+from bench_startup import compile_package
 from benchmarks_md import publish
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,9 +251,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as scratch_name:
         scratch = Path(scratch_name)
         (scratch / "state").mkdir()
-        env["PYTHONPYCACHEPREFIX"] = str(scratch / "pycache")
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], env=env, check=True,
-                       capture_output=True)
+        compile_package()
         model_dir = ROOT / "stacks" / "half-plus-two" / "half_plus_two"
         client.images.get(IMAGE).tag(*IMAGE_B.split(":"))
         client.networks.create(floor_network, driver="bridge", labels={BENCH_LABEL: run_id})

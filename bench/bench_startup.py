@@ -1,11 +1,11 @@
 """Benchmark: start-up and the model fingerprint cache (issue 16), side by side in one run.
 
   * start-up: `reconciler --help` and `reconciler validate stacks/half-plus-two`, each with the
-    package's bytecode compiled first (`python -m compileall` into a private
-    PYTHONPYCACHEPREFIX: what an installed wheel has, since pip compiles it, and what
-    scripts/setup.sh now does for the editable install) and from source (this machine sets
-    PYTHONDONTWRITEBYTECODE=1, so an editable install without compiled bytecode compiles
-    every module at every start), against two floors: `python3 -S -c pass` (the interpreter
+    package's bytecode compiled first (`python -m compileall reconciler`: what an installed
+    wheel has, since pip compiles it, and what scripts/setup.sh now does for the editable
+    install) and from source (a copy of the package without bytecode: with
+    PYTHONDONTWRITEBYTECODE=1, as this machine sets it, an editable install without compiled
+    bytecode compiles every module of the package at every start), against two floors: `python3 -S -c pass` (the interpreter
     alone) and `python3 -c pass` (with site-packages and this machine's .pth files: the
     editable finder, and a sandbox .pth that imports certifi at every start). Each run --repeat
     times, interleaved (one of each per round), medians reported. Target: --help and validate
@@ -52,6 +52,13 @@ def interleaved(commands: dict[str, list[str]], rounds: int, cwd: Path, env: dic
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
+def compile_package() -> None:
+    """The package's bytecode next to its sources, as scripts/setup.sh compiles it (and as pip
+    compiles an installed wheel): what a user's every command starts from."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], check=True,
+                   capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15)
@@ -60,11 +67,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        source_env = {**os.environ, "RECONCILER_CACHE_DIR": str(scratch / "cache")}
-        source_env.pop("PYTHONPYCACHEPREFIX", None)
-        env = {**source_env, "PYTHONPYCACHEPREFIX": str(scratch / "pycache")}
-        subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], env=env, check=True,
-                       capture_output=True)
+        env = {**os.environ, "RECONCILER_CACHE_DIR": str(scratch / "cache")}
+        # From source: a copy of the package without bytecode, run from its own folder (`-m`
+        # puts the working directory first on sys.path).
+        source_root = scratch / "source"
+        shutil.copytree(ROOT / "reconciler", source_root / "reconciler",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "schemas", source_root / "schemas")
+        source_env = {**env, "PYTHONPATH": str(source_root)}
+        compile_package()
         startup = interleaved({
             "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
             "python3 -c pass": [sys.executable, "-c", "pass"],
@@ -73,8 +84,9 @@ def main() -> None:
         }, args.repeat, ROOT, env)
         from_source = interleaved({
             "reconciler --help": [*RECONCILER, "--help"],
-            "reconciler validate stacks/half-plus-two": [*RECONCILER, "validate", "stacks/half-plus-two"],
-        }, args.repeat, ROOT, source_env)
+            "reconciler validate stacks/half-plus-two": [*RECONCILER, "validate",
+                                                         str(ROOT / "stacks" / "half-plus-two")],
+        }, args.repeat, source_root, source_env)
         small = scratch / "small" / "half-plus-two"
         big = scratch / "big" / "half-plus-two"
         shutil.copytree(ROOT / "stacks" / "half-plus-two", small)
@@ -96,7 +108,7 @@ def main() -> None:
              f"(medians of {args.repeat} interleaved runs, wall time of the whole process; load average "
              f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end). Compiled: the package's bytecode "
              "compiled first (as an installed wheel has it; scripts/setup.sh compiles the editable install); "
-             "from source: no bytecode, PYTHONDONTWRITEBYTECODE=1 as set on this machine.", "",
+             "from source: a copy of the package without bytecode, PYTHONDONTWRITEBYTECODE=1 as set here.", "",
              "| command | compiled (s) | over `python3 -c pass` (s) | from source (s) |", "|---|---:|---:|---:|"]
     for name, seconds in startup.items():
         source = f"{from_source[name]:.3f}" if name in from_source else ""
