@@ -44,11 +44,15 @@ def timed(argv: list[str], cwd: Path, env: dict) -> float:
     return elapsed
 
 
-def interleaved(commands: dict[str, list[str]], rounds: int, cwd: Path, env: dict) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in commands}
+def interleaved(commands: dict[str, list[str]], rounds: int, cwd: Path, env: dict,
+                variants: dict[str, tuple[list[str], Path, dict]] | None = None) -> dict[str, float]:
+    """Median wall time of each command (and each `variants` entry: argv, cwd, env of its own),
+    one of each per round."""
+    runs = {name: (argv, cwd, env) for name, argv in commands.items()} | (variants or {})
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
-        for name, argv in commands.items():
-            samples[name].append(timed(argv, cwd, env))
+        for name, (argv, where, environment) in runs.items():
+            samples[name].append(timed(argv, where, environment))
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -76,17 +80,18 @@ def main() -> None:
         shutil.copytree(ROOT / "schemas", source_root / "schemas")
         source_env = {**env, "PYTHONPATH": str(source_root)}
         compile_package()
-        startup = interleaved({
+        help_, validate = ["--help"], ["validate", str(ROOT / "stacks" / "half-plus-two")]
+        measured = interleaved({
             "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
             "python3 -c pass": [sys.executable, "-c", "pass"],
-            "reconciler --help": [*RECONCILER, "--help"],
-            "reconciler validate stacks/half-plus-two": [*RECONCILER, "validate", "stacks/half-plus-two"],
-        }, args.repeat, ROOT, env)
-        from_source = interleaved({
-            "reconciler --help": [*RECONCILER, "--help"],
-            "reconciler validate stacks/half-plus-two": [*RECONCILER, "validate",
-                                                         str(ROOT / "stacks" / "half-plus-two")],
-        }, args.repeat, source_root, source_env)
+            "reconciler --help": [*RECONCILER, *help_],
+            "reconciler validate stacks/half-plus-two": [*RECONCILER, *validate],
+        }, args.repeat, ROOT, env, variants={
+            "source --help": ([*RECONCILER, *help_], source_root, source_env),
+            "source validate": ([*RECONCILER, *validate], source_root, source_env)})
+        from_source = {"reconciler --help": measured.pop("source --help"),
+                       "reconciler validate stacks/half-plus-two": measured.pop("source validate")}
+        startup = measured
         small = scratch / "small" / "half-plus-two"
         big = scratch / "big" / "half-plus-two"
         shutil.copytree(ROOT / "stacks" / "half-plus-two", small)
