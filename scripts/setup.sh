@@ -32,6 +32,10 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The multi-node swarm tests (tests/integration/test_swarm_multinode.py): the registry every node
+# pulls from. The tests run their own instance (own config and storage, on the test network's
+# address and port 5040), so the package's system service on :5000, where one starts, is not used.
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 if ((${#missing[@]})); then
   if ((EUID != 0)); then
     log "needs root to install ${missing[*]} (apt-get); run it as root or install them first"

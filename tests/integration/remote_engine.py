@@ -63,7 +63,11 @@ def make_certificates(directory: Path, address: str) -> tuple[Path, Path]:
 
 
 @dataclass
-class NamespaceEngine:
+class NamespaceHost:
+    """One network namespace of this module's making and the processes started in it, all
+    removed by `stop`. What the remote engine and each node of the multi-node swarm
+    (swarm_cluster.py) share: entering the namespace, a dockerd with its own directories,
+    loading images into it, and the teardown."""
     root: Path
     name: str = field(default_factory=lambda: f"rc-remote-{secrets.token_hex(3)}")
     processes: list[subprocess.Popen] = field(default_factory=list)
@@ -76,6 +80,92 @@ class NamespaceEngine:
     @property
     def unix_url(self) -> str:
         return f"unix://{self.socket}"
+
+    def make_netns(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        _run("ip", "netns", "add", self.name)
+        self.netns_made = True
+        _run(*self._in_ns("ip", "link", "set", "lo", "up"))
+
+    def _in_ns(self, *command: str) -> list[str]:
+        # nsenter changes only the network namespace: `ip netns exec` would also remount /sys,
+        # which hides the cgroup mounts dockerd needs.
+        return ["nsenter", f"--net=/run/netns/{self.name}", *command]
+
+    def _spawn(self, command: list[str], log: str) -> subprocess.Popen:
+        with open(self.root / log, "ab") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def dockerd_command(self, *extra: str) -> list[str]:
+        """dockerd in the namespace with its own data-root, exec-root (and so its own
+        containerd), pidfile, unix socket and cgroup parent; `extra` adds listeners and options."""
+        return self._in_ns(
+            "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
+            "--pidfile", str(self.root / "dockerd.pid"), "--host", self.unix_url,
+            "--bip", INNER_BIP, "--default-address-pool", INNER_POOL, "--cgroup-parent", f"/{self.name}",
+            "--userland-proxy=false", *extra)
+
+    def start_dockerd(self, command: list[str], timeout: float = START_TIMEOUT) -> subprocess.Popen:
+        """Spawn `command` (a dockerd_command, maybe wrapped) and wait until the engine answers."""
+        process = self._spawn(command, "dockerd.log")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"dockerd of {self.name} exited:\n" + self.log("dockerd.log"))
+            if subprocess.run(["docker", "-H", self.unix_url, "version"], capture_output=True,
+                              timeout=30).returncode == 0:
+                return process
+            time.sleep(0.5)
+        raise RuntimeError(f"dockerd of {self.name} did not answer within {timeout}s:\n" + self.log("dockerd.log"))
+
+    def load(self, images: list[str]) -> None:
+        """`docker save | docker -H ... load`: the inner engine has no registry to pull from."""
+        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
+        load = subprocess.run(["docker", "-H", self.unix_url, "load"], stdin=save.stdout, capture_output=True,
+                              timeout=300)
+        save.stdout.close()
+        if save.wait(timeout=60) != 0 or load.returncode != 0:
+            raise RuntimeError(f"loading {images} into {self.name} failed: {load.stderr.decode()}")
+
+    def log(self, name: str) -> str:
+        try:
+            return (self.root / name).read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+    @staticmethod
+    def end(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+        """One process of ours, by its PID: `sig`, then SIGKILL if it outlives STOP_TIMEOUT."""
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=STOP_TIMEOUT)
+
+    def stop(self) -> None:
+        """Every process this module started (by PID, newest first), then the namespace (its
+        veth ends go with it), then the files."""
+        for process in reversed(self.processes):
+            self.end(process)
+        self.processes.clear()
+        if self.netns_made:
+            subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
+            self.netns_made = False
+        # dockerd unmounts its layers when it stops; anything left mounted under root is unmounted first.
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                  if line.split()[1].startswith(str(self.root) + "/")]
+        for mount in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@dataclass
+class NamespaceEngine(NamespaceHost):
+    """The remote engine: a veth pair to the host, dockerd on TLS, an sshd."""
 
     @property
     def tcp_url(self) -> str:
@@ -103,53 +193,24 @@ class NamespaceEngine:
 
     # -- start ------------------------------------------------------------------------------
     def start(self, images: list[str]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.make_netns()
         self._network()
         server, _ = make_certificates(self.root / "certs", NS_ADDRESS)
-        self._dockerd(server)
+        self.start_dockerd(self.dockerd_command(
+            "--host", self.tcp_url, "--tlsverify", "--tlscacert", str(server / "ca.pem"),
+            "--tlscert", str(server / "cert.pem"), "--tlskey", str(server / "key.pem")))
         self._sshd()
-        self._load(images)
-
-    def _in_ns(self, *command: str) -> list[str]:
-        # nsenter changes only the network namespace: `ip netns exec` would also remount /sys,
-        # which hides the cgroup mounts dockerd needs.
-        return ["nsenter", f"--net=/run/netns/{self.name}", *command]
+        self.load(images)
 
     def _network(self) -> None:
         host_side, ns_side = f"{self.name[-6:]}h", f"{self.name[-6:]}n"
-        _run("ip", "netns", "add", self.name)
-        self.netns_made = True
         _run("ip", "link", "add", f"rcr{host_side}", "type", "veth", "peer", "name", f"rcr{ns_side}")
         _run("ip", "link", "set", f"rcr{ns_side}", "netns", self.name)
         _run("ip", "addr", "add", f"{HOST_ADDRESS}/{PREFIX}", "dev", f"rcr{host_side}")
         _run("ip", "link", "set", f"rcr{host_side}", "up")
-        for command in (["ip", "link", "set", "lo", "up"],
-                        ["ip", "addr", "add", f"{NS_ADDRESS}/{PREFIX}", "dev", f"rcr{ns_side}"],
+        for command in (["ip", "addr", "add", f"{NS_ADDRESS}/{PREFIX}", "dev", f"rcr{ns_side}"],
                         ["ip", "link", "set", f"rcr{ns_side}", "up"]):
             _run(*self._in_ns(*command))
-
-    def _spawn(self, command: list[str], log: str) -> subprocess.Popen:
-        with open(self.root / log, "wb") as output:
-            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes.append(process)
-        return process
-
-    def _dockerd(self, certs: Path) -> None:
-        process = self._spawn(self._in_ns(
-            "dockerd", "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
-            "--pidfile", str(self.root / "dockerd.pid"), "--host", self.unix_url,
-            "--host", self.tcp_url, "--tlsverify", "--tlscacert", str(certs / "ca.pem"),
-            "--tlscert", str(certs / "cert.pem"), "--tlskey", str(certs / "key.pem"),
-            "--bip", INNER_BIP, "--default-address-pool", INNER_POOL, "--cgroup-parent", f"/{self.name}",
-            "--userland-proxy=false"), "dockerd.log")
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError("inner dockerd exited:\n" + self.log("dockerd.log"))
-            if subprocess.run(["docker", "-H", self.unix_url, "version"], capture_output=True).returncode == 0:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"inner dockerd did not answer within {START_TIMEOUT}s:\n" + self.log("dockerd.log"))
 
     def _sshd(self) -> None:
         ssh = self.root / "ssh"
@@ -185,41 +246,3 @@ class NamespaceEngine:
                 return
             time.sleep(0.3)
         raise RuntimeError(f"sshd did not answer within {START_TIMEOUT}s:\n" + self.log("sshd.log"))
-
-    def _load(self, images: list[str]) -> None:
-        """`docker save | docker -H ... load`: the inner engine has no registry to pull from."""
-        save = subprocess.Popen(["docker", "save", *images], stdout=subprocess.PIPE)
-        load = subprocess.run(["docker", "-H", self.unix_url, "load"], stdin=save.stdout, capture_output=True,
-                              timeout=300)
-        save.stdout.close()
-        if save.wait(timeout=60) != 0 or load.returncode != 0:
-            raise RuntimeError(f"loading {images} into the inner engine failed: {load.stderr.decode()}")
-
-    def log(self, name: str) -> str:
-        try:
-            return (self.root / name).read_text(errors="replace")[-4000:]
-        except OSError:
-            return "(no log)"
-
-    # -- stop -------------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Every process this module started (by PID, newest first), then the namespace (its
-        veth end goes with it, and so the host's end), then the files."""
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=STOP_TIMEOUT)
-        self.processes.clear()
-        if self.netns_made:
-            subprocess.run(["ip", "netns", "delete", self.name], capture_output=True)
-            self.netns_made = False
-        # dockerd unmounts its layers when it stops; anything left mounted under root is unmounted first.
-        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                  if line.split()[1].startswith(str(self.root) + "/")]
-        for mount in sorted(mounts, key=len, reverse=True):
-            subprocess.run(["umount", "-l", mount], capture_output=True)
-        shutil.rmtree(self.root, ignore_errors=True)

@@ -18,7 +18,7 @@ from fakes import RecordingDriver
 from reconciler.addresses import Address
 from reconciler.apply import Applier, describe_steps, step_graph
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
-from reconciler.errors import ReconcilerError
+from reconciler.errors import DriverError, ReconcilerError
 from reconciler.events import (ApplyStarted, DriverMessage, RecordingHook, Step, StepCompleted, StepFailedEvent,
                                StepSkipped, StepStarted, StepStillRunning)
 from reconciler.operations.apply import APPLIED, CANCELLED, NO_CHANGES, ApplyRequest, apply, destroy
@@ -524,3 +524,26 @@ def test_cli_destroy(cli_run, demo_stack, tmp_path, fake):
     assert [line for line in fake.calls if line.startswith("delete")] == [
         "delete endpoint.half-plus-two", "delete deployment.half-plus-two/tfserving",
         "delete model.tfserving-mounted:1"]
+
+
+class RefusingPreflight(RecordingDriver):
+    """Refuses the plan in preflight as a driver does for an image no engine has."""
+
+    def __init__(self, about: tuple[str, ...]) -> None:
+        super().__init__()
+        self.about = about
+
+    def preflight(self, specs) -> None:
+        raise DriverError("image x:1 is not present locally and could not be pulled", "load it", about=self.about)
+
+
+@pytest.mark.parametrize("about, prefix", [
+    (("deployment.half-plus-two/tfserving",), "{stack}/deployment.yml:1: image x:1"),
+    ((), "image x:1"),  # nothing of the stack named: the driver's words as they are
+])
+def test_a_preflight_refusal_says_where_the_resource_was_written(demo_stack, tmp_path, about, prefix):
+    state_path = tmp_path / "state.json"
+    with pytest.raises(DriverError) as refused:
+        apply(ApplyRequest(demo_stack, state_path=state_path, refresh=False), drivers=by_name(RefusingPreflight(about)))
+    assert refused.value.summary.startswith(prefix.format(stack=demo_stack)) and refused.value.hint == "load it"
+    assert not state_path.exists()

@@ -137,6 +137,11 @@ CASES = [
      f"missing {ENDPOINT} [replace]\n-/+ {ENDPOINT} [drifted]\nPlan: 1 to add, 0 to change, 1 to destroy."),
     ("gateway recreated by hand with our labels", [deployment(), gateway(service_id="x" * 25, name="my-gw"), edge()],
      None, f"recreated {ENDPOINT} [replace]\n-/+ {ENDPOINT} [drifted]\nPlan: 1 to add, 0 to change, 1 to destroy."),
+    # Issue 18: a node stopped; until the swarm starts its tasks elsewhere, they are lost.
+    ("a slot lost with its node", [deployment(slots=(1, 3), lost_slots={2: "rc-node-2 (down)"}), gateway(), edge()],
+     None, f"missing {DEPLOYMENT}\n~ {DEPLOYMENT} (instance_count) [drifted]\n"
+     "~ endpoint.ep (gateway.blue.max_requests_in_flight) [gateway-view-changed]\n"
+     "Plan: 0 to add, 2 to change, 0 to destroy."),
     ("a stray gateway service", [*healthy(), gateway(service_id="y" * 25, name="stray-gw")], None,
      f"orphan {ENDPOINT}~orphan-{'y' * 12}\n- {ENDPOINT}~orphan-{'y' * 12}\nPlan: 0 to add, 0 to change, 1 to destroy."),
 ]
@@ -211,3 +216,48 @@ def test_service_view_reads_the_api_shapes():
              {"Slot": 2, "Status": {"State": "starting"}}, {"Slot": 3, "Status": {"State": "rejected"}}]
     view = service_view(service, tasks)
     assert view == deployment(live_slots={1: "running", 2: "starting"}, live_tasks=2)
+
+
+def test_a_lost_slots_drift_names_its_node():
+    _, drift = fold([deployment(slots=(1, 3), lost_slots={2: "rc-node-2 (down)"}), gateway(), edge()])
+    assert [d.detail for d in drift] == [
+        "container rc-s-ep-blue-g1.2 ran on node rc-node-2 (down), lost with it; the swarm starts it again on a "
+        "ready node (apply waits for that)"]
+
+
+def test_service_view_counts_a_task_on_a_down_node_as_lost_not_live():
+    from reconciler.drivers.swarm.observe import service_view
+    service = {"ID": SERVICE, "Spec": {"Name": "rc-s-ep-blue-g1", "Labels": {
+        "org.reconciler.role": "deployment", "org.reconciler.address": DEPLOYMENT},
+        "TaskTemplate": {"ContainerSpec": {"Image": IMAGE, "Env": ["MODEL_NAME=half_plus_two"]}}}}
+    nodes = {"n1": {"name": "rc-node-1", "state": "ready"}, "n2": {"name": "rc-node-2", "state": "down"}}
+    tasks = [{"ID": "t1", "Slot": 1, "NodeID": "n1", "Status": {"State": "running"}},
+             {"ID": "t2", "Slot": 2, "NodeID": "n2", "Status": {"State": "running"}},
+             {"ID": "t3", "Slot": 3, "NodeID": "n2", "Status": {"State": "running"}},
+             {"ID": "t4", "Slot": 3, "NodeID": "n1", "Status": {"State": "starting"}}]
+    view = service_view(service, tasks, nodes)
+    # Slot 3 is already on its way up on a ready node: starting, not lost.
+    assert (view.live_slots, view.live_tasks, view.lost_slots) == ({1: "running", 3: "starting"}, 2,
+                                                                   {2: "rc-node-2 (down)"})
+
+
+def test_a_slot_the_swarm_moved_off_a_down_or_drained_node_is_reported_and_the_record_names_the_new_node():
+    state = base_state()
+    record = state.records[DEPLOYMENT]
+    on_nodes = [{**slot(n), "node": f"rc-node-{n}"} for n in (1, 2, 3)]
+    state = state.with_record(StateRecord(DEPLOYMENT, "swarm", record.spec, record.spec_hash, record.depends_on,
+                                          driver_ids=record.driver_ids,
+                                          outputs={**record.outputs, "instances": on_nodes}))
+    now = deployment(slot_nodes={1: "rc-node-1", 2: "rc-node-3", 3: "rc-node-3"})
+    for unavailable, why in (({"rc-node-2": "down"}, "down"), ({"rc-node-2": "drain"}, "drain")):
+        refreshed, drift = settle("swarm", state, swarm_fold.fold(state, SwarmObservation(
+            [now, gateway(), edge()], {MODEL: "sha256:aaa"}, unavailable_nodes=unavailable)))
+        assert [(d.kind, d.detail) for d in drift] == [("moved", f"container rc-s-ep-blue-g1.2 ran on node rc-node-2, "
+                                                                 f"which is {why}; the swarm runs it on node rc-node-3 now")]
+        assert [i["node"] for i in refreshed.records[DEPLOYMENT].outputs["instances"]] == [
+            "rc-node-1", "rc-node-3", "rc-node-3"]
+        plan = make_plan(desired(), refreshed, PlanOptions(driver="swarm"), drift)
+        assert str(plan).splitlines()[-1] == "No changes. Your infrastructure matches the configuration."
+    # A slot moved off a node that is still ready (a task replaced there) is no drift.
+    assert settle("swarm", state, swarm_fold.fold(state, SwarmObservation(
+        [now, gateway(), edge()], {MODEL: "sha256:aaa"})))[1] == ()

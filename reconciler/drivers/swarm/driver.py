@@ -20,7 +20,7 @@ from docker.utils import parse_bytes
 
 from reconciler.drivers.base import Driver, StepContext, SupportsKeyRotation
 from reconciler.drivers.common import builds
-from reconciler.drivers.common.engine import EngineClient, ensure_images
+from reconciler.drivers.common.engine import EngineClient, ensure_images, required_images
 from reconciler.drivers.common.errors import StepFailed
 from reconciler.drivers.common.fold import FoldResult
 from reconciler.drivers.common.gateway import GATEWAY_IMAGE, kept_keys_and_port, rotated_keys
@@ -47,7 +47,8 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
     # -- whole-plan checks ---------------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
         """Fail before any change when this engine is no swarm manager or an image is missing.
-        Images are checked on this node only: on several nodes they must come from a registry."""
+        On a one-node swarm images are checked on this node; on several, every node pulls them,
+        so each must be in its registry (asked through the manager) as well as here."""
         engine.require_manager(self.client)
         for address, spec in specs:
             if address.kind == "endpoint" and gateway.unpublishable(spec):
@@ -55,13 +56,15 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
                                   "swarm publishes a port on every address of each node",
                                   "give listen.address 0.0.0.0 (or leave it out) in the stack settings on swarm")
         builds_here = sorted(str(a) for a, _ in specs if a.kind == "environment")
+        nodes = len(self.client.nodes.list()) if specs else 1
         if builds_here:
-            nodes = len(self.client.nodes.list())
             if nodes > 1:
                 raise DriverError(
                     f"{', '.join(builds_here)} would be built on this manager only, and the swarm has {nodes} nodes",
                     "tasks on other nodes could not find the image: push built images to a registry the nodes "
                     "pull from (not supported yet), or run a one-node swarm")
+        if nodes > 1:
+            engine.require_pullable(self.client, specs, required_images(specs, GATEWAY_IMAGE), GATEWAY_IMAGE)
         ensure_images(self.client, specs, GATEWAY_IMAGE)
 
     # -- steps ---------------------------------------------------------------------------------
@@ -193,7 +196,7 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
         service_id, since = engine.deploy_service(self.client, name, None, **kwargs)
         record = dataclasses.replace(record, driver_ids={"generation": generation, "service": service_id},
                                      outputs={"service": {"id": service_id, "name": name}, "instances": []})
-        return self._converge(record, service_id, engine.rollout_of(kwargs), since)
+        return self._converge(record, service_id, engine.rollout_of(kwargs), since, ctx.progress)
 
     def _update_deployment(self, record: StateRecord, ctx: StepContext) -> StateRecord:
         """One service update, whatever changed: swarm rolls the tasks when the task template
@@ -212,25 +215,26 @@ class SwarmDriver(EngineClient, Driver, SupportsKeyRotation):
                                                                             "name": service["Spec"]["Name"]}})
         # RolledBack passes through without a record: the previous version runs again, which is
         # what state says, so the next plan proposes the same update.
-        result = self._converge(record, service_id, engine.rollout_of(kwargs), since)
+        result = self._converge(record, service_id, engine.rollout_of(kwargs), since, ctx.progress)
         models.release(self.client, ctx.records(), before - _config_names(kwargs["task_template"]), owner="")
         return result
 
-    def _converge(self, record: StateRecord, service_id: str, rollout: str, since: int) -> StateRecord:
+    def _converge(self, record: StateRecord, service_id: str, rollout: str, since: int,
+                  progress=None) -> StateRecord:
         spec = record.spec
         what = f"deployment {spec['endpoint']}/{spec['name']}"
         timeout = engine.convergence_timeout(spec["readiness_probe"], spec["instance_count"],
                                              monitor_seconds(spec["readiness_probe"]))
         try:
             tasks = engine.wait_converged(self.client, service_id, rollout, since, timeout, what,
-                                          spec["instance_count"])
+                                          spec["instance_count"], progress)
         except engine.RolledBack:
             raise
         except DriverError as error:
             live = [t for t in engine.service_tasks(self.client, service_id)
                     if t["DesiredState"] == "running" and t["Status"]["State"] in engine.LIVE_STATES]
-            raise StepFailed(error, _with_tasks(record, live, "tainted")) from error
-        return _with_tasks(record, tasks, "ready")
+            raise StepFailed(error, _with_tasks(record, live, "tainted", engine.node_names(self.client))) from error
+        return _with_tasks(record, tasks, "ready", engine.node_names(self.client))
 
     def _delete_deployment(self, record: StateRecord, ctx: StepContext) -> None:
         ids = {(record.outputs.get("service") or {}).get("id")} - {None}
@@ -314,12 +318,14 @@ def _config_names(task_template: dict) -> set[str]:
     return {c["ConfigName"] for c in (task_template.get("ContainerSpec") or {}).get("Configs") or []}
 
 
-def _with_tasks(record: StateRecord, tasks: list[dict], status: str) -> StateRecord:
-    """The record with one instance per replica slot that runs (or, when tainted, is alive)."""
+def _with_tasks(record: StateRecord, tasks: list[dict], status: str, nodes: dict[str, dict]) -> StateRecord:
+    """The record with one instance per replica slot that runs (or, when tainted, is alive),
+    each with the node it runs on (refresh reports a slot the swarm moved off a lost node)."""
     service = record.outputs["service"]
-    slots = sorted({t["Slot"] for t in tasks if t.get("Slot") is not None})
+    on_node = {t["Slot"]: nodes.get(t.get("NodeID") or "", {}).get("name") for t in tasks if t.get("Slot") is not None}
     instances = [{"id": slot_id(service["id"], slot), "name": f"{service['name']}.{slot}",
-                  "instance": slot, "ports": {}} for slot in slots]
+                  "instance": slot, "ports": {}, **({"node": on_node[slot]} if on_node[slot] else {})}
+                 for slot in sorted(on_node)]
     route = record.spec["routes"]["scoring"]
     # Reachable on the stack's network only; clients go through the endpoint.
     outputs = {**record.outputs, "instances": instances,

@@ -24,6 +24,7 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.types import Healthcheck
 
+from reconciler.drivers.common.engine import image_users
 from reconciler.drivers.common.labels import (LABEL_IDENTITY, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY,
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name as common_object_name
@@ -50,6 +51,30 @@ def require_manager(client: docker.DockerClient) -> None:
     if not swarm.get("ControlAvailable"):
         raise DriverError("the Docker Engine is a swarm worker; services can only be changed through a manager",
                           "point DOCKER_HOST at a manager node (`docker node ls` there lists the nodes)")
+
+
+def require_pullable(client: docker.DockerClient, specs: list, images: list[str], gateway_image: str) -> None:
+    """Each image is in the registry its name points at (the manager asks it for the manifest,
+    as each node will when it pulls): an image only this engine has, or a name the registry
+    does not know, would leave tasks on the other nodes rejected."""
+    for image in images:
+        try:
+            client.api.inspect_distribution(image)
+        except APIError as error:
+            about = image_users(specs, image)
+            users = list(about) or ([f"the gateway of {', '.join(sorted(str(a) for a, _ in specs if a.kind == 'endpoint'))}"]
+                                    if image == gateway_image else [])
+            message = str(error.explanation or error).strip().splitlines()[0][:300]
+            raise DriverError(
+                f"image {image} ({', '.join(users) or 'needed by this plan'}) cannot be pulled by the swarm's "
+                f"nodes: the manager {_hostname(client)} asked its registry and the engine said: {message}",
+                "every node pulls the image itself: push it to a registry all nodes reach and name it by that "
+                "registry's host (REGISTRY:PORT/NAME:TAG; RECONCILER_GATEWAY_IMAGE for the gateway's)",
+                about=about) from error
+
+
+def _hostname(client: docker.DockerClient) -> str:
+    return client.info().get("Name") or "?"
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -228,6 +253,42 @@ def service_tasks(client: docker.DockerClient, service_id: str) -> list[dict]:
         return []
 
 
+def node_names(client: docker.DockerClient) -> dict[str, dict]:
+    """Node id -> {"name": hostname, "state": ready|down|..., "availability": active|drain|pause}."""
+    return {node["ID"]: {"name": (node.get("Description") or {}).get("Hostname") or node["ID"][:12],
+                         "state": (node.get("Status") or {}).get("State", "unknown"),
+                         "availability": (node.get("Spec") or {}).get("Availability", "active")}
+            for node in client.api.nodes()}
+
+
+# What a task's state means to someone waiting for it (the engine's own words are terse).
+_TASK_STEPS = {"preparing": "pulling the image and preparing", "starting": "starting (health check pending)",
+               "running": "running and healthy", "rejected": "rejected", "failed": "failed"}
+
+
+def task_progress(seen: dict[str, str], tasks: list[dict], rollout: str | None, nodes: dict[str, dict],
+                  what: str) -> tuple[list[str], dict[str, str]]:
+    """The progress lines for the tasks of `rollout` whose state changed since `seen` (task id
+    -> state), one per task and state, naming its slot and node; and the new `seen`. Pure."""
+    lines, seen = [], dict(seen)
+    for task in sorted(tasks, key=lambda t: (t.get("Slot") or 0, t.get("CreatedAt", ""))):
+        state = (task.get("Status") or {}).get("State", "")
+        if _rollout_of(task) != rollout or seen.get(task["ID"]) == state:
+            continue
+        seen[task["ID"]] = state
+        if state in _TASK_STEPS:
+            error = (task.get("Status") or {}).get("Err")
+            lines.append(f"{what}: {_task_where(task, nodes)}: {_TASK_STEPS[state]}" + (f": {error}" if error else ""))
+    return lines, seen
+
+
+def _task_where(task: dict, nodes: dict[str, dict] | None) -> str:
+    slot = f"task {task['Slot']}" if task.get("Slot") is not None else "task"
+    node = (nodes or {}).get(task.get("NodeID") or "")
+    return f"{slot} on node {node['name']}" if node else (f"{slot} on node {task['NodeID'][:12]}"
+                                                          if task.get("NodeID") else f"{slot} (not placed yet)")
+
+
 def eligible_nodes(client: docker.DockerClient) -> int:
     """How many tasks a global service runs: one per ready, active node."""
     return sum(1 for node in client.api.nodes()
@@ -240,7 +301,7 @@ class RolledBack(DriverError):
 
 
 def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, since: int, timeout: float,
-                   what: str, replicas: int | None = None) -> list[dict]:
+                   what: str, replicas: int | None = None, progress=None) -> list[dict]:
     """Until the service runs exactly `replicas` tasks (one per node for a global service) of
     its current version, all `running` (which swarm reports only once a task's health check
     passed), and every other task has stopped: when this returns, only the new version
@@ -249,9 +310,13 @@ def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, s
     `rollout` is the version deploy_service submitted (see with_rollout). A roll-out that
     swarm rolls back raises RolledBack once the old version is back; a new task that fails
     (create or scale, where there is nothing to roll back to) raises at once; so does running
-    out of `timeout`. Errors carry the last task error and log lines.
+    out of `timeout`. Errors carry the last task error and log lines. `progress` (a callable
+    taking a line) hears what each task of the roll-out does on which node (pulling, starting,
+    running, rejected with the engine's message).
     """
     deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    nodes: dict[str, dict] = {}
     while True:
         service = inspect_service(client, service_id)
         if service is None:
@@ -261,6 +326,12 @@ def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, s
         status = service.get("UpdateStatus") or {}
         state = status.get("State", "") if timestamp_ns(status.get("StartedAt")) > since else ""
         tasks = service_tasks(client, service_id)
+        if any(t.get("NodeID") and t["NodeID"] not in nodes for t in tasks):
+            nodes = node_names(client)
+        if progress is not None:
+            lines, seen = task_progress(seen, tasks, rollout, nodes, what)
+            for line in lines:
+                progress(line)
         if state == "rollback_completed" or (current_rollout != rollout and state != "rollback_started"):
             if state != "rollback_completed":
                 raise DriverError(f"{what}: the service was changed by someone else meanwhile",
@@ -276,7 +347,7 @@ def wait_converged(client: docker.DockerClient, service_id: str, rollout: str, s
             failed = [t for t in current if t["Status"]["State"] in FAILED_STATES
                       and timestamp_ns(t.get("CreatedAt")) >= since]
             if failed and not state:  # no update in progress: nothing would roll back
-                raise DriverError(f"{what}: a task failed: {task_error(failed[-1])}",
+                raise DriverError(f"{what}: a task failed: {task_error(failed[-1], nodes)}",
                                   failure_detail(client, service_id, tasks, rollout))
             running = [t for t in current if t["DesiredState"] == "running" and t["Status"]["State"] == "running"]
             # Tasks on their way out (older version, scaled away) still answer until they stop;
@@ -305,16 +376,17 @@ def _summary(tasks: list[dict], rollout: str | None) -> str:
     return ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))) or "no task of the new version"
 
 
-def task_error(task: dict) -> str:
+def task_error(task: dict, nodes: dict[str, dict] | None = None) -> str:
+    """The task, the node it was on (by name when `nodes` knows it) and the engine's message."""
     status = task.get("Status") or {}
-    return f"task {task.get('Slot', task.get('NodeID', '?'))} {status.get('State')}: " \
+    return f"{_task_where(task, nodes)} {status.get('State')}: " \
            f"{status.get('Err') or status.get('Message') or 'no message'}"
 
 
 def failure_detail(client: docker.DockerClient, service_id: str, tasks: list[dict], rollout: str | None = None) -> str:
     errors = sorted((t for t in tasks if (t.get("Status") or {}).get("Err")),
                     key=lambda t: t["Status"].get("Timestamp", ""))
-    last = f"last task error: {task_error(errors[-1])}\n" if errors else ""
+    last = f"last task error: {task_error(errors[-1], node_names(client))}\n" if errors else ""
     return last + health_output(client, tasks, rollout) + "last log lines:\n" + \
         indent(service_logs(client, service_id, LOG_LINES_ON_FAILURE))
 

@@ -5,7 +5,10 @@ Records keep swarm's own shapes: a deployment lists one instance per replica slo
 (`<slot>.<service id>`), an endpoint its gateway and edge services. So:
   * a slot scaled away by hand, or whose task failed, is a missing instance (the observed
     instance_count drops, apply scales back up); a service removed by hand is all instances
-    missing (apply creates it again);
+    missing (apply creates it again); so is a slot whose task was on a node that is down, named
+    with its node (the swarm starts it again on a ready node; apply waits for that);
+  * a slot that state places on a node now down or drained, and that runs on another node, was
+    moved by the swarm: reported (kind `moved`), and the refreshed record names the new node;
   * a slot added by hand, or a deployment or gateway service no record owns, is a stray (the
     shared core records it as an orphan; deleting a slot of an owned service scales it back);
   * a service whose image, environment or model configs no longer match state puts what it
@@ -52,6 +55,8 @@ class ServiceView:
     model_digest: str | None = None
     live_slots: dict[int, str] = field(default_factory=dict)
     live_tasks: int = 0
+    lost_slots: dict[int, str] = field(default_factory=dict)  # slot -> "node (state)" it was lost with
+    slot_nodes: dict[int, str] = field(default_factory=dict)  # live slot -> the node its task is on
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,7 @@ class SwarmObservation:
     services: list[ServiceView]
     model_digests: dict[str, str | None] = field(default_factory=dict)  # model address -> None: configs gone
     environment_images: dict[str, dict | None] = field(default_factory=dict)  # builds.observe_images
+    unavailable_nodes: dict[str, str] = field(default_factory=dict)  # node name -> "down", "drain", ...
 
 
 def slot_id(service_id: str, slot: int) -> str:
@@ -68,6 +74,16 @@ def slot_id(service_id: str, slot: int) -> str:
 def parse_slot_id(instance_id: str) -> tuple[str, int | None]:
     slot, _, service_id = instance_id.partition(".")
     return (service_id, int(slot)) if service_id and slot.isdigit() else (instance_id, None)
+
+
+def lost_instance(address: str, name: str, node: str) -> Drift:
+    return Drift(address, "missing", f"container {name} ran on node {node}, lost with it; the swarm starts it "
+                 "again on a ready node (apply waits for that)")
+
+
+def moved_instance(address: str, name: str, before: str, why: str, after: str) -> Drift:
+    return Drift(address, "moved", f"container {name} ran on node {before}, which is {why}; the swarm runs it on "
+                 f"node {after} now")
 
 
 def fold(state: StateFile, observation: SwarmObservation) -> FoldResult:
@@ -104,6 +120,7 @@ class _Fold(FoldPass):
         super().__init__(state.records, observation.model_digests, observation.environment_images)
         self.services = {s.service_id: s for s in observation.services}
         self.edges_live = {s.address: s.live_tasks > 0 for s in observation.services if s.role == "edge"}
+        self.unavailable_nodes = observation.unavailable_nodes
 
     def seen(self) -> set[str]:
         seen = set(self.services)
@@ -119,10 +136,17 @@ class _Fold(FoldPass):
         alive, found = [], []
         for instance in instances:
             _, slot = parse_slot_id(instance["id"])
+            if service is not None and slot in service.lost_slots:
+                found.append(lost_instance(address, instance["name"], service.lost_slots[slot]))
+                continue
             if service is None or slot not in service.live_slots:
                 found.append(missing_instance(address, instance["name"]))
                 continue
             self.owned.add(instance["id"])
+            before, now = instance.get("node"), service.slot_nodes.get(slot)
+            if before and now and before != now and before in self.unavailable_nodes:
+                found.append(moved_instance(address, instance["name"], before, self.unavailable_nodes[before], now))
+                instance = {**instance, "node": now}
             if fields:
                 found.append(Drift(address, "changed", f"container {instance['name']} no longer matches state "
                                    f"({', '.join(f.path for f in fields)}); apply replaces the deployment",

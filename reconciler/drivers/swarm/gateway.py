@@ -224,7 +224,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         gateway_id, since = engine.deploy_service(client, service_names["gateway"], None, **service_spec)
         created.append(gateway_id)
         engine.wait_converged(client, gateway_id, engine.rollout_of(service_spec), since, START_TIMEOUT,
-                              f"gateway of endpoint {endpoint}", 1)
+                              f"gateway of endpoint {endpoint}", 1, ctx.progress)
         config["id"] = _ensure_blob(client, "config", config["name"], edge_text.encode(), managed_labels(
             ctx, address, spec_hash, **{LABEL_ROLE: "edge-config"}))
         if tls_secret:
@@ -234,7 +234,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         edge_id, since = engine.deploy_service(client, service_names["edge"], None, **service_spec)
         created.append(edge_id)
         engine.wait_converged(client, edge_id, engine.rollout_of(service_spec), since, START_TIMEOUT,
-                              f"edge of endpoint {endpoint}")
+                              f"edge of endpoint {endpoint}", progress=ctx.progress)
         _wait_answering(engine_host, port, endpoint, files is not None)
     except DriverError:
         for service_id in reversed(created):  # never leave an unrecorded gateway behind
@@ -292,7 +292,7 @@ def reload(client: docker.DockerClient, ctx: StepContext, address: str, spec: di
         service_spec = gateway_spec(ctx, address, spec_hash, network_id, secret)
         _, since = engine.deploy_service(client, outputs["gateway"]["name"], service, **service_spec)
         engine.wait_converged(client, service["ID"], engine.rollout_of(service_spec), since, START_TIMEOUT,
-                              f"gateway of endpoint {endpoint}", 1)
+                              f"gateway of endpoint {endpoint}", 1, ctx.progress)
     except engine.RolledBack:
         if secret["name"] != old_secret.get("name"):
             _remove_blob(client, "secret", secret["name"])

@@ -1,9 +1,10 @@
 """Refresh reads on swarm: the stack's services and the tasks meant to run, as `ServiceView`s
 for the fold (fold.py). Side effects: reads only.
 
-Two list calls per refresh, the stack's services (by label; their specs hold image,
-environment and model configs, so nothing needs inspecting) and the tasks meant to run, plus
-the model configs of each model (models.stored_digest).
+Three list calls per refresh, the stack's services (by label; their specs hold image,
+environment and model configs, so nothing needs inspecting), the tasks meant to run and the
+nodes (a task on a node that is down is lost, whatever it last reported), plus the model
+configs of each model (models.stored_digest).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import docker
 from reconciler.drivers.common import builds
 from reconciler.drivers.common.labels import LABEL_ADDRESS, LABEL_PREFIX, LABEL_ROLE, is_own, label_filter
 from reconciler.drivers.swarm import models
-from reconciler.drivers.swarm.engine import LIVE_STATES, require_manager
+from reconciler.drivers.swarm.engine import LIVE_STATES, node_names, require_manager
 from reconciler.drivers.swarm.fold import ServiceView, SwarmObservation
 from reconciler.state.model import StateFile
 
@@ -31,7 +32,14 @@ def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
                                                                    s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
                      if a.kind == "model" and not a.is_derived}
-    return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state))
+    return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state),
+                            unavailable_nodes=unavailable(node_names(client)) if services else {})
+
+
+def unavailable(nodes: dict[str, dict]) -> dict[str, str]:
+    """Node name -> why tasks cannot run there ("down", "drain", ...), for nodes that are not ready and active."""
+    return {node["name"]: node["state"] if node["state"] != "ready" else node["availability"]
+            for node in nodes.values() if node["state"] != "ready" or node["availability"] != "active"}
 
 
 def _strings(value) -> set[str]:
@@ -49,17 +57,24 @@ def list_services(client: docker.DockerClient, stack: str, keep=lambda service: 
     require_manager(client)  # a plain engine answers the service list with a 503
     services = [s for s in client.api.services(filters=label_filter(stack)) if keep(s)]
     by_service: dict[str, list[dict]] = {}
+    nodes: dict[str, dict] = {}
     if services:
         for task in client.api.tasks(filters={"desired-state": "running"}):
             by_service.setdefault(task.get("ServiceID"), []).append(task)
-    return [service_view(service, by_service.get(service["ID"], [])) for service in services]
+        nodes = node_names(client)
+    return [service_view(service, by_service.get(service["ID"], []), nodes) for service in services]
 
 
-def service_view(service: dict, tasks: list[dict]) -> ServiceView:
-    """A service and its tasks (the API's dicts) in the fold's shape."""
+def service_view(service: dict, tasks: list[dict], nodes: dict[str, dict] | None = None) -> ServiceView:
+    """A service and its tasks (the API's dicts) in the fold's shape. A task placed on a node
+    that `nodes` (engine.node_names) shows as not ready is lost with its node, not live: the
+    node cannot say what became of it, and the swarm starts it again elsewhere."""
     labels = service["Spec"].get("Labels") or {}
     container = (service["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}
-    live = [t for t in tasks if t["Status"]["State"] in LIVE_STATES]
+    nodes = nodes or {}
+    lost_node = {t["ID"]: nodes[t["NodeID"]] for t in tasks
+                 if t.get("ID") and nodes.get(t.get("NodeID") or "", {}).get("state", "ready") != "ready"}
+    live = [t for t in tasks if t["Status"]["State"] in LIVE_STATES and t.get("ID") not in lost_node]
     best: dict[int, dict] = {}
     for task in live:
         slot = task.get("Slot")
@@ -74,4 +89,9 @@ def service_view(service: dict, tasks: list[dict]) -> ServiceView:
                        model_mount=labels.get(LABEL_MODEL_MOUNT) if mounted else None,
                        model_digest=labels.get(LABEL_MODEL_DIGEST) if mounted else None,
                        live_slots={slot: task["Status"]["State"] for slot, task in sorted(best.items())},
-                       live_tasks=len(live))
+                       live_tasks=len(live),
+                       lost_slots={t["Slot"]: f"{node['name']} ({node['state']})" for t in tasks
+                                   if (node := lost_node.get(t.get("ID"))) and t.get("Slot") is not None
+                                   and t["Slot"] not in best},
+                       slot_nodes={slot: nodes[task["NodeID"]]["name"] for slot, task in sorted(best.items())
+                                   if task.get("NodeID") in nodes})
