@@ -1,8 +1,15 @@
 """Benchmark: start-up and the model fingerprint cache (issue 16), side by side in one run.
 
-  * start-up: an empty interpreter (`python3 -c pass`), `reconciler --help` and
-    `reconciler validate stacks/half-plus-two`, each run --repeat times, interleaved (one of
-    each per round), medians reported. Target: --help and validate under 0.1 s.
+  * start-up: `reconciler --help` and `reconciler validate stacks/half-plus-two`, each with the
+    package's bytecode compiled first (`python -m compileall reconciler`: what an installed
+    wheel has, since pip compiles it, and what scripts/setup.sh now does for the editable
+    install) and from source (a copy of the package without bytecode: with
+    PYTHONDONTWRITEBYTECODE=1, as this machine sets it, an editable install without compiled
+    bytecode compiles every module of the package at every start), against two floors: `python3 -S -c pass` (the interpreter
+    alone) and `python3 -c pass` (with site-packages and this machine's .pth files: the
+    editable finder, and a sandbox .pth that imports certifi at every start). Each run --repeat
+    times, interleaved (one of each per round), medians reported. Target: --help and validate
+    under 0.1 s; also stated over `python3 -c pass`.
   * a 1 GiB model: `reconciler plan --no-refresh` of the demo stack with a 1 GiB file added to
     its model, against the same plan without it, interleaved, after one warm-up plan that fills
     the fingerprint cache. Target: at most +0.05 s.
@@ -37,12 +44,23 @@ def timed(argv: list[str], cwd: Path, env: dict) -> float:
     return elapsed
 
 
-def interleaved(commands: dict[str, list[str]], rounds: int, cwd: Path, env: dict) -> dict[str, float]:
-    samples: dict[str, list[float]] = {name: [] for name in commands}
+def interleaved(commands: dict[str, list[str]], rounds: int, cwd: Path, env: dict,
+                variants: dict[str, tuple[list[str], Path, dict]] | None = None) -> dict[str, float]:
+    """Median wall time of each command (and each `variants` entry: argv, cwd, env of its own),
+    one of each per round."""
+    runs = {name: (argv, cwd, env) for name, argv in commands.items()} | (variants or {})
+    samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
-        for name, argv in commands.items():
-            samples[name].append(timed(argv, cwd, env))
+        for name, (argv, where, environment) in runs.items():
+            samples[name].append(timed(argv, where, environment))
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def compile_package() -> None:
+    """The package's bytecode next to its sources, as scripts/setup.sh compiles it (and as pip
+    compiles an installed wheel): what a user's every command starts from."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "reconciler")], check=True,
+                   capture_output=True)
 
 
 def main() -> None:
@@ -54,11 +72,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         env = {**os.environ, "RECONCILER_CACHE_DIR": str(scratch / "cache")}
-        startup = interleaved({
+        # From source: a copy of the package without bytecode, run from its own folder (`-m`
+        # puts the working directory first on sys.path).
+        source_root = scratch / "source"
+        shutil.copytree(ROOT / "reconciler", source_root / "reconciler",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "schemas", source_root / "schemas")
+        source_env = {**env, "PYTHONPATH": str(source_root)}
+        compile_package()
+        help_, validate = ["--help"], ["validate", str(ROOT / "stacks" / "half-plus-two")]
+        measured = interleaved({
+            "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
             "python3 -c pass": [sys.executable, "-c", "pass"],
-            "reconciler --help": [*RECONCILER, "--help"],
-            "reconciler validate stacks/half-plus-two": [*RECONCILER, "validate", "stacks/half-plus-two"],
-        }, args.repeat, ROOT, env)
+            "reconciler --help": [*RECONCILER, *help_],
+            "reconciler validate stacks/half-plus-two": [*RECONCILER, *validate],
+        }, args.repeat, ROOT, env, variants={
+            "source --help": ([*RECONCILER, *help_], source_root, source_env),
+            "source validate": ([*RECONCILER, *validate], source_root, source_env)})
+        from_source = {"reconciler --help": measured.pop("source --help"),
+                       "reconciler validate stacks/half-plus-two": measured.pop("source validate")}
+        startup = measured
         small = scratch / "small" / "half-plus-two"
         big = scratch / "big" / "half-plus-two"
         shutil.copytree(ROOT / "stacks" / "half-plus-two", small)
@@ -77,16 +110,23 @@ def main() -> None:
     empty = startup["python3 -c pass"]
     lines = [SECTION, "",
              f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python bench/bench_startup.py` "
-             f"(medians of {args.repeat} interleaved runs, wall time of the whole process).", "",
-             "| command | median (s) | over an empty interpreter (s) |", "|---|---:|---:|"]
+             f"(medians of {args.repeat} interleaved runs, wall time of the whole process; load average "
+             f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end). Compiled: the package's bytecode "
+             "compiled first (as an installed wheel has it; scripts/setup.sh compiles the editable install); "
+             "from source: a copy of the package without bytecode, PYTHONDONTWRITEBYTECODE=1 as set here.", "",
+             "| command | compiled (s) | over `python3 -c pass` (s) | from source (s) |", "|---|---:|---:|---:|"]
     for name, seconds in startup.items():
-        lines.append(f"| `{name}` | {seconds:.3f} | {seconds - empty:+.3f} |")
+        source = f"{from_source[name]:.3f}" if name in from_source else ""
+        lines.append(f"| `{name}` | {seconds:.3f} | {seconds - empty:+.3f} | {source} |")
     overhead = plans["plan with a 1 GiB model"] - plans["plan without the big file"]
     lines += ["", f"Targets: `--help` {startup['reconciler --help']:.3f} s and `validate` "
               f"{startup['reconciler validate stacks/half-plus-two']:.3f} s, under 0.1 s: "
               + ("PASS" if max(startup["reconciler --help"],
                                startup["reconciler validate stacks/half-plus-two"]) < 0.1 else "FAIL")
-              + f" (an empty interpreter takes {empty:.3f} s here).", "",
+              + f" (`python3 -c pass` takes {empty:.3f} s here, `python3 -S -c pass` "
+              f"{startup['python3 -S -c pass']:.3f} s); over `python3 -c pass`: `--help` "
+              f"{startup['reconciler --help'] - empty:+.3f} s, `validate` "
+              f"{startup['reconciler validate stacks/half-plus-two'] - empty:+.3f} s.", "",
               "| no-op plan, --no-refresh | median (s) |", "|---|---:|"]
     for name, seconds in plans.items():
         lines.append(f"| {name} | {seconds:.3f} |")

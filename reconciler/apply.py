@@ -2,7 +2,9 @@
 
 Side effects through the driver and the state store only; no decisions (the planner made them)
 and no text (it emits typed step events, reconciler/events.py, to hooks; render/progress.py
-turns them into lines). Independent steps run in parallel (bounded); state is saved after
+turns them into lines). Independent steps run in parallel, at most `parallelism` of them working
+at a time: a step inside `ctx.waiting()` (a readiness wait) gives its slot to the next step
+until it works again (`Slots`). State is saved after
 every step, so an interrupted apply loses at most the step in flight. A replaced resource that
 is created before its old self is destroyed keeps the old record in state as
 `<address>~deposed-<n>` until it is gone, so a crash never forgets it.
@@ -16,6 +18,7 @@ import dataclasses
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
@@ -105,6 +108,43 @@ def describe_steps(plan: Plan) -> str:
     return str(step_graph(plan))
 
 
+class Slots:
+    """At most `size` steps working at once. `take` blocks until a slot is free; `try_take` does
+    not; every `give` also completes `wake`, so the engine's loop (which waits on futures) starts
+    the next step at once instead of at its next poll."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.used = 0
+        self._condition = threading.Condition()
+        self.wake: Future = Future()
+
+    def try_take(self) -> bool:
+        with self._condition:
+            if self.used >= self.size:
+                return False
+            self.used += 1
+            return True
+
+    def take(self) -> None:
+        with self._condition:
+            self._condition.wait_for(lambda: self.used < self.size)
+            self.used += 1
+
+    def give(self) -> None:
+        with self._condition:
+            self.used -= 1
+            self._condition.notify_all()
+            if not self.wake.done():
+                self.wake.set_result(None)
+
+    def rearm(self) -> None:
+        """A new `wake` once the loop has seen the old one complete."""
+        with self._condition:
+            if self.wake.done():
+                self.wake = Future()
+
+
 class Applier:
     """Carries out one plan. `hooks` receive every step event; `echo`, if given, receives the
     rendered progress lines (shorthand for a render.progress.ProgressPrinter hook)."""
@@ -126,12 +166,28 @@ class Applier:
         self._hook_lock = threading.Lock()
         self._deleted_for_replace: dict[str, StateRecord] = {}
         self._ctx_fields = ctx
+        self._slots = Slots(self.parallelism)
         self.ctx = self._context()
 
     def _context(self) -> StepContext:
         fields = {"identity": self.state.lineage, "state_path": self.store.location, **self._ctx_fields}
         return StepContext(records=lambda: dict(self.state.records),
-                           progress=lambda text: self._emit(DriverMessage(text)), **fields)
+                           progress=lambda text: self._emit(DriverMessage(text)), waiting=self._waiting, **fields)
+
+    @contextmanager
+    def _waiting(self):
+        """The calling step's slot is free while it only waits; it works again once one is free."""
+        self._slots.give()
+        try:
+            yield
+        finally:
+            self._slots.take()
+
+    def _run_step_in_slot(self, step: Step) -> None:
+        try:
+            self._run_step(step)
+        finally:
+            self._slots.give()
 
     def _emit(self, event: StepEvent) -> None:
         with self._hook_lock:
@@ -204,27 +260,36 @@ class Applier:
         poll = min(1.0, self.still_every)
         self._emit(ApplyStarted(len(graph.steps)))
         ready: deque[str] = deque()
-        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+        # A thread per step in flight: steps asleep in ctx.waiting() hold a thread but no slot,
+        # and a step given a slot must never queue behind them for a thread.
+        with ThreadPoolExecutor(max_workers=max(self.parallelism, len(graph.steps))) as pool:
             while sorter.is_active():
+                # Before the slots are counted: a slot given from here on completes the new wake.
+                self._slots.rearm()
                 ready.extend(sorter.get_ready())
-                # At most `parallelism` in flight: a step starts when it runs, and waiting on
+                # At most `parallelism` working: a step starts when it has a slot, and waiting on
                 # every queued future per loop would make a large apply quadratic.
-                while ready and len(running) < self.parallelism:
-                    step_id = ready.popleft()
+                while ready:
+                    step_id = ready[0]
                     step = by_id[step_id]
                     if graph.needs[step_id] & blocked:
+                        ready.popleft()
                         blocked.add(step_id)
                         result.skipped.append(step_id)
                         self._emit(StepSkipped(step, tuple(sorted(graph.needs[step_id] & blocked))))
                         sorter.done(step_id)
                         continue
+                    if not self._slots.try_take():
+                        break
+                    ready.popleft()
                     self._emit(StepStarted(step))
                     started = time.monotonic()
-                    running[pool.submit(self._run_step, step)] = (step, started)
+                    running[pool.submit(self._run_step_in_slot, step)] = (step, started)
                     last_still[step_id] = started
                 if not running:
                     continue
-                done, _ = wait(running, timeout=poll, return_when=FIRST_COMPLETED)
+                done, _ = wait([*running, self._slots.wake], timeout=poll, return_when=FIRST_COMPLETED)
+                done = {future for future in done if future in running}
                 now = time.monotonic()
                 for future, (step, started) in list(running.items()):
                     if future not in done and now - last_still[step.id] >= self.still_every:

@@ -68,4 +68,10 @@ class StalePlan(ReconcilerError):
 
 
 class DriverError(ReconcilerError):
-    """The container engine refused or failed an operation."""
+    """The container engine refused or failed an operation. `about`: the addresses of the
+    resources whose settings caused it (an image they name), so that the caller, which knows
+    where each was written, can say file:line."""
+
+    def __init__(self, summary: str, hint: str = "", about: tuple[str, ...] = ()) -> None:
+        super().__init__(summary, hint)
+        self.about = tuple(about)

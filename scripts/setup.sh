@@ -48,6 +48,10 @@ fi
 
 log "installing the reconciler package (pip install -e '.[test]')"
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+# An editable install has no bytecode, and with PYTHONDONTWRITEBYTECODE=1 Python never writes
+# any: every command would compile the package from source at every start (0.05-0.1 s of
+# `reconciler validate`, BENCHMARKS.md). A wheel install has it (pip compiles); so does this.
+python3 -m compileall -q reconciler >/dev/null
 
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd (log: /tmp/reconciler-dockerd.log)"

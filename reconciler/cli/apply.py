@@ -70,7 +70,7 @@ def apply_options(command):
     for decorator in reversed([
         click.option("--auto-approve", is_flag=True, help="Skip the interactive 'yes' confirmation."),
         click.option("--parallelism", type=click.IntRange(1, 100), default=10, show_default=True,
-                     help="How many independent steps run at once."),
+                     help="How many independent steps work at once (a step waiting for readiness does not count)."),
     ]):
         command = decorator(command)
     return command

@@ -15,9 +15,10 @@ reconciler/drivers/common/fold.py). The orphan and deposed bookkeeping is shared
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, ContextManager
 
 from reconciler.addresses import Address
 from reconciler.errors import ReconcilerError
@@ -39,6 +40,10 @@ class StepContext:
     # The state's lineage: every object made is labelled with it (drivers/common/labels.py).
     identity: str = ""
     state_path: str | None = None  # the state's location (StateBackend.location), for labels
+    # `with ctx.waiting():` around a part of a step that only waits (readiness probes): the
+    # apply engine lets another step start meanwhile, so --parallelism bounds the steps working
+    # the engine, not the steps asleep between probes (#16).
+    waiting: Callable[[], ContextManager[None]] = field(default=nullcontext)
 
 
 class Driver(ABC):

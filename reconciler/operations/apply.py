@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 from reconciler.apply import Applier, ApplyResult
 from reconciler.config.settings import LoadOptions
-from reconciler.errors import ReconcilerError, StalePlan
+from reconciler.errors import DriverError, ReconcilerError, StalePlan
 from reconciler.events import Hook
 from reconciler.operations.plan import (DriverLookup, PlanRequest, choose_driver, driver_lookup, load_desired,
                                         open_store, plan_with_store)
@@ -116,13 +116,31 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
             return outcome(NO_CHANGES)
         if not saved and not confirm(plan):
             return outcome(CANCELLED)
-        driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
+        preflight(driver, plan)
         applier = Applier(driver, store, state, plan,
                           {"stack": plan.stack, "stack_dir": Path(plan.stack_dir).resolve(),
                            "state_dir": store.work_dir},
                           parallelism=request.parallelism, hooks=hooks)
         result = applier.run()
     return outcome(APPLIED if result.ok else FAILED, result)
+
+
+def preflight(driver, plan) -> None:
+    """The driver's whole-plan checks; a refusal about resources of the stack (an image they name)
+    says where each was written."""
+    try:
+        driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
+    except DriverError as error:
+        sources = located_sources(plan, error.about)
+        if not sources:
+            raise
+        raise DriverError(f"{', '.join(sources)}: {error.summary}", error.hint) from error
+
+
+def located_sources(plan, addresses: tuple[str, ...]) -> list[str]:
+    """`file:line` of each named resource's document, in the plan's order. Pure."""
+    wanted = set(addresses)
+    return [c.source for c in plan.actionable if str(c.address) in wanted and c.source]
 
 
 def destroy(request: ApplyRequest, **kwargs) -> ApplyOutcome:

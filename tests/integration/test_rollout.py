@@ -63,3 +63,16 @@ def test_surplus_instances_are_stopped_at_once_on_scale_in(stack):
     elapsed = time.monotonic() - started
     assert [c.labels["org.reconciler.instance"] for c in deployments(stack)] == ["0"]
     assert elapsed < 22, f"scale-in took {elapsed:.1f} s: the 3 stops (10 s each) did not overlap"
+
+
+def test_an_instance_is_ready_when_it_first_answers_not_a_whole_period_later(stack):
+    # The server answers 503 for its first second; probes at 0 and every 10 s. On the schedule
+    # alone it is ready at the probe at 10 s; the early polls between see it ready at about 1 s.
+    command = json.dumps(["sh", "-c", f"exec env READY_AFTER_SECONDS=1 {SERVER}"])
+    stack.edit("deployment.yml", "instance_count: 1\n", f"instance_count: 1\nlocal:\n  command: {command}\n")
+    stack.edit("deployment.yml", "  initial_delay: 1\n  period: 1", "  initial_delay: 0\n  period: 10")
+    started = time.monotonic()
+    stack.apply()
+    elapsed = time.monotonic() - started
+    assert stack.records()[DEPLOYMENT]["status"] == "ready"
+    assert elapsed < 8, f"apply took {elapsed:.1f} s: readiness waited for the scheduled probe at 10 s"

@@ -231,7 +231,8 @@ def test_an_image_the_registry_does_not_have_is_refused_before_any_change(cluste
         result = stack.apply(expect=1)
     finally:
         stack.edit("deployment.yml", f"image: {missing}", f"image: {cluster.image(DEMO_IMAGE)}")
-    assert f"image {missing} (deployment.{ENDPOINT}/tfserving) cannot be pulled by the swarm's nodes" in result.output
+    assert f"deployment.yml:1: image {missing} (deployment.{ENDPOINT}/tfserving) cannot be pulled by the swarm's nodes" \
+        in result.output
     assert "the manager rc-node-1 asked its registry" in result.output and "manifest unknown" in result.output
     assert stack.state.read_text() == before
     assert sorted(s["ID"] for s in cluster.manager.client().api.services()) == services

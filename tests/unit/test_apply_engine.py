@@ -9,6 +9,7 @@ log, and the saved state.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from fakes import RecordingDriver
 from reconciler.addresses import Address
 from reconciler.apply import Applier, describe_steps, step_graph
 from reconciler.config.graph import DesiredGraph, DesiredResource, spec_hash
-from reconciler.errors import ReconcilerError
+from reconciler.errors import DriverError, ReconcilerError
 from reconciler.events import (ApplyStarted, DriverMessage, RecordingHook, Step, StepCompleted, StepFailedEvent,
                                StepSkipped, StepStarted, StepStillRunning)
 from reconciler.operations.apply import APPLIED, CANCELLED, NO_CHANGES, ApplyRequest, apply, destroy
@@ -286,6 +287,40 @@ def test_independent_steps_run_at_the_same_time(store):
     assert result.ok, result.failed
 
 
+def test_steps_waiting_for_readiness_give_their_slots_to_the_next_steps(store):
+    """--parallelism 2 and 5 deployments: all 5 are waiting at once (each started while the
+    others waited), and never more than 2 work at once (#16: a readiness wait held its slot,
+    so 20 deployments with --parallelism 10 started in two waves)."""
+    names = [f"d{i}" for i in range(5)]
+    resources = {"model.m:1": (MODEL, ())}
+    resources.update({f"deployment.ep/{n}": ({"image": "i1"}, ("model.m:1",)) for n in names})
+    all_waiting = threading.Barrier(len(names), timeout=10)
+    lock = threading.Lock()
+    working = [0, 0]  # now, most
+
+    class Waits(RecordingDriver):
+        def create(self, address, spec, spec_hash, ctx, prior=None):
+            if address.kind == "deployment":
+                with lock:
+                    working[0] += 1
+                    working[1] = max(working)
+                time.sleep(0.05)  # working: a third step working now would be counted
+                with lock:
+                    working[0] -= 1
+                with ctx.waiting():
+                    all_waiting.wait()  # breaks (and fails the step) unless all 5 wait at once
+                with lock:
+                    working[0] += 1
+                    working[1] = max(working)
+                time.sleep(0.05)  # working: a third step working now would be counted
+                with lock:
+                    working[0] -= 1
+            return super().create(address, spec, spec_hash, ctx, prior)
+    result = run(store, make_plan(graph(resources), store.read()), Waits(), parallelism=2)
+    assert result.ok, result.failed
+    assert working[1] <= 2
+
+
 # -- events and their rendering ----------------------------------------------------------------
 def test_events_in_order_with_their_progress_lines(store):
     hook = RecordingHook()
@@ -489,3 +524,26 @@ def test_cli_destroy(cli_run, demo_stack, tmp_path, fake):
     assert [line for line in fake.calls if line.startswith("delete")] == [
         "delete endpoint.half-plus-two", "delete deployment.half-plus-two/tfserving",
         "delete model.tfserving-mounted:1"]
+
+
+class RefusingPreflight(RecordingDriver):
+    """Refuses the plan in preflight as a driver does for an image no engine has."""
+
+    def __init__(self, about: tuple[str, ...]) -> None:
+        super().__init__()
+        self.about = about
+
+    def preflight(self, specs) -> None:
+        raise DriverError("image x:1 is not present locally and could not be pulled", "load it", about=self.about)
+
+
+@pytest.mark.parametrize("about, prefix", [
+    (("deployment.half-plus-two/tfserving",), "{stack}/deployment.yml:1: image x:1"),
+    ((), "image x:1"),  # nothing of the stack named: the driver's words as they are
+])
+def test_a_preflight_refusal_says_where_the_resource_was_written(demo_stack, tmp_path, about, prefix):
+    state_path = tmp_path / "state.json"
+    with pytest.raises(DriverError) as refused:
+        apply(ApplyRequest(demo_stack, state_path=state_path, refresh=False), drivers=by_name(RefusingPreflight(about)))
+    assert refused.value.summary.startswith(prefix.format(stack=demo_stack)) and refused.value.hint == "load it"
+    assert not state_path.exists()

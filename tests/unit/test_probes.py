@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.drivers.common.probes import Cancelled, next_probe_at, wait_until_ready
+from reconciler.drivers.common.probes import Cancelled, early_poll_gaps, next_probe_at, wait_until_ready
 
 AZURE_DEFAULT = {"initial_delay": 10, "period": 10, "timeout": 2, "failure_threshold": 30, "success_threshold": 1}
 
@@ -46,10 +46,10 @@ class FakeWorld:
         raise AssertionError("probed more often than the case expects")
 
 
-def run(answers: str, stops_at: float | None = None, **overrides) -> str:
+def run(answers: str, stops_at: float | None = None, early_poll: float | None = None, **overrides) -> str:
     world = FakeWorld(answers, stops_at)
     result = wait_until_ready(lambda: ("10.0.0.2", 8501), "/ready", settings(**overrides), world.still_running,
-                              sleep=world.sleep, clock=world.clock, probe=world.probe)
+                              sleep=world.sleep, clock=world.clock, probe=world.probe, early_poll=early_poll)
     times = " ".join(f"{t:g}" for t in world.probed_at)
     verdict = "ready" if result.ready else f"failed ({result.last_error})"
     return f"probes at [{times}] -> {verdict} at {world.now:g} after {result.attempts}"
@@ -86,6 +86,40 @@ CASES = [
     ({"answers": "", "stops_at": 0, "initial_delay": 0, "period": 1},
      "probes at [] -> failed (container stopped) at 0 after 0"),
 ]
+
+
+# Early polls after a failed scheduled probe, until the next one (here the first 0.25 s after
+# it, then pauses 1.5x longer: 0.375, 0.5625, 0.84375, none from a whole period on): the first
+# 2xx makes the instance ready at once; their failures are not counted, so when a deployment
+# fails and after how many (counted) probes is the same as without them.
+EARLY = {"early_poll": 0.25, "initial_delay": 0, "period": 1}
+EARLY_CASES = [
+    # The server answers at the second early poll: ready at 0.625, not at the next period (1).
+    ({**EARLY, "answers": "no no ok"}, "probes at [0 0.25 0.625] -> ready at 0.625 after 1"),
+    # Nothing before initial_delay, and nothing early when the first scheduled probe answers.
+    ({**EARLY, "answers": "ok", "initial_delay": 10}, "probes at [10] -> ready at 10 after 1"),
+    ({**EARLY, "answers": "no ok", "initial_delay": 10}, "probes at [10 10.25] -> ready at 10.25 after 1"),
+    # Never ready: failure_threshold counted probes on the schedule, failed at the same time;
+    # the early polls end once their pauses reach a period.
+    ({**EARLY, "answers": "no " * 9, "failure_threshold": 5},
+     "probes at [0 0.25 0.625 1 1.5625 2 2.84375 3 4] -> failed (HTTP 503) at 4 after 5"),
+    # An early poll is cut to the time left before the next scheduled probe.
+    ({**EARLY, "answers": "no slow no ok", "period": 2, "timeout": 5, "early_poll": 1.5},
+     "probes at [0 1.5 2 4] -> ready at 4 after 3"),
+    # success_threshold above 1: successes in a row on the schedule only, no early polls.
+    ({**EARLY, "answers": "no ok ok", "success_threshold": 2}, "probes at [0 1 2] -> ready at 2 after 3"),
+]
+
+
+def test_early_poll_gaps_grow_until_a_period():
+    assert [round(gap, 4) for gap in early_poll_gaps(0.05, 1)] == [0.05, 0.075, 0.1125, 0.1688, 0.2531, 0.3797,
+                                                                   0.5695, 0.8543]
+    assert early_poll_gaps(1, 1) == []
+
+
+@pytest.mark.parametrize("case, expected", EARLY_CASES, ids=[str(i) for i in range(len(EARLY_CASES))])
+def test_early_polls_until_the_first_success(case, expected):
+    assert run(**case) == expected
 
 
 @pytest.mark.parametrize("case, expected", CASES, ids=[str(i) for i in range(len(CASES))])

@@ -214,8 +214,8 @@ def _gist(text: str) -> str:
     return text.strip().splitlines()[-1][:300] if text.strip() else text
 
 
-def ensure_image(client: docker.DockerClient, image: str) -> None:
-    """The image is local, or is pulled; otherwise a clear error."""
+def ensure_image(client: docker.DockerClient, image: str, about: tuple[str, ...] = ()) -> None:
+    """The image is local, or is pulled; otherwise a clear error about the resources in `about`."""
     try:
         client.images.get(image)
         return
@@ -228,7 +228,7 @@ def ensure_image(client: docker.DockerClient, image: str) -> None:
         raise DriverError(
             f"image {image} is not present locally and could not be pulled: {_short(error)}",
             "build or load it first (images/build.sh builds the demo images), or `docker login` "
-            "to the registry that holds it") from error
+            "to the registry that holds it", about=about) from error
 
 
 def free_host_port(host: str = "127.0.0.1") -> int:
@@ -258,7 +258,15 @@ def ensure_images(client: docker.DockerClient, specs: list[tuple[str, dict]], ga
                   content_volumes: bool = False) -> None:
     """Every image the plan's changes need is here (or pulled) before any change is made."""
     for image in required_images(specs, gateway_image, content_volumes):
-        ensure_image(client, image)
+        ensure_image(client, image, image_users(specs, image))
+
+
+def image_users(specs: list[tuple[str, dict]], image: str) -> tuple[str, ...]:
+    """The addresses of the plan's deployments that run `image` and environments built from it. Pure."""
+    return tuple(sorted(str(address) for address, spec in specs if
+                        (address.kind == "deployment" and spec.get("image") == image) or
+                        (address.kind == "environment" and image in (spec.get("base_image"),
+                                                                     *spec.get("base_images", ())))))
 
 
 def required_images(specs: list[tuple[str, dict]], gateway_image: str, content_volumes: bool = False) -> list[str]:

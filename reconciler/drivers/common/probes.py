@@ -1,5 +1,6 @@
 """HTTP readiness probing with Azure ML's probe settings, on a kubelet's schedule (`next_probe_at`,
-pure: the first probe at initial_delay, then one every period). Side effects: HTTP to 127.0.0.1,
+pure: the first probe at initial_delay, then one every period), with optional uncounted early
+polls between scheduled probes until the first success (`wait_until_ready`). Side effects: HTTP to 127.0.0.1,
 to a container's address on a stack network, or (remote engines, whose container addresses the
 client cannot reach) a GET run inside the container through the engine's exec API; the clock and
 sleep are injectable."""
@@ -104,24 +105,73 @@ def next_probe_at(settings: dict, first_at: float, last_probe_slot: float | None
     return slot
 
 
+# Each early poll's pause is this much longer than the one before, and early polls end once a
+# pause would reach the period: a few polls while a server comes up (50 ms, 75 ms, 110 ms, ...
+# 8 in the first 2.5 s), not a request every 50 ms in its log for as long as it fails.
+EARLY_POLL_GROWTH = 1.5
+
+
+def early_poll_gaps(first: float, period: float) -> list[float]:
+    """The pauses before each early poll (pure): from `first`, growing, all under `period`."""
+    gaps = []
+    while first < period:
+        gaps.append(first)
+        first *= EARLY_POLL_GROWTH
+    return gaps
+
+
 def wait_until_ready(target: "int | Target", path: str, settings: dict, still_running: Callable[[], bool],
                      sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic,
-                     probe: "Callable[[str, int, str, float], tuple[bool, str]] | None" = None) -> ProbeResult:
+                     probe: "Callable[[str, int, str, float], tuple[bool, str]] | None" = None,
+                     early_poll: float | None = None, started_at: float | None = None) -> ProbeResult:
     """Probe like a kubelet: the first probe at initial_delay after the call (the container has
     just started), then every period; ready after success_threshold successes in a row, failed
     after failure_threshold failures in a row or when the container stops. `target`: a port on
     127.0.0.1, or a function giving (host, port) per probe (None: no address yet, which counts as
-    a failed probe). `sleep` may raise Cancelled to give up (the result is then not ready)."""
+    a failed probe). `sleep` may raise Cancelled to give up (the result is then not ready).
+
+    `early_poll` (seconds; only with success_threshold 1): after a failed probe, uncounted polls
+    between the scheduled ones (`early_poll_gaps`: the first `early_poll` after it, each pause
+    longer, none once a pause would reach the period), and the first that answers 2xx makes
+    the instance ready then. A server listening 0.2 s after its start is otherwise ready only a whole
+    period later (#16). Failures still count on the schedule alone, so when a deployment is
+    declared failed, and after how many probes, is unchanged; nothing polls before
+    initial_delay. `started_at` (the `clock` time the container started; default: now) is
+    where the schedule begins."""
     where: Target = (lambda: ("127.0.0.1", target)) if isinstance(target, int) else target
     probe = probe or http_ok
-    first_at = clock() + settings["initial_delay"]
+    first_at = (clock() if started_at is None else started_at) + settings["initial_delay"]
+    gaps = early_poll_gaps(early_poll, settings["period"]) \
+        if early_poll is not None and settings["success_threshold"] == 1 else []
     slot: float | None = None
+    address = None
+    last_at = 0.0  # when the last probe or early poll ended
     successes = failures = attempts = 0
     last_error = ""
+
+    def answered_early(until: float) -> bool:
+        """Early polls due before `until`, each gap after the last probe or poll ended."""
+        nonlocal address, last_at
+        while gaps and last_at + gaps[0] < until:
+            pause = last_at + gaps.pop(0) - clock()
+            if pause > 0:
+                sleep(pause)
+            if until - clock() <= 0:
+                return False
+            # The scheduled probe's address, unless it had none: no engine call per early poll.
+            address = address or where()
+            ok = bool(address) and probe(*address, path, min(settings["timeout"], until - clock()))[0]
+            last_at = clock()
+            if ok:
+                return True
+        return False
+
     try:
         while True:
             slot = next_probe_at(settings, first_at, slot, clock())
+            if attempts and answered_early(slot):
+                return ProbeResult(True, attempts, "")
             delay = slot - clock()
             if delay > 0:
                 sleep(delay)
@@ -130,6 +180,7 @@ def wait_until_ready(target: "int | Target", path: str, settings: dict, still_ru
             attempts += 1
             address = where()
             ok, error = probe(*address, path, settings["timeout"]) if address else (False, "container has no address")
+            last_at = clock()
             if ok:
                 successes, failures = successes + 1, 0
                 if successes >= settings["success_threshold"]:

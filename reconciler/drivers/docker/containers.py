@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import weakref
 from datetime import datetime
 
 import docker
@@ -41,6 +42,10 @@ PIDS_LIMIT = 1024
 # inference server uses 5001, TF Serving 8501); nothing else is given back.
 DEPLOYMENT_CAPABILITIES = ["NET_BIND_SERVICE"]
 TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}
+# Uncounted readiness polls between scheduled probes until the first success (probes.py): a
+# refused connect to the container's address costs well under a millisecond. Not on remote
+# engines, where each poll would be one more exec through the engine.
+EARLY_POLL = 0.05
 
 
 def network_name(owner) -> str:
@@ -51,6 +56,9 @@ def network_name(owner) -> str:
 
 
 _network_lock = threading.Lock()
+# Per client (one per command): the networks this client saw or made. Twenty instances started
+# at once would otherwise list the networks twenty times, one after another under the lock.
+_known_networks: "weakref.WeakKeyDictionary[docker.DockerClient, set[str]]" = weakref.WeakKeyDictionary()
 
 
 def ensure_network(client: docker.DockerClient, owner) -> str:
@@ -58,15 +66,21 @@ def ensure_network(client: docker.DockerClient, owner) -> str:
     name = network_name(owner)
     # Parallel steps would otherwise create two networks of the same name (Docker allows it).
     with _network_lock:
+        known = _known_networks.setdefault(client, set())
+        if name in known:
+            return name
         existing = client.networks.list(names=[name])
         if not any(n.name == name for n in existing):
             client.networks.create(name, driver="bridge", labels=managed_labels(
                 owner, f"network.{owner.stack}", "", **{LABEL_ROLE: "network"}))
+        known.add(name)
     return name
 
 
 def remove_network(client: docker.DockerClient, owner) -> None:
     """Remove the stack's network once nothing of the stack uses it (ours only, by label)."""
+    with _network_lock:
+        _known_networks.get(client, set()).discard(network_name(owner))
     for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner)):
         try:
             network.remove()
@@ -123,9 +137,16 @@ def run_instance(client: docker.DockerClient, ctx: StepContext, address: str, sp
         run_options["entrypoint"] = spec["command"]
     if spec.get("args"):
         run_options["command"] = spec["args"]
-    _remove_leftover(client, name)
     try:
-        container = client.containers.run(**run_options)
+        try:
+            container = client.containers.run(**run_options)
+        except APIError as error:
+            if error.status_code != 409:
+                raise
+            # The name is taken: a leftover of an interrupted apply (looked for only now, not
+            # before every start: one engine call less per instance).
+            _remove_leftover(client, name)
+            container = client.containers.run(**run_options)
     except APIError as error:
         raise DriverError(f"cannot start container {name}: {error.explanation or error}",
                           "check the image, ports and settings of this deployment") from error
@@ -136,8 +157,16 @@ def network_address(client: docker.DockerClient, container_id: str, owner: StepC
     """The container's IP on the stack's network (reachable from the host on Linux engines),
     or None while it has none (not started yet, or gone)."""
     try:
-        networks = client.api.inspect_container(container_id)["NetworkSettings"]["Networks"] or {}
-    except (NotFound, KeyError, TypeError):
+        return _address_in(client.api.inspect_container(container_id), owner)
+    except NotFound:
+        return None
+
+
+def _address_in(info: dict, owner: StepContext) -> str | None:
+    """The stack-network IP in a container's inspect document (pure)."""
+    try:
+        networks = info["NetworkSettings"]["Networks"] or {}
+    except (KeyError, TypeError):
         return None
     return (networks.get(network_name(owner)) or {}).get("IPAddress") or None
 
@@ -152,29 +181,35 @@ def _remove_leftover(client: docker.DockerClient, name: str) -> None:
 
 
 def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instance: dict,
-               cancel: threading.Event | None = None, remote: bool = False) -> None:
+               cancel: threading.Event | None = None, remote: bool = False,
+               started_at: float | None = None) -> None:
     """Block until the instance passes readiness, or raise with its last log lines. Probes go
     to the container's address on the stack network: its ports are not published. On a remote
     engine that address is not reachable from here: the probe runs inside the container
-    through the engine's exec API instead. Called right
-    after the container started: the first probe is at initial_delay from now. `cancel` set: stop
-    waiting (a sibling instance failed, so the step fails anyway)."""
+    through the engine's exec API instead. The first probe is at initial_delay from `started_at`
+    (time.monotonic() when the container started; default: now). `cancel` set: stop waiting (a
+    sibling instance failed, so the step fails anyway)."""
     route = spec["routes"]["readiness"]
+    # The inspect each scheduled probe's still_running() made, for its target(): one engine
+    # call per probe, not two (twenty instances awaited at once probe twenty times a period).
+    inspected: dict = {}
 
     def still_running() -> bool:
         try:
-            container = client.containers.get(instance["id"])
+            info = client.api.inspect_container(instance["id"])
         except NotFound:
             return False
+        inspected["info"] = info
         # A restart means its server exited (a scoring script's init() that raised): brought
         # back by its restart policy it would only exit again, and a probe may catch it between.
-        return container.status in ("created", "running") and not container.attrs.get("RestartCount")
+        return (info.get("State") or {}).get("Status") in ("created", "running") and not info.get("RestartCount")
 
     def target() -> tuple[str, int] | None:
         if remote:
             return instance["id"], route["port"]
         # Looked up per probe: a container restarted by its policy may get another address.
-        host = network_address(client, instance["id"], ctx)
+        info = inspected.pop("info", None)
+        host = _address_in(info, ctx) if info is not None else network_address(client, instance["id"], ctx)
         return (host, route["port"]) if host else None
 
     def sleep(seconds: float) -> None:
@@ -184,7 +219,8 @@ def wait_ready(client: docker.DockerClient, ctx: StepContext, spec: dict, instan
             raise Cancelled()
 
     result = wait_until_ready(target, route["path"], spec["readiness_probe"], still_running, sleep=sleep,
-                              probe=exec_probe(client) if remote else None)
+                              probe=exec_probe(client) if remote else None,
+                              early_poll=None if remote else EARLY_POLL, started_at=started_at)
     if not result.ready:
         ended = exit_reason(client, instance["id"]) if result.last_error == "container stopped" else None
         raise DriverError(

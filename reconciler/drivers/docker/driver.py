@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -180,9 +181,10 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         return self._add_instances(record, ctx, range(spec["instance_count"]))
 
     def _add_instances(self, record: StateRecord, ctx: StepContext, indexes) -> StateRecord:
-        """Start the instances and await their readiness all at once (each on its own probe
-        schedule from its own start); the step fails with the first instance that fails, and
-        the others stop waiting then. Every instance started is in the record either way."""
+        """Start the instances all at once, then await their readiness all at once (each on its
+        own probe schedule from its own start) inside ctx.waiting(), so that the apply engine
+        starts other steps' containers meanwhile; the step fails with the first instance that
+        fails, and the others stop waiting then. Every instance started is in the record."""
         spec = record.spec
         generation = record.driver_ids["generation"]
         model_mount = self._model_mount(spec, ctx)
@@ -190,12 +192,18 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         engine_cpus = self.engine_cpus()
         indexes = list(indexes)
         instances = list(record.outputs["instances"])
-        started: list[dict] = []
+        started: list[tuple[dict, float]] = []
         failures: list[BaseException] = []
         failed = threading.Event()
         lock = threading.Lock()
 
-        def start_and_wait(index: int) -> None:
+        def fail(error: BaseException) -> None:
+            with lock:
+                if not failed.is_set():
+                    failures.append(error)
+                    failed.set()
+
+        def start(index: int) -> None:
             if failed.is_set():
                 return  # the step fails anyway: start nothing more
             try:
@@ -203,25 +211,32 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
                                                    generation, index, model_mount, engine_cpus=engine_cpus,
                                                    code_mount=code_mount)
                 with lock:
-                    started.append(instance)
-                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed, remote=self.engine.remote)
+                    started.append((instance, time.monotonic()))
             except BaseException as error:  # noqa: BLE001 - handed to the step below
-                with lock:
-                    if not failed.is_set():
-                        failures.append(error)
-                        failed.set()
+                fail(error)
+
+        def await_ready(entry: tuple[dict, float]) -> None:
+            instance, started_at = entry
+            try:
+                containers.wait_ready(self.client, ctx, spec, instance, cancel=failed, remote=self.engine.remote,
+                                      started_at=started_at)
+            except BaseException as error:  # noqa: BLE001 - handed to the step below
+                fail(error)
 
         if indexes:
             with ThreadPoolExecutor(max_workers=min(INSTANCE_PARALLELISM, len(indexes)),
                                     thread_name_prefix="instance") as pool:
-                list(pool.map(start_and_wait, indexes))
-        instances.extend(started)
+                list(pool.map(start, indexes))
+                if not failed.is_set():
+                    with ctx.waiting():
+                        list(pool.map(await_ready, list(started)))
+        instances.extend(instance for instance, _ in sorted(started, key=lambda entry: entry[0]["instance"]))
         if failures:
             error = failures[0]
             if not isinstance(error, DriverError):
                 raise error
             # Tainted, so the next apply replaces them; stopped meanwhile, not restart-looping.
-            for instance in started:
+            for instance, _ in started:
                 containers.stop_failed(self.client, instance)
             raise StepFailed(error, _with_instances(record, instances, "tainted")) from error
         return _with_instances(record, instances, "ready")

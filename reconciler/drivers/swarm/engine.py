@@ -24,6 +24,7 @@ import docker
 from docker.errors import APIError, NotFound
 from docker.types import Healthcheck
 
+from reconciler.drivers.common.engine import image_users
 from reconciler.drivers.common.labels import (LABEL_IDENTITY, LABEL_MANAGED_BY, LABEL_PREFIX, LABEL_ROLE, MANAGED_BY,
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name as common_object_name
@@ -60,15 +61,16 @@ def require_pullable(client: docker.DockerClient, specs: list, images: list[str]
         try:
             client.api.inspect_distribution(image)
         except APIError as error:
-            users = sorted(str(a) for a, spec in specs if a.kind == "deployment" and spec.get("image") == image) \
-                or ([f"the gateway of {', '.join(sorted(str(a) for a, _ in specs if a.kind == 'endpoint'))}"]
-                    if image == gateway_image else [])
+            about = image_users(specs, image)
+            users = list(about) or ([f"the gateway of {', '.join(sorted(str(a) for a, _ in specs if a.kind == 'endpoint'))}"]
+                                    if image == gateway_image else [])
             message = str(error.explanation or error).strip().splitlines()[0][:300]
             raise DriverError(
                 f"image {image} ({', '.join(users) or 'needed by this plan'}) cannot be pulled by the swarm's "
                 f"nodes: the manager {_hostname(client)} asked its registry and the engine said: {message}",
                 "every node pulls the image itself: push it to a registry all nodes reach and name it by that "
-                "registry's host (REGISTRY:PORT/NAME:TAG; RECONCILER_GATEWAY_IMAGE for the gateway's)") from error
+                "registry's host (REGISTRY:PORT/NAME:TAG; RECONCILER_GATEWAY_IMAGE for the gateway's)",
+                about=about) from error
 
 
 def _hostname(client: docker.DockerClient) -> str:
