@@ -93,7 +93,9 @@ def test_gateway_routes_to_service_names_and_to_the_deposed_service_while_a_repl
     config = render({"name": "e", "traffic": {"blue": 100}, "mirror_traffic": {}, "auth_mode": "key"}, routes,
                     {"primary": "p", "secondary": "s"})
     assert "resolver 127.0.0.11 valid=1s" in config and '"rc-s-e-blue-old:8501"' in config
-    assert "proxy_pass http://$target_server$target_path;" in config and "upstream d_" not in config
+    # Resolved per request by the hops' Lua balancer (answers kept 1 s), never once at start.
+    assert 'reconciler_models.choose("target_server")' in config and "upstream d_" not in config
+    assert "proxy_pass http://reconciler_models$target_path;" in config
 
 
 def test_model_file_too_big_for_a_config_is_refused_before_anything_is_made(blue_green_copy):
