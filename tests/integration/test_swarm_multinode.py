@@ -6,7 +6,8 @@ manager's address, as a user would.
 In order (one cluster and one stack for the module, as in test_swarm.py): three replicas spread
 over the three nodes, pulling from the registry, with per-node progress; the endpoint answers
 through every node's address; model configs reach every node; an image the registry does not
-have is refused before any change; a rolling image update under load (hey) fails no request;
+have is refused before any change; a rolling image update under load (hey) fails no request; a
+node that cannot pull is named by `apply` and swarm rolls back;
 draining a node moves its tasks and drift says so; a worker's dockerd stopped: the endpoint keeps
 answering, the tasks are rescheduled, drift reports the moved tasks; kill -9 during apply on
 swarm (bench/crash_trials.py's trials), re-apply converges, no orphans; destroy leaves nothing on
@@ -31,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from harness import DEMO_IMAGE, GATEWAY_IMAGE, ROOT, SAMPLE_REQUEST, STACKS_DEMO_IMAGE, StackRun
-from swarm_cluster import REGISTRY, SwarmCluster, missing_tools
+from swarm_cluster import HOST_ADDRESS, REGISTRY, REGISTRY_PORT, SwarmCluster, missing_tools
 from test_zero_loss import answered
 
 pytestmark = pytest.mark.integration
@@ -240,15 +241,19 @@ def test_an_image_the_registry_does_not_have_is_refused_before_any_change(cluste
         next(line.strip() for line in result.output.splitlines() if "cannot be pulled" in line)[:400] + "`"
 
 
+def pushed_tag(cluster: SwarmCluster, tag: str) -> str:
+    """The demo image under another tag, pushed: a new image reference every node pulls."""
+    image = cluster.image(DEMO_IMAGE.rsplit(":", 1)[0] + ":" + tag)
+    subprocess.run(["docker", "-H", cluster.manager.unix_url, "tag", cluster.image(DEMO_IMAGE), image], check=True,
+                   timeout=60)
+    subprocess.run(["docker", "-H", cluster.manager.unix_url, "push", image], check=True, capture_output=True,
+                   timeout=300)
+    return image
+
+
 @pytest.fixture(scope="module")
 def v2_image(cluster):
-    """The demo image under a second tag, pushed: a new image reference every node pulls."""
-    v2 = cluster.image(DEMO_IMAGE.rsplit(":", 1)[0] + ":multinode-v2")
-    subprocess.run(["docker", "-H", cluster.manager.unix_url, "tag", cluster.image(DEMO_IMAGE), v2], check=True,
-                   timeout=60)
-    subprocess.run(["docker", "-H", cluster.manager.unix_url, "push", v2], check=True, capture_output=True,
-                   timeout=300)
-    return v2
+    return pushed_tag(cluster, "multinode-v2")
 
 
 def test_rolling_image_update_across_nodes_under_load_fails_no_request(cluster, stack, v2_image, hey, tmp_path):
@@ -278,6 +283,51 @@ def test_rolling_image_update_across_nodes_under_load_fails_no_request(cluster, 
     FIGURES["rolling"] = (f"rolling image update of 3 replicas on 3 nodes (each pulls the new tag; "
                           f"start-first, one at a time): {took:.0f} s; hey {LOAD_THREADS} connections: "
                           f"{counts['200']} requests answered 200, 0 failed ({load_average()})")
+
+
+def registry_blocked(node, blocked: bool) -> None:
+    """In the node's own namespace: its dockerd's connections to the registry are refused."""
+    subprocess.run(["ip", "netns", "exec", node.name, "iptables", "-I" if blocked else "-D", "OUTPUT", "-p", "tcp",
+                    "-d", HOST_ADDRESS, "--dport", str(REGISTRY_PORT), "-j", "REJECT", "--reject-with", "tcp-reset"],
+                   check=True, capture_output=True, timeout=30)
+
+
+def test_a_node_that_cannot_pull_is_named_and_the_update_rolls_back(cluster, stack, v2_image):
+    """A worker whose dockerd cannot reach the registry, the only node taking new tasks (the
+    others paused): the image is in the registry (preflight passes), the new task is rejected
+    there, `apply` names the node and the engine's message, swarm rolls back and v2 keeps
+    serving; once the node can pull again, the same apply converges."""
+    v3 = pushed_tag(cluster, "multinode-v3")
+    blocked = cluster.workers[-1]
+    others = [node.hostname for node in cluster.nodes if node is not blocked]
+    service = stack.records()[f"deployment.{ENDPOINT}/tfserving"]["outputs"]["service"]["id"]
+    registry_blocked(blocked, True)
+    try:
+        for hostname in others:
+            set_availability(cluster, hostname, "pause")
+        stack.edit("deployment.yml", f"image: {v2_image}", f"image: {v3}")
+        started = time.monotonic()
+        result = stack.apply(expect=1)
+        took = time.monotonic() - started
+    finally:
+        registry_blocked(blocked, False)
+        for hostname in others:
+            set_availability(cluster, hostname, "active")
+    rejected = [line.strip() for line in result.output.splitlines() if f"on node {blocked.hostname}: rejected" in line]
+    assert rejected, result.output
+    assert "rolled it back" in result.output and blocked.hostname in result.output.split("rolled it back", 1)[1], \
+        result.output
+    running = {t["Spec"]["ContainerSpec"]["Image"] for t in cluster.manager.client().api.tasks(
+        filters={"desired-state": "running", "service": service})}
+    assert running == {v2_image}, running
+    FIGURES["pull-fails"] = (f"{blocked.hostname} cannot reach the registry and is the only node taking tasks: "
+                             f"`apply` failed after {took:.0f} s naming it (`{rejected[0][:240]}`), swarm rolled "
+                             f"back, v2 kept serving")
+    converged = stack.apply()
+    assert "Apply complete!" in converged.output, converged.output
+    service = stack.records()[f"deployment.{ENDPOINT}/tfserving"]["outputs"]["service"]["id"]
+    assert {t["Spec"]["ContainerSpec"]["Image"] for t in cluster.manager.client().api.tasks(
+        filters={"desired-state": "running", "service": service})} == {v3}
 
 
 def drift_of(run: StackRun):
@@ -462,8 +512,10 @@ def test_destroy_leaves_nothing_on_any_node(cluster, stack):
     assert manager.secrets.list(filters=label) == [] and manager.networks.list(filters=label) == []
     for node in cluster.nodes:
         def gone(node=node):
-            return not [c for c in node.client().containers.list(all=True)
-                        if c.labels.get("com.docker.swarm.service.name", "").startswith("rc-")]
+            # The plain list call: containers.list() inspects each listed container, and one
+            # removed in between (as these are being) raises NotFound.
+            return not [c for c in node.client().api.containers(all=True)
+                        if (c.get("Labels") or {}).get("com.docker.swarm.service.name", "").startswith("rc-")]
         wait_for(gone, 60, f"the stack's task containers gone from {node.hostname}")
 
 
@@ -478,7 +530,7 @@ def write_figures() -> None:
     text = path.read_text()
     if FIGURES_BEGIN not in text or FIGURES_END not in text:
         return
-    order = ["cluster", "spread", "any-node", "not-pushed", "rolling", "drain", "node-loss", "crash"]
+    order = ["cluster", "spread", "any-node", "not-pushed", "rolling", "pull-fails", "drain", "node-loss", "crash"]
     lines = [FIGURES_BEGIN, f"Last run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
              f"{os.cpu_count()} cores, `{sys.executable.rsplit('/', 1)[-1]} -m pytest "
              "tests/integration/test_swarm_multinode.py`:", ""]
