@@ -298,23 +298,21 @@ def test_steps_waiting_for_readiness_give_their_slots_to_the_next_steps(store):
     lock = threading.Lock()
     working = [0, 0]  # now, most
 
+    def work() -> None:
+        with lock:
+            working[0] += 1
+            working[1] = max(working)
+        time.sleep(0.05)  # working: a third step working now would be counted
+        with lock:
+            working[0] -= 1
+
     class Waits(RecordingDriver):
         def create(self, address, spec, spec_hash, ctx, prior=None):
             if address.kind == "deployment":
-                with lock:
-                    working[0] += 1
-                    working[1] = max(working)
-                time.sleep(0.05)  # working: a third step working now would be counted
-                with lock:
-                    working[0] -= 1
+                work()
                 with ctx.waiting():
                     all_waiting.wait()  # breaks (and fails the step) unless all 5 wait at once
-                with lock:
-                    working[0] += 1
-                    working[1] = max(working)
-                time.sleep(0.05)  # working: a third step working now would be counted
-                with lock:
-                    working[0] -= 1
+                work()
             return super().create(address, spec, spec_hash, ctx, prior)
     result = run(store, make_plan(graph(resources), store.read()), Waits(), parallelism=2)
     assert result.ok, result.failed
