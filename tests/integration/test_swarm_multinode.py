@@ -376,16 +376,23 @@ def worker_to_lose(cluster: SwarmCluster, run: StackRun):
         gateway_nodes
 
 
+def worker_without_gateway(cluster: SwarmCluster, run: StackRun):
+    """A worker with a replica and without the gateway, and the gateway's nodes: losing or
+    draining the gateway's node is the outage docs/scaling.md states (stop-first, as any
+    reschedule), so these tests take a node with replicas only. The rolling update may have put
+    two replicas on the gateway's node: they are rolled once more with it paused, so that the
+    other nodes get them."""
+    worker, gateway_nodes = worker_to_lose(cluster, run)
+    if worker.hostname in gateway_nodes:
+        roll_away_from(cluster, run, gateway_nodes)
+        worker, gateway_nodes = worker_to_lose(cluster, run)
+    assert worker.hostname not in gateway_nodes, (deployment_tasks(cluster, run), gateway_nodes)
+    return worker, gateway_nodes
+
+
 def test_a_worker_lost_the_endpoint_keeps_answering_and_drift_reports_its_tasks(cluster, stack):
     key, port = keys_and_port(stack)
-    lost, gateway_nodes = worker_to_lose(cluster, stack)
-    if lost.hostname in gateway_nodes:
-        # The rolling update may have put two replicas on one node: roll them once more with
-        # the gateway's node paused, so that the other nodes get them.
-        roll_away_from(cluster, stack, gateway_nodes)
-        lost, gateway_nodes = worker_to_lose(cluster, stack)
-    # A worker with a replica and without the gateway (its node's loss is the outage docs/scaling.md states).
-    assert lost.hostname not in gateway_nodes, (deployment_tasks(cluster, stack), gateway_nodes)
+    lost, gateway_nodes = worker_without_gateway(cluster, stack)
     with TimedLoad(cluster.manager.address, port, key) as load:
         time.sleep(2)
         stopped_at = time.monotonic()
@@ -413,13 +420,7 @@ def test_a_worker_lost_the_endpoint_keeps_answering_and_drift_reports_its_tasks(
 
 def test_draining_a_node_moves_its_tasks_and_drift_reports_them(cluster, stack):
     key, port = keys_and_port(stack)
-    drained, gateway_nodes = worker_to_lose(cluster, stack)
-    if drained.hostname in gateway_nodes:
-        # Draining the gateway's node restarts the gateway too (stop-first, as any reschedule):
-        # requests fail until it runs elsewhere. Drain a node with replicas only.
-        roll_away_from(cluster, stack, gateway_nodes)
-        drained, gateway_nodes = worker_to_lose(cluster, stack)
-    assert drained.hostname not in gateway_nodes, (deployment_tasks(cluster, stack), gateway_nodes)
+    drained, gateway_nodes = worker_without_gateway(cluster, stack)
     try:
         with TimedLoad(cluster.manager.address, port, key) as load:
             time.sleep(1)
