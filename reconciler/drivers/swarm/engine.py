@@ -289,11 +289,14 @@ def _task_where(task: dict, nodes: dict[str, dict] | None) -> str:
                                                           if task.get("NodeID") else f"{slot} (not placed yet)")
 
 
+def takes_tasks(node: dict) -> bool:
+    """Whether a node of node_names() runs new tasks: ready and active. Pure."""
+    return node["state"] == "ready" and node["availability"] == "active"
+
+
 def eligible_nodes(client: docker.DockerClient) -> int:
     """How many tasks a global service runs: one per ready, active node."""
-    return sum(1 for node in client.api.nodes()
-               if (node.get("Status") or {}).get("State") == "ready"
-               and (node.get("Spec") or {}).get("Availability") == "active") or 1
+    return sum(1 for node in node_names(client).values() if takes_tasks(node)) or 1
 
 
 class RolledBack(DriverError):

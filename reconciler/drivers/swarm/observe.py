@@ -13,7 +13,7 @@ import docker
 from reconciler.drivers.common import builds
 from reconciler.drivers.common.labels import LABEL_ADDRESS, LABEL_PREFIX, LABEL_ROLE, is_own, label_filter
 from reconciler.drivers.swarm import models
-from reconciler.drivers.swarm.engine import LIVE_STATES, node_names, require_manager
+from reconciler.drivers.swarm.engine import LIVE_STATES, node_names, require_manager, takes_tasks
 from reconciler.drivers.swarm.fold import ServiceView, SwarmObservation
 from reconciler.state.model import StateFile
 
@@ -28,18 +28,18 @@ def read(client: docker.DockerClient, state: StateFile) -> SwarmObservation:
     # Listed by stack name; only this state's identity is ours (another stack of the same
     # name is never seen, so never an orphan).
     known = {value for record in state.records.values() for value in _strings((record.driver_ids, record.outputs))}
-    services = list_services(client, state.stack, lambda s: is_own(s["Spec"].get("Labels"), state.lineage,
-                                                                   s["ID"], known))
+    services, nodes = list_services(client, state.stack, lambda s: is_own(s["Spec"].get("Labels"), state.lineage,
+                                                                          s["ID"], known))
     model_digests = {a: models.stored_digest(client, r) for a, r in state.records.items()
                      if a.kind == "model" and not a.is_derived}
     return SwarmObservation(services, model_digests, environment_images=builds.observe_images(client, state),
-                            unavailable_nodes=unavailable(node_names(client)) if services else {})
+                            unavailable_nodes=unavailable(nodes))
 
 
 def unavailable(nodes: dict[str, dict]) -> dict[str, str]:
     """Node name -> why tasks cannot run there ("down", "drain", ...), for nodes that are not ready and active."""
     return {node["name"]: node["state"] if node["state"] != "ready" else node["availability"]
-            for node in nodes.values() if node["state"] != "ready" or node["availability"] != "active"}
+            for node in nodes.values() if not takes_tasks(node)}
 
 
 def _strings(value) -> set[str]:
@@ -53,7 +53,10 @@ def _strings(value) -> set[str]:
     return set()
 
 
-def list_services(client: docker.DockerClient, stack: str, keep=lambda service: True) -> list[ServiceView]:
+def list_services(client: docker.DockerClient, stack: str,
+                  keep=lambda service: True) -> tuple[list[ServiceView], dict[str, dict]]:
+    """The stack's services kept by `keep`, in the fold's shape, and the swarm's nodes
+    (engine.node_names; listed only when there are services, and read once for both)."""
     require_manager(client)  # a plain engine answers the service list with a 503
     services = [s for s in client.api.services(filters=label_filter(stack)) if keep(s)]
     by_service: dict[str, list[dict]] = {}
@@ -62,7 +65,7 @@ def list_services(client: docker.DockerClient, stack: str, keep=lambda service: 
         for task in client.api.tasks(filters={"desired-state": "running"}):
             by_service.setdefault(task.get("ServiceID"), []).append(task)
         nodes = node_names(client)
-    return [service_view(service, by_service.get(service["ID"], []), nodes) for service in services]
+    return [service_view(service, by_service.get(service["ID"], []), nodes) for service in services], nodes
 
 
 def service_view(service: dict, tasks: list[dict], nodes: dict[str, dict] | None = None) -> ServiceView:
