@@ -28,7 +28,7 @@ from reconciler.addresses import Address
 from reconciler.config.graph import spec_hash
 from reconciler.drivers.base import StepContext
 from reconciler.errors import ReconcilerError
-from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, UPDATE_STEP, ApplyStarted,
+from reconciler.events import (CREATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP, ROUTE_STEP, UPDATE_STEP, ApplyStarted,
                                DriverMessage, Hook, Step, StepCompleted, StepEvent, StepFailedEvent, StepSkipped,
                                StepStarted, StepStillRunning)
 from reconciler.planning.ordering import change_predecessors
@@ -70,19 +70,30 @@ class StepGraph:
         return "\n".join(lines)
 
 
-def step_graph(plan: Plan) -> StepGraph:
-    """The steps of a plan and, for each, the steps that must finish first. Pure."""
+def step_graph(plan: Plan, route_after_create: bool = False) -> StepGraph:
+    """The steps of a plan and, for each, the steps that must finish first. Pure.
+
+    `route_after_create` (the driver's `routes_endpoint_after_create`): an endpoint the plan
+    creates (plainly, not as a replacement) while it also changes deployments the endpoint
+    depends on is two steps: `create` starts its gateway at once, routing only what is ready
+    then (Azure ML's 404 "no live traffic" until routed), in parallel with its deployments;
+    `route` (the driver's update of that record) re-points it once they are all ready."""
     changes = {c.address: c for c in plan.actionable}
+    predecessors = change_predecessors(changes)
     steps: list[Step] = []
     first: dict[str, str] = {}
     ready: dict[str, str] = {}  # the step after which dependents may start
     last: dict[str, str] = {}  # the step after which nothing of the old resource is left
     needs: dict[str, set[str]] = {}
+    routed_later: dict[Address, set[Address]] = {}  # endpoint -> the deployments its route step waits for
     for address, change in changes.items():
         if change.action is CREATE_THEN_DELETE:
             ops = [CREATE_STEP, DESTROY_DEPOSED_STEP]
         elif change.action.is_replace:
             ops = [DELETE_STEP, CREATE_STEP]
+        elif route_after_create and (routed := _routed_deployments(change, predecessors[address])):
+            ops = [CREATE_STEP, ROUTE_STEP]
+            routed_later[address] = routed
         else:
             ops = [{CREATE: CREATE_STEP, UPDATE: UPDATE_STEP, DELETE: DELETE_STEP}[change.action]]
         ids = [f"{address}:{op}" for op in ops]
@@ -92,8 +103,11 @@ def step_graph(plan: Plan) -> StepGraph:
         first[address] = ids[0]
         ready[address] = ids[0] if ops[-1] == DESTROY_DEPOSED_STEP else ids[-1]
         last[address] = ids[-1]
-    for address, predecessors in change_predecessors(changes).items():
-        needs[first[address]] |= {ready[p] for p in predecessors}
+    for address, before in predecessors.items():
+        routed = routed_later.get(address, set())
+        needs[first[address]] |= {ready[p] for p in before - routed}
+        if routed:
+            needs[f"{address}:{ROUTE_STEP}"] |= {ready[p] for p in routed}
     for address, change in changes.items():
         if f"{address}:{DESTROY_DEPOSED_STEP}" in needs:
             # The old one goes only after everything that pointed at it has moved to the new one.
@@ -104,8 +118,15 @@ def step_graph(plan: Plan) -> StepGraph:
     return StepGraph(tuple(steps), {step_id: frozenset(ids) for step_id, ids in needs.items()})
 
 
-def describe_steps(plan: Plan) -> str:
-    return str(step_graph(plan))
+def _routed_deployments(change, before: set[Address]) -> set[Address]:
+    """The deployment changes a plainly created endpoint would wait for (empty: one step)."""
+    if change.action is not CREATE or change.address.kind != "endpoint":
+        return set()
+    return {p for p in before if p.kind == "deployment" and p in change.depends_on}
+
+
+def describe_steps(plan: Plan, route_after_create: bool = False) -> str:
+    return str(step_graph(plan, route_after_create))
 
 
 class Slots:
@@ -214,7 +235,8 @@ class Applier:
                                                                   self.ctx, prior))
             record = dataclasses.replace(record, depends_on=change.depends_on)
             self._commit(lambda s: s.with_record(record), address)
-        elif step.operation == UPDATE_STEP:
+        elif step.operation in (UPDATE_STEP, ROUTE_STEP):
+            # A route step is the update of the record its create step just saved.
             current = self.state.records[address]
             record = self._call_driver(lambda: self.driver.update(current, change.after, spec_hash(change.after),
                                                                   self.ctx))
@@ -249,7 +271,7 @@ class Applier:
             # before the first object does; a plan saved against the empty state stays valid.
             self.state = self.store.write(self.state.ensure_lineage())
             self.ctx = self._context()
-        graph = step_graph(self.plan)
+        graph = step_graph(self.plan, self.driver.routes_endpoint_after_create)
         by_id = {s.id: s for s in graph.steps}
         result = ApplyResult()
         sorter = TopologicalSorter(graph.needs)
@@ -317,6 +339,8 @@ class Applier:
 
 
 def _count(result: ApplyResult, step: Step) -> None:
+    if step.operation == ROUTE_STEP:
+        return  # the second half of an endpoint's create, counted as added there
     if step.operation == CREATE_STEP:
         result.counts["added"] += 1
     elif step.operation == UPDATE_STEP:

@@ -15,13 +15,16 @@ from reconciler.planning.plan import Change
 
 # The operations a step carries out on one address.
 CREATE_STEP, UPDATE_STEP, DELETE_STEP, DESTROY_DEPOSED_STEP = "create", "update", "delete", "destroy-deposed"
+# The second half of an endpoint created unrouted (its gateway starts while its deployments
+# do): the driver's update of the just-created record, re-pointing the gateway at them (#16).
+ROUTE_STEP = "route"
 
 
 @dataclass(frozen=True)
 class Step:
     id: str
     address: Address
-    operation: str  # create | update | delete | destroy-deposed
+    operation: str  # create | update | delete | destroy-deposed | route
     change: Change
 
     @property

@@ -50,6 +50,11 @@ class Driver(ABC):
     """One container engine. Steps are side effects only: the planner has decided everything."""
 
     name: str = ""
+    # Whether an endpoint's gateway can start before its deployments and be re-pointed to them
+    # cheaply afterwards: then the apply engine creates a new endpoint in parallel with them and
+    # routes it (`update`) once they are ready (apply.step_graph, #16). False where a re-point
+    # is as dear as the create (a swarm gateway config change replaces its task).
+    routes_endpoint_after_create: bool = False
 
     # -- apply -------------------------------------------------------------------------------
     @abstractmethod

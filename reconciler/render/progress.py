@@ -5,6 +5,8 @@
     deployment.ep/blue: Still creating... [10s elapsed]
     deployment.ep/blue: Creation complete after 12s
     deployment.ep/blue: Destroying old...            (the deposed half of a create-then-delete)
+    endpoint.ep: Routing to its deployments...       (an endpoint created unrouted, once they are ready)
+    endpoint.ep: Routing complete after 0s
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from reconciler.events import (ApplyStarted, DriverMessage, Hook, StepCompleted,
 # operation -> (starting, finished noun, still-running participle)
 VERBS = {"create": ("Creating", "Creation", "creating"), "update": ("Modifying", "Modifications", "modifying"),
          "delete": ("Destroying", "Destruction", "destroying"),
-         "destroy-deposed": ("Destroying old", "Destruction of old", "destroying")}
+         "destroy-deposed": ("Destroying old", "Destruction of old", "destroying"),
+         "route": ("Routing to its deployments", "Routing", "routing")}
 
 
 def progress_line(event: StepEvent) -> str | None:

@@ -6,7 +6,9 @@ included: SIGKILL after a completed step lands between engine calls, and a reloa
 sent has finished draining before its step completes); `drift` does not say "No drift" while
 the gateway's config on disk routes to anything but what state considers serving; `plan` is
 not "No changes" while anything is half-way (a deposed record, or such a gateway); the next
-apply converges (plan then says No changes) and the endpoint still answers. Run with the state in
+apply converges (plan then says No changes) and the endpoint still answers. Also an apply from
+empty killed between a new endpoint's create and its route step (#16: its gateway starts
+beside its deployments and is routed to them after). Run with the state in
 the local file and in PostgreSQL (`backend: pg`): a step is one journal line or one transaction.
 """
 from __future__ import annotations
@@ -36,7 +38,8 @@ MAX_STEPS = 8          # a rollout of one deployment has 3 steps; beyond this so
 MAX_REQUESTS = 20000
 MAX_SECONDS = 150
 
-# Runs one apply in its own process and SIGKILLs it right after its Nth completed step.
+# Runs one apply in its own process and SIGKILLs it right after its Nth completed step, or
+# (argv[3] not a number) once every step id of the comma-separated list has completed.
 KILLER = """
 import os, signal, sys
 from pathlib import Path
@@ -45,11 +48,13 @@ from reconciler.operations.apply import ApplyRequest, apply
 
 class KillAfter(Hook):
     completed = 0
+    waited = set() if sys.argv[3].isdigit() else set(sys.argv[3].split(","))
     def on_event(self, event):
         if isinstance(event, StepCompleted):
             self.completed += 1
+            self.waited.discard(event.step.id)
             print("completed", event.step.id, flush=True)
-            if self.completed == int(sys.argv[3]):
+            if (self.completed == int(sys.argv[3])) if sys.argv[3].isdigit() else not self.waited:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 outcome = apply(ApplyRequest(Path(sys.argv[1]), state_path=Path(sys.argv[2]) if sys.argv[2] else None),
@@ -196,3 +201,40 @@ def test_rollout_killed_at_every_step_boundary_under_load(blue_green, docker_cli
         except Exception:  # noqa: BLE001 - a tag still in use by a container goes with the stack's cleanup
             pass
     assert time.monotonic() - started < 240
+
+
+def test_apply_from_empty_killed_between_the_endpoints_create_and_its_route_step(blue_green, docker_client):
+    """#16: the gateway was created routing nothing and blue became ready, then the apply died
+    before the route step: drift says gateway-stale, plan re-points, the next apply converges."""
+    stack = blue_green
+    # Green is not ready before 3 s: the kill lands while the route step still waits for it.
+    stack.edit("green.yml", "readiness_probe: {initial_delay: 0, period: 1}",
+               "readiness_probe: {initial_delay: 3, period: 1}")
+    store, state_args = StateStore(stack.state, stack.name), ["--state", str(stack.state)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", KILLER, str(stack.dir), str(stack.state),
+                          "endpoint.blue-green:create,deployment.blue-green/blue:create"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert run.returncode == -9, run.stdout + run.stderr
+    assert "endpoint.blue-green:route" not in run.stdout, run.stdout
+    records = records_now(store)
+    assert "endpoint.blue-green" in records and "deployment.blue-green/blue" in records, sorted(records)
+    routed, serving = routed_hosts(stack.state.parent), serving_hosts(records)
+    assert routed != serving, f"the gateway already routed what state serves ({routed}): the window was not hit"
+    drift = stack.run("drift", str(stack.dir), *state_args)
+    assert drift.exit_code == 2 and "gateway-stale" in drift.output, drift.output
+    plan = stack.run("plan", str(stack.dir), *state_args, "--detailed-exitcode")
+    assert plan.exit_code == 2 and "endpoint.blue-green changed outside reconciler, so will be repaired" in plan.output, \
+        plan.output
+    result = stack.run("apply", str(stack.dir), *state_args, "--auto-approve")
+    assert result.exit_code == 0, result.output
+    converged = stack.run("plan", str(stack.dir), *state_args, "--detailed-exitcode")
+    assert converged.exit_code == 0 and "No changes" in converged.output, converged.output
+    records = records_now(store)
+    assert routed_hosts(stack.state.parent) == serving_hosts(records) != set()
+    outputs = records["endpoint.blue-green"]["outputs"]
+    client = GatewayClient(outputs["port"], outputs["keys"]["primary"])
+    try:
+        assert [client.score(deployment=name)[0] for name in ("blue", "green")] == [200, 200]
+    finally:
+        client.close()

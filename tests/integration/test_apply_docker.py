@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 
 import pytest
 
+from gateway_client import GatewayClient
 from harness import invoke_sample as invoke
 
 pytestmark = pytest.mark.integration
@@ -161,3 +163,45 @@ def test_destroy_also_removes_leftovers_of_an_interrupted_apply(stack, docker_cl
     result = stack.run("destroy", str(stack.dir), "--state", str(stack.state), "--auto-approve")
     assert result.exit_code == 0, result.output
     assert stack.containers() == []
+
+
+def started_at(container) -> datetime:
+    """A container's State.StartedAt (RFC 3339 with nanoseconds) as an aware datetime."""
+    stamp = container.attrs["State"]["StartedAt"]
+    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(f"{seconds}.{(fraction + '000000')[:6]}+00:00")
+
+
+def test_a_new_endpoint_starts_its_gateway_while_its_deployments_start_and_routes_them_after(blue_green):
+    """#16: from empty, the gateway is created beside the deployments (not after the last is
+    ready) and routed to them by a later step; the endpoint then answers through it."""
+    stack = blue_green
+    # Green cannot be ready before 3 s after its start: far longer than a gateway's create.
+    stack.edit("green.yml", "readiness_probe: {initial_delay: 0, period: 1}",
+               "readiness_probe: {initial_delay: 3, period: 1}")
+    result = stack.apply()
+    lines = result.output.splitlines()
+    endpoint, green = "endpoint.blue-green", "deployment.blue-green/green"
+
+    def line_of(start: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(start))
+    green_ready = line_of(f"{green}: Creation complete after ")
+    assert line_of(f"{endpoint}: Creation complete after ") < green_ready, result.output
+    assert green_ready < line_of(f"{endpoint}: Routing to its deployments...") \
+        < line_of(f"{endpoint}: Routing complete after "), result.output
+    assert "Apply complete! Resources: 4 added, 0 changed, 0 destroyed." in result.output
+    (gateway,) = stack.containers(**{"org.reconciler.role": "gateway"})
+    (green_container,) = stack.containers(**{"org.reconciler.address": green})
+    assert started_at(gateway) < started_at(green_container) + timedelta(seconds=3), \
+        "the gateway started only once green could be ready"
+    outputs = stack.endpoint("blue-green")
+    assert sorted(outputs["routes"]) == ["blue", "green"]
+    client = GatewayClient(outputs["port"], outputs["keys"]["primary"])
+    try:
+        for deployment in ("blue", "green"):
+            status, _, body = client.score(deployment=deployment)
+            assert status == 200, body
+        assert client.score(key="not-the-key")[0] == 401
+    finally:
+        client.close()
+    assert stack.plan("--detailed-exitcode").exit_code == 0

@@ -31,9 +31,13 @@ class FakeStepFailed(DriverError):
 
 class RecordingDriver:
     def __init__(self, store: StateStore | None = None, name: str = POSES_AS, fail: dict[str, str] | None = None,
-                 leave_behind: frozenset[str] = frozenset(), delay: dict[str, float] | None = None) -> None:
+                 leave_behind: frozenset[str] = frozenset(), delay: dict[str, float] | None = None,
+                 routes_after_create: bool = False) -> None:
         """fail: step label ("create deployment.ep/blue") -> error summary; leave_behind: the failing
-        labels whose error carries a record; delay: label -> seconds the call takes."""
+        labels whose error carries a record; delay: label -> seconds the call takes;
+        routes_after_create: pose as a driver whose new endpoints are routed by a later step
+        (drivers.base.Driver.routes_endpoint_after_create, the docker driver's choice)."""
+        self.routes_endpoint_after_create = routes_after_create
         self.store = store
         self.name = name
         self.fail = dict(fail or {})

@@ -140,6 +140,112 @@ def test_no_changes_have_no_steps(store):
     assert describe_steps(make_plan(graph(CHAIN), store.read())) == ""
 
 
+# An endpoint created from empty by a driver that re-points gateways cheaply (docker): its
+# gateway starts at once, beside its deployments, and a route step points it at them (#16).
+TWO = {**CHAIN, "deployment.ep/green": ({"image": "i1"}, ("model.m:1",)),
+       "endpoint.ep": ({"traffic": {"blue": 100}}, ("deployment.ep/blue", "deployment.ep/green"))}
+NO_DEPLOYMENTS = {"endpoint.ep": ({"traffic": {}}, ())}
+
+
+def routed_case(store, case: str):
+    """The plan of one routed-endpoint case against `store` (set up as the case needs)."""
+    if case == "from empty":
+        return make_plan(graph(CHAIN), store.read())
+    if case == "two deployments":
+        return make_plan(graph(TWO), store.read())
+    if case == "no deployments":
+        return make_plan(graph(NO_DEPLOYMENTS), store.read())
+    if case == "deployments unchanged":
+        applied(store, CHAIN)
+        state = store.read()
+        return make_plan(graph(CHAIN), state.without(Address.parse("endpoint.ep")))
+    if case == "lost endpoint, deployment rolled out":
+        applied(store, CHAIN)
+        state = store.read().without(Address.parse("endpoint.ep"))
+        return make_plan(graph(with_image(CHAIN, "deployment.ep/blue", "i2")), state)
+    if case == "replaced endpoint":
+        applied(store, CHAIN)
+        return make_plan(graph(CHAIN), store.read(), PlanOptions(replace=frozenset({"endpoint.ep"})))
+    if case == "rollout":
+        applied(store, CHAIN)
+        return make_plan(graph(with_image(CHAIN, "deployment.ep/blue", "i2")), store.read())
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("from empty",
+     "create model.m:1\n"
+     "create deployment.ep/blue <- create model.m:1\n"
+     "create endpoint.ep\n"
+     "route endpoint.ep <- create deployment.ep/blue, create endpoint.ep"),
+    ("two deployments",
+     "create model.m:1\n"
+     "create deployment.ep/blue <- create model.m:1\n"
+     "create deployment.ep/green <- create model.m:1\n"
+     "create endpoint.ep\n"
+     "route endpoint.ep <- create deployment.ep/blue, create deployment.ep/green, create endpoint.ep"),
+    # Nothing to wait for: one step, as before.
+    ("no deployments", "create endpoint.ep"),
+    ("deployments unchanged", "create endpoint.ep"),
+    # The old blue goes once the gateway routes to the new one: after the route step.
+    ("lost endpoint, deployment rolled out",
+     "create deployment.ep/blue\n"
+     "destroy-deposed deployment.ep/blue <- create deployment.ep/blue, route endpoint.ep\n"
+     "create endpoint.ep\n"
+     "route endpoint.ep <- create deployment.ep/blue, create endpoint.ep"),
+    # Deletes and replaces are unchanged.
+    ("replaced endpoint", "delete endpoint.ep\ncreate endpoint.ep <- delete endpoint.ep"),
+    ("rollout",
+     "create deployment.ep/blue\n"
+     "destroy-deposed deployment.ep/blue <- create deployment.ep/blue, update endpoint.ep\n"
+     "update endpoint.ep <- create deployment.ep/blue"),
+])
+def test_a_created_endpoint_is_routed_after_its_deployments_by_a_second_step(store, case, expected):
+    assert describe_steps(routed_case(store, case), route_after_create=True) == expected
+
+
+def test_without_cheap_re_pointing_a_created_endpoint_stays_one_step_after_its_deployments(store):
+    plan = make_plan(graph(CHAIN), store.read())
+    assert describe_steps(plan, route_after_create=False) == describe_steps(plan) == (
+        "create model.m:1\n"
+        "create deployment.ep/blue <- create model.m:1\n"
+        "create endpoint.ep <- create deployment.ep/blue")
+
+
+def test_the_route_step_updates_the_created_endpoint_and_is_not_counted(store):
+    driver = RecordingDriver(store, routes_after_create=True)
+    hook = RecordingHook()
+    result = run(store, make_plan(graph(CHAIN), store.read()), driver, hooks=[hook])
+    # Parallelism 1: the endpoint's create is ready at once, before the model's is done; the
+    # route step is the driver's update of the record that create saved.
+    assert driver.log() == (
+        "create model.m:1 | \n"
+        "create endpoint.ep | model.m:1\n"
+        "create deployment.ep/blue | endpoint.ep, model.m:1\n"
+        "update endpoint.ep | deployment.ep/blue, endpoint.ep, model.m:1\n"
+        "finish | deployment.ep/blue, endpoint.ep, model.m:1")
+    record = store.read().records["endpoint.ep"]
+    assert record.outputs["routes"] == ["deployment.ep/blue"], "created routing nothing, then routed"
+    assert record.depends_on == ("deployment.ep/blue",)
+    assert (result.ok, result.counts) == (True, {"added": 3, "changed": 0, "destroyed": 0})
+    assert [progress_line(e) for e in hook.events if isinstance(e, (StepStarted, StepCompleted))
+            and e.step.address == "endpoint.ep"] == [
+        "endpoint.ep: Creating...", "endpoint.ep: Creation complete after 0s",
+        "endpoint.ep: Routing to its deployments...", "endpoint.ep: Routing complete after 0s"]
+
+
+def test_a_failed_deployment_leaves_the_created_endpoint_unrouted_and_skips_only_its_route(store):
+    driver = RecordingDriver(store, fail={"create deployment.ep/blue": "boom"}, routes_after_create=True)
+    result = run(store, make_plan(graph(CHAIN), store.read()), driver)
+    assert [address for address, _ in result.failed] == ["deployment.ep/blue"]
+    assert result.skipped == ["endpoint.ep:route"]
+    assert store.read().records["endpoint.ep"].outputs["routes"] == []
+    # The next plan finishes the job: the deployment, then the endpoint's re-point.
+    assert describe_steps(make_plan(graph(CHAIN), store.read()), route_after_create=True) == (
+        "create deployment.ep/blue\n"
+        "update endpoint.ep <- create deployment.ep/blue")
+
+
 # -- running the steps -------------------------------------------------------------------------
 def test_create_chain_calls_the_driver_in_order_and_saves_state_after_every_step(store):
     driver = RecordingDriver(store)
@@ -377,6 +483,10 @@ ERROR = ReconcilerError("boom")
      "deployment.ep/blue: Destruction of old complete after 4s"),
     (StepFailedEvent(Step("x", "deployment.ep/blue", "create", CHANGE), ERROR, 3.2),
      "deployment.ep/blue: Creation failed after 3s"),
+    (StepStarted(Step("x", "endpoint.ep", "route", CHANGE)), "endpoint.ep: Routing to its deployments..."),
+    (StepStillRunning(Step("x", "endpoint.ep", "route", CHANGE), 10.0), "endpoint.ep: Still routing... [10s elapsed]"),
+    (StepCompleted(Step("x", "endpoint.ep", "route", CHANGE), 0.4), "endpoint.ep: Routing complete after 0s"),
+    (StepFailedEvent(Step("x", "endpoint.ep", "route", CHANGE), ERROR, 1.0), "endpoint.ep: Routing failed after 1s"),
     (StepSkipped(Step("x", "endpoint.ep", "update", CHANGE), ("deployment.ep/blue:create",)), None),
     (DriverMessage("anything"), "anything"),
 ])

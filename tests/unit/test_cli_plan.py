@@ -161,6 +161,24 @@ def test_saved_plan_is_applied_to_the_state_it_was_made_against(run, demo_stack,
     assert not (elsewhere / "state").exists()
 
 
+def test_apply_from_empty_starts_the_endpoint_at_once_and_routes_it_last(run, demo_stack, state_path, monkeypatch):
+    """#16: with a driver that re-points gateways cheaply (docker), the endpoint is created
+    beside its deployment and routed to it after; the route step is not counted."""
+    from fakes import RecordingDriver
+    monkeypatch.setattr("reconciler.drivers.registry.driver_named",
+                        lambda name: RecordingDriver(routes_after_create=True))
+    result = run("apply", demo_stack, "--state", state_path, "--auto-approve", "--no-refresh",
+                 "--parallelism", "1")
+    assert result.exit_code == 0, result.output
+    model = "model.tfserving-mounted:1"
+    assert result.output.endswith(
+        f"\n\n{model}: Creating...\n{model}: Creation complete after 0s\n"
+        f"{ENDPOINT}: Creating...\n{ENDPOINT}: Creation complete after 0s\n"
+        f"{DEPLOYMENT}: Creating...\n{DEPLOYMENT}: Creation complete after 0s\n"
+        f"{ENDPOINT}: Routing to its deployments...\n{ENDPOINT}: Routing complete after 0s\n"
+        "\nApply complete! Resources: 3 added, 0 changed, 0 destroyed.\n")
+
+
 def test_saved_plan_refuses_a_state_option_naming_another_file(run, demo_stack, state_path, tmp_path):
     plan_file = tmp_path / "tfplan"
     assert run(*plan_args(demo_stack, state_path, "-out", plan_file)).exit_code == 0

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from reconciler.config.stack import load_stack
 from reconciler.drivers.common.gateway import (GATEWAY_IMAGE, UnsafeGatewayValue, bearer_pattern, nginx_string,
-                                               render_gateway_config)
+                                               new_keys, render_gateway_config)
 from reconciler.drivers.docker import containers
 from reconciler.drivers.docker.gateway_config import deployment_routes as docker_routes
 from reconciler.drivers.swarm.engine import object_name
@@ -341,3 +341,18 @@ def test_every_rendered_hostile_config_parses_with_the_real_nginx():
     rejected = nginx_rejects(configs)
     assert [index for index, _ in rejected] == [len(configs) - 1], \
         [(message, configs[index]) for index, message in rejected[:2]]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("auth_mode", ["key", "aml_token"])
+def test_a_config_routing_nothing_yet_parses_with_the_real_nginx(auth_mode):
+    """#16: a new endpoint's gateway starts before its deployments are ready, routing nothing
+    (Azure ML's 404 "no live traffic" until its route step); nginx used to refuse that config
+    (`unknown "routed_deployment" variable`)."""
+    if shutil.which("docker") is None or subprocess.run(["docker", "image", "inspect", GATEWAY_IMAGE],
+                                                        capture_output=True).returncode != 0:
+        pytest.skip(f"needs Docker and {GATEWAY_IMAGE}")
+    spec = {"name": "ep1", "traffic": {"blue": 90, "green": 10}, "mirror_traffic": {"green": 5}, "auth_mode": auth_mode}
+    configs = [render_gateway_config(spec, {}, new_keys(), driver=driver, rotation_dir=rotation_dir)
+               for driver, rotation_dir in (("docker", "/etc/reconciler/health"), ("swarm", None))]
+    assert nginx_rejects(configs) == []

@@ -39,6 +39,8 @@ INSTANCE_PARALLELISM = 8
 
 class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, SupportsKeyRotation, SupportsStatus):
     name = DRIVER_NAME
+    # A re-point is one exec in the gateway (gateway.reload), local and remote engine alike.
+    routes_endpoint_after_create = True
 
     def __init__(self, client: docker.DockerClient | None = None) -> None:
         super().__init__(client)

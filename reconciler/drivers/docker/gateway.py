@@ -14,6 +14,7 @@ are stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import ssl
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
@@ -251,6 +253,11 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     host, and no health supervisor runs (it bind-mounts this machine's package and the engine's
     unix socket): nginx's passive checks alone take failing instances out of rotation."""
     engine = engine or current_engine()
+    # Deployments may become ready while this runs (apply starts a new endpoint beside them and
+    # routes it after, #16): the config, the health supervisor and the recorded `routes` all
+    # come from one view of state, so `routes` is exactly what nginx was given.
+    records = ctx.records()
+    ctx = dataclasses.replace(ctx, records=lambda: records)
     directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
     write_config(directory, render_edge(spec), EDGE_CONFIG)
@@ -296,18 +303,20 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
         remove_container(client, container.id, stop_timeout=1)
         if config_volume:
             content_volumes.remove_volume(client, config_volume)
-    try:
-        port = port or _published_port(client, container.id)
-        _wait_listening(client, container.id, engine.caller_host(listen["address"]), port, bool(served_tls))
-    except DriverError:
-        discard()
-        raise
-    _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
-    health: dict | None = {}  # none on a remote engine (see above): recorded empty, so refresh expects none
-    if not engine.remote:
+    # The health supervisor starts while the gateway comes up: the probe needs only the gateway
+    # container running (it joins its pid namespace), the restarter nothing of it. None on a
+    # remote engine (see above): recorded empty, so refresh expects none.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor") as pool:
+        supervising = None if engine.remote else pool.submit(
+            supervisor.start, client, ctx, address, spec["name"], directory, container.id, gateway_user())
         try:
-            health = supervisor.start(client, ctx, address, spec["name"], directory, container.id, gateway_user())
+            port = port or _published_port(client, container.id)
+            _wait_listening(client, container.id, engine.caller_host(listen["address"]), port, bool(served_tls))
+            _wait_resolvable(container, upstream_hosts(ctx, spec["name"]))
+            health: dict | None = supervising.result() if supervising else {}
         except DriverError:
+            if supervising and supervising.exception() is None:
+                supervisor.remove(client, supervising.result())
             discard()
             raise
     gateway = {"id": container.id, "name": name, "image": GATEWAY_IMAGE}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -121,32 +122,38 @@ def _options(client: docker.DockerClient, ctx: StepContext, role: str, config_di
 
 def start(client: docker.DockerClient, ctx: StepContext, address: str, endpoint: str,
           config_dir: Path, gateway_id: str, user: tuple[int, int]) -> dict:
-    """Start (or start afresh) the probe and the restarter; returns `health` for the outputs."""
+    """Start (or start afresh) the probe and the restarter, both at once (each is an engine
+    round trip of a few hundred milliseconds, and neither needs the other); returns `health`
+    for the outputs."""
     write_files(config_dir, ctx, endpoint, user)
     generation = new_generation()
-    started = {}
-    for role in ROLES:
-        own = owned_filter(ctx, address)
-        for leftover in client.containers.list(all=True, sparse=True,
-                                               filters={"label": own["label"] + [f"{LABEL_ROLE}={role}"]}):
-            remove_container(client, leftover.id, stop_timeout=1)
-        options = _options(client, ctx, role, config_dir, gateway_id, user)
-        if options is None:
-            started[role] = None
-            continue
-        name = object_name("rc", ctx.stack, endpoint, "hp" if role == ROLE_PROBE else "hr", generation,
-                           identity=ctx.identity)
-        try:
-            container = client.containers.run(
-                GATEWAY_IMAGE, ["python3", "-m", "reconciler.drivers.docker.health_agent",
-                                "probe" if role == ROLE_PROBE else "restart"],
-                name=name, detach=True, labels=managed_labels(ctx, address, "", **{
-                    LABEL_ROLE: role, LABEL_GENERATION: generation}), **options)
-        except APIError as error:
-            raise DriverError(f"cannot start the health {role.split('-')[1]} of endpoint {endpoint}: "
-                              f"{error.explanation or error}", "`docker logs` of the container shows details") from error
-        started[role] = {"id": container.id, "name": name}
+    with ThreadPoolExecutor(max_workers=len(ROLES), thread_name_prefix="supervisor") as pool:
+        started = dict(zip(ROLES, pool.map(lambda role: _start_role(client, ctx, address, endpoint, config_dir,
+                                                                     gateway_id, user, role, generation), ROLES)))
     return {"probe": started[ROLE_PROBE], "restarter": started[ROLE_RESTARTER]}
+
+
+def _start_role(client: docker.DockerClient, ctx: StepContext, address: str, endpoint: str, config_dir: Path,
+                gateway_id: str, user: tuple[int, int], role: str, generation: str) -> dict | None:
+    own = owned_filter(ctx, address)
+    for leftover in client.containers.list(all=True, sparse=True,
+                                           filters={"label": own["label"] + [f"{LABEL_ROLE}={role}"]}):
+        remove_container(client, leftover.id, stop_timeout=1)
+    options = _options(client, ctx, role, config_dir, gateway_id, user)
+    if options is None:
+        return None
+    name = object_name("rc", ctx.stack, endpoint, "hp" if role == ROLE_PROBE else "hr", generation,
+                       identity=ctx.identity)
+    try:
+        container = client.containers.run(
+            GATEWAY_IMAGE, ["python3", "-m", "reconciler.drivers.docker.health_agent",
+                            "probe" if role == ROLE_PROBE else "restart"],
+            name=name, detach=True, labels=managed_labels(ctx, address, "", **{
+                LABEL_ROLE: role, LABEL_GENERATION: generation}), **options)
+    except APIError as error:
+        raise DriverError(f"cannot start the health {role.split('-')[1]} of endpoint {endpoint}: "
+                          f"{error.explanation or error}", "`docker logs` of the container shows details") from error
+    return {"id": container.id, "name": name}
 
 
 def pause(client: docker.DockerClient, health: dict | None) -> None:
