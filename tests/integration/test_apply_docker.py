@@ -111,13 +111,17 @@ def test_readiness_failure_fails_with_logs_and_taints(stack):
     assert "never became ready" in result.output
     assert "last log lines" in result.output and "no_such_model" in result.output
     assert stack.records()[DEPLOYMENT]["status"] == "tainted"
-    assert "endpoint.half-plus-two" not in stack.records(), "dependents are not attempted"
+    # #16: the endpoint's gateway started beside the deployment (routing nothing); what depends
+    # on the deployment, routing the gateway to it, is not attempted.
+    assert "Not attempted because a dependency failed: endpoint.half-plus-two:route" in result.output
+    assert stack.endpoint("half-plus-two")["routes"] == {}
     stack.edit("deployment.yml", "  MODEL_NAME: no_such_model", "  MODEL_NAME: half_plus_two")
     plan = stack.plan()
     assert "is tainted, so must be replaced" in plan.output
     stack.apply()
     assert stack.records()[DEPLOYMENT]["status"] == "ready"
     assert len(container_ids(stack)) == 1
+    assert list(stack.endpoint("half-plus-two")["routes"]) == ["tfserving"]
 
 
 def test_missing_image_is_a_clear_error_and_changes_nothing(stack):
