@@ -222,3 +222,14 @@ def test_an_edge_socket_path_is_escaped_like_every_value():
     from reconciler.drivers.common.gateway import UnsafeGatewayValue, render_edge_config
     with pytest.raises(UnsafeGatewayValue):
         render_edge_config("ep", "/run/$x.sock")
+
+
+def test_only_an_endpoint_that_mirrors_makes_a_mirror_subrequest_per_request():
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0"),
+               "deployment.ep/green": deployment("deployment.ep/green", "green", "green-0")}
+    routes = deployment_routes("ep", records)
+    plain = render_gateway_config(ENDPOINT, routes, KEYS)
+    mirrored = render_gateway_config({**ENDPOINT, "traffic": {"blue": 100}, "mirror_traffic": {"green": 10}},
+                                     routes, KEYS)
+    assert "mirror /-/mirror;" not in plain and "mirror_request_body" not in plain
+    assert mirrored.count("mirror /-/mirror;") == 2 and "10% d_" in mirrored
