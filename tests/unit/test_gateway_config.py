@@ -233,3 +233,16 @@ def test_only_an_endpoint_that_mirrors_makes_a_mirror_subrequest_per_request():
                                      routes, KEYS)
     assert "mirror /-/mirror;" not in plain and "mirror_request_body" not in plain
     assert mirrored.count("mirror /-/mirror;") == 2 and "10% d_" in mirrored
+
+
+def test_compiled_gateway_templates_are_cached_in_a_private_directory_or_not_at_all(tmp_path, monkeypatch):
+    import stat
+    import jinja2
+    from reconciler.drivers.common.gateway import _bytecode_cache
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "cache"))
+    cache = _bytecode_cache()
+    assert isinstance(cache, jinja2.FileSystemBytecodeCache)
+    assert stat.S_IMODE((tmp_path / "cache" / "jinja-drivers").stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "file"))
+    assert _bytecode_cache() is None   # no cache, templates compiled each time
