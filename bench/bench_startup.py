@@ -7,14 +7,17 @@
     PYTHONDONTWRITEBYTECODE=1, as this machine sets it, an editable install without compiled
     bytecode compiles every module of the package at every start), against two floors: `python3 -S -c pass` (the interpreter
     alone) and `python3 -c pass` (with site-packages and this machine's .pth files: the
-    editable finder, and a sandbox .pth that imports certifi at every start). Each run --repeat
-    times, interleaved (one of each per round), medians reported. Target: --help and validate
-    under 0.1 s; also stated over `python3 -c pass`.
+    editable finder, and a sandbox .pth that imports certifi at every start). Also as a user
+    installs it: `pip install` of this checkout (a wheel, compiled by pip, with its
+    dependencies) into a fresh venv, whose interpreter loads neither .pth (skip with
+    --no-venv: it needs the package index and ~30 s). Each run --repeat times, interleaved (one
+    of each per round), medians reported. Target: --help and validate under 0.1 s; also stated
+    over `python3 -c pass`.
   * a 1 GiB model: `reconciler plan --no-refresh` of the demo stack with a 1 GiB file added to
     its model, against the same plan without it, interleaved, after one warm-up plan that fills
     the fingerprint cache. Target: at most +0.05 s.
 
-    python bench/bench_startup.py [--repeat 15] [--model-mib 1024] [--no-write]
+    python bench/bench_startup.py [--repeat 15] [--model-mib 1024] [--no-venv] [--no-write]
 """
 from __future__ import annotations
 
@@ -63,10 +66,21 @@ def compile_package() -> None:
                    capture_output=True)
 
 
+def installed_venv(directory: Path) -> Path:
+    """A fresh venv with this checkout installed as a user installs it (`pip install .`: a
+    wheel, compiled by pip, and the dependencies from the configured index); its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True, capture_output=True)
+    python = directory / "bin" / "python"
+    result = subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-1500:]
+    return python
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=15)
     parser.add_argument("--model-mib", type=int, default=1024)
+    parser.add_argument("--no-venv", action="store_true")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,10 +91,15 @@ def main() -> None:
         source_root = scratch / "source"
         shutil.copytree(ROOT / "reconciler", source_root / "reconciler",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "schemas", source_root / "schemas")
         source_env = {**env, "PYTHONPATH": str(source_root)}
         compile_package()
         help_, validate = ["--help"], ["validate", str(ROOT / "stacks" / "half-plus-two")]
+        venv: dict[str, tuple[list[str], Path, dict]] = {}
+        if not args.no_venv:
+            python = str(installed_venv(scratch / "venv"))
+            venv = {"venv -c pass": ([python, "-c", "pass"], scratch, env),
+                    "venv --help": ([python, "-m", "reconciler", *help_], scratch, env),
+                    "venv validate": ([python, "-m", "reconciler", *validate], scratch, env)}
         measured = interleaved({
             "python3 -S -c pass": [sys.executable, "-S", "-c", "pass"],
             "python3 -c pass": [sys.executable, "-c", "pass"],
@@ -88,9 +107,12 @@ def main() -> None:
             "reconciler validate stacks/half-plus-two": [*RECONCILER, *validate],
         }, args.repeat, ROOT, env, variants={
             "source --help": ([*RECONCILER, *help_], source_root, source_env),
-            "source validate": ([*RECONCILER, *validate], source_root, source_env)})
+            "source validate": ([*RECONCILER, *validate], source_root, source_env), **venv})
         from_source = {"reconciler --help": measured.pop("source --help"),
                        "reconciler validate stacks/half-plus-two": measured.pop("source validate")}
+        installed = {name: measured.pop(f"venv {argv}") for name, argv in (
+            ("python3 -c pass", "-c pass"), ("reconciler --help", "--help"),
+            ("reconciler validate stacks/half-plus-two", "validate")) if f"venv {argv}" in measured}
         startup = measured
         small = scratch / "small" / "half-plus-two"
         big = scratch / "big" / "half-plus-two"
@@ -113,11 +135,16 @@ def main() -> None:
              f"(medians of {args.repeat} interleaved runs, wall time of the whole process; load average "
              f"{', '.join(f'{v:.2f}' for v in os.getloadavg())} at the end). Compiled: the package's bytecode "
              "compiled first (as an installed wheel has it; scripts/setup.sh compiles the editable install); "
-             "from source: a copy of the package without bytecode, PYTHONDONTWRITEBYTECODE=1 as set here.", "",
-             "| command | compiled (s) | over `python3 -c pass` (s) | from source (s) |", "|---|---:|---:|---:|"]
+             "from source: a copy of the package without bytecode, PYTHONDONTWRITEBYTECODE=1 as set here; "
+             "installed: `pip install` of this checkout into a fresh venv (a wheel, compiled by pip, with its "
+             "dependencies), whose interpreter loads neither this machine's editable finder nor its sandbox "
+             "certifi .pth.", "",
+             "| command | compiled (s) | over `python3 -c pass` (s) | from source (s) | installed in a venv (s) |",
+             "|---|---:|---:|---:|---:|"]
     for name, seconds in startup.items():
         source = f"{from_source[name]:.3f}" if name in from_source else ""
-        lines.append(f"| `{name}` | {seconds:.3f} | {seconds - empty:+.3f} | {source} |")
+        venv_time = f"{installed[name]:.3f}" if name in installed else ""
+        lines.append(f"| `{name}` | {seconds:.3f} | {seconds - empty:+.3f} | {source} | {venv_time} |")
     overhead = plans["plan with a 1 GiB model"] - plans["plan without the big file"]
     lines += ["", f"Targets: `--help` {startup['reconciler --help']:.3f} s and `validate` "
               f"{startup['reconciler validate stacks/half-plus-two']:.3f} s, under 0.1 s: "
@@ -126,7 +153,12 @@ def main() -> None:
               + f" (`python3 -c pass` takes {empty:.3f} s here, `python3 -S -c pass` "
               f"{startup['python3 -S -c pass']:.3f} s); over `python3 -c pass`: `--help` "
               f"{startup['reconciler --help'] - empty:+.3f} s, `validate` "
-              f"{startup['reconciler validate stacks/half-plus-two'] - empty:+.3f} s.", "",
+              f"{startup['reconciler validate stacks/half-plus-two'] - empty:+.3f} s."
+              + (f" Installed in a venv: `--help` {installed['reconciler --help']:.3f} s and `validate` "
+                 f"{installed['reconciler validate stacks/half-plus-two']:.3f} s: "
+                 + ("PASS" if max(installed["reconciler --help"],
+                                  installed["reconciler validate stacks/half-plus-two"]) < 0.1 else "FAIL")
+                 + f" (its `python -c pass` {installed['python3 -c pass']:.3f} s)." if installed else ""), "",
               "| no-op plan, --no-refresh | median (s) |", "|---|---:|"]
     for name, seconds in plans.items():
         lines.append(f"| {name} | {seconds:.3f} |")

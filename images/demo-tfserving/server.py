@@ -255,7 +255,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"serving REST API on port {REST_API_PORT}", flush=True)
-    server.serve_forever(poll_interval=0.2)
+    # serve_forever notices shutdown() only between polls: a short poll keeps `docker stop`
+    # (each rollout's old container) near the engine's own time, as a native server's exit is.
+    server.serve_forever(poll_interval=0.05)
     # Handler threads are daemons, so idle keep-alive connections don't delay exit.
     server.server_close()
 

@@ -23,7 +23,7 @@ import jsonschema_rs
 from reconciler.config.loader import Document
 from reconciler.errors import Problem
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
 SCHEMA_FILES = {
     "endpoint": "managedOnlineEndpoint.schema.json",
     "deployment": "managedOnlineDeployment.schema.json",

@@ -169,6 +169,41 @@ def test_failing_liveness_restarts_the_instance(watched):
     assert drift.exit_code == 0, drift.output   # a liveness restart is the supervisor's work, not drift
 
 
+def supervisor_starts(stack) -> dict[str, tuple[str, str]]:
+    """Per supervisor role, its container's id and when it last started."""
+    found = {}
+    for role in ("health-probe", "health-restarter"):
+        (container,) = stack.containers(**{"org.reconciler.role": role})
+        found[role] = (container.id, container.attrs["State"]["StartedAt"])
+    return found
+
+
+def test_a_re_point_leaves_the_supervisor_running_and_it_follows_the_new_instances(watched, docker_client):
+    stack = watched
+    stack.apply()
+    old = [instance(stack, n).name for n in (0, 1)]
+    wait_for_status(stack, rf"{old[1]}  running  in rotation")
+    before = supervisor_starts(stack)
+    repository = IMAGE.rsplit(":", 1)[0]
+    docker_client.images.get(IMAGE).tag(repository, "it-follows")
+    try:
+        stack.edit("deployment.yml", f"image: {IMAGE}", f"image: {repository}:it-follows")
+        stack.apply()   # replaces both instances and re-points the gateway
+        assert supervisor_starts(stack) == before   # neither stopped nor restarted
+        new = [instance(stack, n) for n in (0, 1)]
+        assert not {c.name for c in new} & set(old)
+        text = wait_for_status(stack, rf"{new[1].name}  running  in rotation")
+        assert not any(name in text for name in old), text
+        # The probe watches the new containers: one failing readiness leaves rotation.
+        new[1].exec_run(["touch", "/tmp/not-ready"])
+        wait_for_status(stack, rf"{new[1].name}  running  out of rotation")
+        from harness import invoke_sample
+        assert invoke_sample(stack, stack.dir.parent)["predictions"] == [2.5, 3.0, 4.5]
+    finally:
+        stack.cleanup()   # the containers go before the tag they use
+        docker_client.images.remove(f"{repository}:it-follows", noprune=True)
+
+
 # -- an https endpoint called from another network namespace ----------------------------------
 def ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)

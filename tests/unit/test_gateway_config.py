@@ -222,3 +222,27 @@ def test_an_edge_socket_path_is_escaped_like_every_value():
     from reconciler.drivers.common.gateway import UnsafeGatewayValue, render_edge_config
     with pytest.raises(UnsafeGatewayValue):
         render_edge_config("ep", "/run/$x.sock")
+
+
+def test_only_an_endpoint_that_mirrors_makes_a_mirror_subrequest_per_request():
+    records = {"deployment.ep/blue": deployment("deployment.ep/blue", "blue", "blue-0"),
+               "deployment.ep/green": deployment("deployment.ep/green", "green", "green-0")}
+    routes = deployment_routes("ep", records)
+    plain = render_gateway_config(ENDPOINT, routes, KEYS)
+    mirrored = render_gateway_config({**ENDPOINT, "traffic": {"blue": 100}, "mirror_traffic": {"green": 10}},
+                                     routes, KEYS)
+    assert "mirror /-/mirror;" not in plain and "mirror_request_body" not in plain
+    assert mirrored.count("mirror /-/mirror;") == 2 and "10% d_" in mirrored
+
+
+def test_compiled_gateway_templates_are_cached_in_a_private_directory_or_not_at_all(tmp_path, monkeypatch):
+    import stat
+    import jinja2
+    from reconciler.drivers.common.gateway import _bytecode_cache
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "cache"))
+    cache = _bytecode_cache()
+    assert isinstance(cache, jinja2.FileSystemBytecodeCache)
+    assert stat.S_IMODE((tmp_path / "cache" / "jinja-drivers").stat().st_mode) == 0o700
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path / "file"))
+    assert _bytecode_cache() is None   # no cache, templates compiled each time

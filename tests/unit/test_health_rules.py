@@ -370,3 +370,67 @@ def test_the_probe_reloads_the_routing_nginx_never_the_gateways_edge():
     assert is_routing_master(b"nginx: master process nginx -c /etc/reconciler/nginx.conf -g daemon off;")
     assert not is_routing_master(b"nginx: master process nginx -c /etc/reconciler/edge.conf -g daemon off;")
     assert not is_routing_master(b"nginx: worker process")
+
+
+# -- the probe follows config.json (no restart at a re-point) ---------------------------------
+def agent_config(*instances: tuple[str, str], readiness: dict = SETTINGS) -> dict:
+    return {"identity": "L", "max_tries": 3, "deployments": [{
+        "name": "blue", "route_id": "e1", "scoring_port": 8501, "readiness_probe": readiness,
+        "liveness_probe": SETTINGS,
+        "instances": [{"name": name, "id": cid, "readiness": {"port": 8501, "path": "/-/ready"},
+                       "liveness": {"port": 8501, "path": "/-/live"}} for name, cid in instances]}]}
+
+
+@pytest.mark.parametrize("new, carried", [
+    (agent_config(("a", "c1"), ("b", "c2")), "a b"),                       # same config
+    (agent_config(("a", "c1"), ("x", "c9")), "a"),                         # b replaced by x
+    (agent_config(("a", "c7"), ("b", "c2")), "b"),                         # a's container recreated
+    (agent_config(("a", "c1"), ("b", "c2"), readiness=dict(SETTINGS, period=5)), ""),   # probes changed
+])
+def test_probe_counts_carry_over_only_for_the_same_container_with_the_same_probes(new, carried):
+    from reconciler.drivers.docker.health_agent import carried_tracks
+    assert " ".join(sorted(carried_tracks(agent_config(("a", "c1"), ("b", "c2")), new))) == carried
+
+
+def test_the_probe_follows_a_new_config_under_the_lock_and_keeps_an_instance_out_of_rotation(tmp_path, monkeypatch):
+    import json
+    from reconciler.drivers.docker import health_agent
+    # Never signal a real nginx of this machine.
+    monkeypatch.setattr(health_agent, "nginx_master", lambda: None)
+    old = agent_config(("a", "c1"), ("b", "c2"))
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    prober = health_agent.Prober(old, directory=tmp_path, config_text=(tmp_path / "config.json").read_text())
+    monkeypatch.setattr(prober, "start_watches", lambda: None)
+    prober.readiness["a"].passing = False
+    retired = prober.retired
+    # Apply replaced b by x and rewrote config.json (under the lock, as apply does).
+    with health_agent.exclusive(tmp_path):
+        (tmp_path / "config.json").write_text(json.dumps(agent_config(("a", "c1"), ("x", "c9"))))
+    assert prober.config_moved()
+    prober.publish()
+    assert retired.is_set() and not prober.retired.is_set()   # b's watches end; new ones run
+    assert not prober.config_moved()
+    status = json.loads((tmp_path / "status.json").read_text())["instances"]
+    assert {name: item["in_rotation"] for name, item in status.items()} == {"a": False, "x": True}
+    assert (tmp_path / "d_e1.conf").read_text() == rotation_maps("e1", ["x:8501"], 3)
+
+
+def test_the_lock_is_exclusive_and_bounded(tmp_path):
+    from reconciler.drivers.docker.health_agent import exclusive
+    with exclusive(tmp_path):
+        with pytest.raises(TimeoutError, match="stayed locked"):
+            with exclusive(tmp_path, timeout=0.05):
+                pass
+    with exclusive(tmp_path, timeout=0.05):
+        pass
+
+
+@pytest.mark.parametrize("health, follows", [
+    ({"probe": {"id": "p", "follows_config": True}, "restarter": {"id": "r", "follows_config": True}}, True),
+    ({"probe": {"id": "p", "follows_config": True}, "restarter": None}, True),     # a TCP engine: no restarter
+    ({"probe": {"id": "p"}, "restarter": {"id": "r"}}, False),                     # started before: paused, renewed
+    ({}, True),
+])
+def test_only_supervisors_started_before_they_followed_config_are_paused_and_renewed(health, follows):
+    from reconciler.drivers.docker.supervisor import follows_config
+    assert follows_config(health) is follows

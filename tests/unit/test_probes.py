@@ -94,15 +94,15 @@ CASES = [
 # fails and after how many (counted) probes is the same as without them.
 EARLY = {"early_poll": 0.25, "initial_delay": 0, "period": 1}
 EARLY_CASES = [
-    # The server answers at the second early poll: ready at 0.625, not at the next period (1).
-    ({**EARLY, "answers": "no no ok"}, "probes at [0 0.25 0.625] -> ready at 0.625 after 1"),
+    # The server answers at the second early poll: ready at 0.5, not at the next period (1).
+    ({**EARLY, "answers": "no no ok"}, "probes at [0 0.25 0.5] -> ready at 0.5 after 1"),
     # Nothing before initial_delay, and nothing early when the first scheduled probe answers.
     ({**EARLY, "answers": "ok", "initial_delay": 10}, "probes at [10] -> ready at 10 after 1"),
     ({**EARLY, "answers": "no ok", "initial_delay": 10}, "probes at [10 10.25] -> ready at 10.25 after 1"),
     # Never ready: failure_threshold counted probes on the schedule, failed at the same time;
     # the early polls end once their pauses reach a period.
-    ({**EARLY, "answers": "no " * 9, "failure_threshold": 5},
-     "probes at [0 0.25 0.625 1 1.5625 2 2.84375 3 4] -> failed (HTTP 503) at 4 after 5"),
+    ({**EARLY, "answers": "no " * 10, "failure_threshold": 5},
+     "probes at [0 0.25 0.5 0.875 1 1.5625 2 2.84375 3 4] -> failed (HTTP 503) at 4 after 5"),
     # An early poll is cut to the time left before the next scheduled probe.
     ({**EARLY, "answers": "no slow no ok", "period": 2, "timeout": 5, "early_poll": 1.5},
      "probes at [0 1.5 2 4] -> ready at 4 after 3"),
@@ -111,9 +111,11 @@ EARLY_CASES = [
 ]
 
 
-def test_early_poll_gaps_grow_until_a_period():
-    assert [round(gap, 4) for gap in early_poll_gaps(0.05, 1)] == [0.05, 0.075, 0.1125, 0.1688, 0.2531, 0.3797,
-                                                                   0.5695, 0.8543]
+def test_early_poll_gaps_are_steady_for_half_a_second_then_grow_until_a_period():
+    assert [round(gap, 4) for gap in early_poll_gaps(0.05, 1)] == [0.05] * 10 + [0.075, 0.1125, 0.1688, 0.2531,
+                                                                                 0.3797, 0.5695, 0.8543]
+    assert early_poll_gaps(0.02, 1)[:26] == [0.02] * 25 + [0.03] and len(early_poll_gaps(0.02, 1)) == 34
+    assert early_poll_gaps(1.5, 2) == [1.5]     # a first gap past the steady half second still comes
     assert early_poll_gaps(1, 1) == []
 
 

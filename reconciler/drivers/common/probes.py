@@ -105,18 +105,23 @@ def next_probe_at(settings: dict, first_at: float, last_probe_slot: float | None
     return slot
 
 
-# Each early poll's pause is this much longer than the one before, and early polls end once a
-# pause would reach the period: a few polls while a server comes up (50 ms, 75 ms, 110 ms, ...
-# 8 in the first 2.5 s), not a request every 50 ms in its log for as long as it fails.
+# Early polls come every `first` seconds for the first EARLY_STEADY_SECONDS after a failed
+# probe (most servers come up within them: 20 ms apart, a server is seen within 20 ms of
+# listening), then each pause is EARLY_POLL_GROWTH times the one before, and they end once a
+# pause would reach the period: not a request every 20 ms in its log for as long as it fails.
+EARLY_STEADY_SECONDS = 0.5
 EARLY_POLL_GROWTH = 1.5
 
 
 def early_poll_gaps(first: float, period: float) -> list[float]:
-    """The pauses before each early poll (pure): from `first`, growing, all under `period`."""
-    gaps = []
-    while first < period:
-        gaps.append(first)
-        first *= EARLY_POLL_GROWTH
+    """The pauses before each early poll (pure): `first` until they add up to
+    EARLY_STEADY_SECONDS, then growing, all under `period`."""
+    gaps: list[float] = []
+    gap = first
+    while gap < period:
+        gaps.append(gap)
+        if sum(gaps) >= EARLY_STEADY_SECONDS - 1e-9:
+            gap *= EARLY_POLL_GROWTH
     return gaps
 
 
@@ -132,8 +137,8 @@ def wait_until_ready(target: "int | Target", path: str, settings: dict, still_ru
     a failed probe). `sleep` may raise Cancelled to give up (the result is then not ready).
 
     `early_poll` (seconds; only with success_threshold 1): after a failed probe, uncounted polls
-    between the scheduled ones (`early_poll_gaps`: the first `early_poll` after it, each pause
-    longer, none once a pause would reach the period), and the first that answers 2xx makes
+    between the scheduled ones (`early_poll_gaps`: `early_poll` apart for half a second, then
+    each pause longer, none once a pause would reach the period), and the first that answers 2xx makes
     the instance ready then. A server listening 0.2 s after its start is otherwise ready only a whole
     period later (#16). Failures still count on the schedule alone, so when a deployment is
     declared failed, and after how many probes, is unchanged; nothing polls before

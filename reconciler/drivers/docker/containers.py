@@ -45,7 +45,7 @@ TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}
 # Uncounted readiness polls between scheduled probes until the first success (probes.py): a
 # refused connect to the container's address costs well under a millisecond. Not on remote
 # engines, where each poll would be one more exec through the engine.
-EARLY_POLL = 0.05
+EARLY_POLL = 0.02
 
 
 def network_name(owner) -> str:

@@ -365,11 +365,30 @@ def _wait_listening(client: docker.DockerClient, container_id: str, host: str, p
 
 def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: dict) -> tuple[str, dict | None, dict | None]:
     """Rewrite the config (and TLS files), check it, reload gracefully and wait for old workers
-    to drain; then the health supervisor follows. Returns the digest of the config now in
-    force, the supervisor's outputs (`health`) and the TLS outputs (`tls`)."""
+    to drain. Returns the digest of the config now in force, the supervisor's outputs (`health`)
+    and the TLS outputs (`tls`). The health supervisor is not stopped for it: the files are
+    rewritten under its directory's lock, and it follows them (supervisor.py)."""
     directory = config_dir(ctx, spec["name"])
-    previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     container = client.containers.get(outputs["gateway"]["id"])
+    if outputs["gateway"].get("config_volume"):  # a remote engine's gateway: no supervisor
+        digest, served_tls = _rewrite_and_reload(client, container, ctx, spec, outputs, directory)
+        return digest, outputs.get("health", {}), served_tls
+    supervisor.pause(client, outputs.get("health"))  # only one started before supervisors followed config.json
+    try:
+        with supervisor.exclusive(directory, gateway_user()):
+            digest, served_tls = _rewrite_and_reload(client, container, ctx, spec, outputs, directory)
+    finally:
+        # Either way (a rejected config is restored; the instances it watches are those state
+        # now records).
+        health = supervisor.ensure_running(client, ctx, endpoint_address(spec["name"]), spec["name"], directory,
+                                           container.id, gateway_user(), outputs.get("health"))
+    return digest, health, served_tls
+
+
+def _rewrite_and_reload(client: docker.DockerClient, container, ctx: StepContext, spec: dict, outputs: dict,
+                        directory: Path) -> tuple[str, dict | None]:
+    """The gateway's files (its configs, TLS, the supervisor's), then `_reload_nginx`."""
+    previous = (directory / "nginx.conf").read_text() if (directory / "nginx.conf").exists() else None
     edge = runs_edge(container)
     digest = write_config(directory, render(ctx, spec, outputs["keys"], edge))
     edge_before = _edge_inputs(directory)
@@ -378,26 +397,17 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     served_tls = write_tls(directory, ctx, spec)
     # The edge reloads (closing its idle client connections) only when its listener changes.
     reload_edge = edge and _edge_inputs(directory) != edge_before
+    supervisor.write_files(directory, ctx, spec["name"], gateway_user())
     config_volume = outputs["gateway"].get("config_volume")
-    if not config_volume:
-        supervisor.pause(client, outputs.get("health"))
-    health_changed = supervisor.write_files(directory, ctx, spec["name"], gateway_user())
-    if config_volume:  # a remote engine's gateway: its files through the API, no supervisor
+    if config_volume:  # the files reach a remote engine's gateway through the API
         _fill_config(client, config_volume, directory)
-        try:
-            _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]), reload_edge)
-        except DriverError:
-            _fill_config(client, config_volume, directory)  # the previous config, restored here
-            raise
-        return digest, outputs.get("health", {}), served_tls
     try:
         _reload_nginx(container, directory, spec, outputs, previous, upstream_hosts(ctx, spec["name"]), reload_edge)
-    finally:
-        # The probe runs again either way (on the new files: a rejected config is restored,
-        # the instances it watches are those state now records).
-        health = supervisor.resume(client, ctx, endpoint_address(spec["name"]), spec["name"], directory,
-                                   container.id, gateway_user(), outputs.get("health"), health_changed)
-    return digest, health, served_tls
+    except DriverError:
+        if config_volume:
+            _fill_config(client, config_volume, directory)  # the previous config, restored here
+        raise
+    return digest, served_tls
 
 
 def _edge_inputs(directory: Path) -> list[bytes | None]:

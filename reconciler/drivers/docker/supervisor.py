@@ -5,6 +5,8 @@ Made, updated and removed with the endpoint's gateway, in the same steps (so the
 it as part of the endpoint: `health: probe + restarter` in the endpoint's view), labelled
 with the endpoint's address and the stack identity like the gateway, and recorded in the
 endpoint's outputs (`health`), so refresh owns them and reports them missing or stopped.
+A re-point does not stop or restart them: apply rewrites their files under the health
+directory's lock (`exclusive`) and they follow `config.json` themselves (health_agent.py).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -63,15 +66,38 @@ def _write(path: Path, text: str, owner: tuple[int, int]) -> None:
     os.replace(temp, path)
 
 
-def write_files(config_dir: Path, ctx: StepContext, endpoint: str, owner: tuple[int, int]) -> bool:
-    """config.json and a rotation file per routed deployment (all of its instances in rotation
-    but those the probe found out of it and that still run); True when config.json changed,
-    so the supervisor must restart to read it."""
+def prepare_dir(config_dir: Path, owner: tuple[int, int]) -> Path:
+    """The health directory and its lock file, both the supervisor's user's (it locks the file
+    too, from its container)."""
     directory = health_dir(config_dir)
     directory.mkdir(mode=0o700, exist_ok=True)
     os.chmod(directory, 0o700)
+    lock = directory / health_agent.LOCK_FILE
+    lock.touch(mode=0o600, exist_ok=True)
     if os.geteuid() == 0:
         os.chown(directory, *owner)
+        os.chown(lock, *owner)
+    return directory
+
+
+@contextmanager
+def exclusive(config_dir: Path, owner: tuple[int, int]):
+    """Hold the health directory's lock while apply rewrites the supervisor's files and reloads
+    the gateway: the probe publishes only between such rewrites, on the config.json it re-read."""
+    directory = prepare_dir(config_dir, owner)
+    try:
+        with health_agent.exclusive(directory):
+            yield
+    except TimeoutError as error:
+        raise DriverError(f"the endpoint's health probe held {directory / health_agent.LOCK_FILE} too long",
+                          "`docker logs` of its health-probe container shows what it does; stopping the "
+                          "container releases the lock") from error
+
+
+def write_files(config_dir: Path, ctx: StepContext, endpoint: str, owner: tuple[int, int]) -> None:
+    """config.json and a rotation file per routed deployment (all of its instances in rotation
+    but those the probe found out of it and that still run)."""
+    directory = prepare_dir(config_dir, owner)
     records = ctx.records()
     config = health_config(endpoint, records, ctx.identity, MAX_TRIES)
     out = {name for name, item in health_agent.read_json(directory / health_agent.STATUS_FILE, {})
@@ -92,7 +118,6 @@ def write_files(config_dir: Path, ctx: StepContext, endpoint: str, owner: tuple[
         changed = True
     if changed:
         _write(directory / health_agent.CONFIG_FILE, text, owner)
-    return changed
 
 
 def _options(client: docker.DockerClient, ctx: StepContext, role: str, config_dir: Path, gateway_id: str,
@@ -153,29 +178,32 @@ def _start_role(client: docker.DockerClient, ctx: StepContext, address: str, end
     except APIError as error:
         raise DriverError(f"cannot start the health {role.split('-')[1]} of endpoint {endpoint}: "
                           f"{error.explanation or error}", "`docker logs` of the container shows details") from error
-    return {"id": container.id, "name": name}
+    return {"id": container.id, "name": name, "follows_config": True}
+
+
+def follows_config(health: dict | None) -> bool:
+    """Whether the supervisor follows config.json by itself. Supervisors started before it did
+    must not run while apply rewrites their files (on their old config they would write the old
+    instances back): `pause` them first, and `ensure_running` starts them afresh."""
+    return all(item.get("follows_config") for item in (health or {}).values() if item)
 
 
 def pause(client: docker.DockerClient, health: dict | None) -> None:
-    """Stop the probe before apply rewrites the rotation files: running on its old config, it
-    would write the old instances back (a replaced deployment keeps its route id) and reload
-    the gateway onto containers about to go. Killed, not stopped: it keeps nothing in memory
-    worth a grace period, and every file it writes is an atomic rename."""
+    """Stop an old (not config-following) probe before apply rewrites the rotation files."""
     probe = (health or {}).get("probe")
-    if not probe:
+    if not probe or follows_config(health):
         return
     try:
         client.containers.get(probe["id"]).kill()
     except (NotFound, APIError):
-        pass  # gone (resume starts a new one) or not running
+        pass  # gone (ensure_running starts a new one) or not running
 
 
-def resume(client: docker.DockerClient, ctx: StepContext, address: str, endpoint: str, config_dir: Path,
-           gateway_id: str, user: tuple[int, int], health: dict | None, changed: bool) -> dict:
-    """After the gateway took its new config: the probe runs again, on the new config.json; the
-    restarter restarts when what it may restart changed. Missing ones are started afresh."""
-    containers = [c for c in (health or {}).values() if c]
-    if not containers:
+def ensure_running(client: docker.DockerClient, ctx: StepContext, address: str, endpoint: str, config_dir: Path,
+                   gateway_id: str, user: tuple[int, int], health: dict | None) -> dict:
+    """After the gateway took its new config: a running supervisor is left alone (it follows
+    config.json); a stopped one is started; a missing or old one is started afresh."""
+    if not [c for c in (health or {}).values() if c] or not follows_config(health):
         return start(client, ctx, address, endpoint, config_dir, gateway_id, user)
     for role, item in sorted((health or {}).items()):
         if not item:
@@ -186,8 +214,6 @@ def resume(client: docker.DockerClient, ctx: StepContext, address: str, endpoint
             return start(client, ctx, address, endpoint, config_dir, gateway_id, user)
         if container.status != "running":
             container.start()
-        elif changed:
-            container.restart(timeout=1)
     return health
 
 
