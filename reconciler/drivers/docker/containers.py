@@ -30,7 +30,7 @@ from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, 
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name
 from reconciler.drivers.common.probes import Cancelled, exec_probe, wait_until_ready
-from reconciler.drivers.docker.engine import remove_container
+from reconciler.drivers.docker.engine import remove_container, remove_network as remove_released_network
 from reconciler.errors import DriverError
 
 # Enough for a Python traceback of a scoring script's init() and the server's lines after it.
@@ -82,10 +82,8 @@ def remove_network(client: docker.DockerClient, owner) -> None:
     with _network_lock:
         _known_networks.get(client, set()).discard(network_name(owner))
     for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner)):
-        try:
-            network.remove()
-        except (NotFound, APIError):
-            pass  # still in use by a container started meanwhile; the next destroy removes it
+        # Not removed when still in use by a container started meanwhile: the next destroy does.
+        remove_released_network(network)
 
 
 def container_name(owner, spec: dict, generation: str, instance: int) -> str:

@@ -1,9 +1,12 @@
-"""Containers of the docker driver: removal, which checks our labels first. Side effects only.
+"""Containers and networks of the docker driver: removal, which checks our labels first. Side
+effects only.
 
 Every object created by the docker driver carries our labels (reconciler/drivers/common/labels.py);
 lookups always filter on them, so objects without them are never touched.
 """
 from __future__ import annotations
+
+import time
 
 import docker
 from docker.errors import APIError, NotFound
@@ -35,3 +38,25 @@ def remove_container(client: docker.DockerClient, container_id: str, stop_timeou
         # 409: another step of this apply is removing the same container right now.
         if error.status_code != 409:
             raise
+
+
+# The engine releases a removed container's network endpoint a moment after the removal returns
+# (it answers "has active endpoints" meanwhile): a network whose containers are all gone is
+# asked again for this long before it is left for the next destroy.
+NETWORK_RELEASE_SECONDS = 5.0
+
+
+def remove_network(network) -> bool:
+    """Remove one network whose containers have just been removed; True when it is gone. A
+    network still in use by a live container stays (it keeps answering "active endpoints")."""
+    deadline = time.monotonic() + NETWORK_RELEASE_SECONDS
+    while True:
+        try:
+            network.remove()
+            return True
+        except NotFound:
+            return True
+        except APIError as error:
+            if "active endpoints" not in str(error.explanation or error) or time.monotonic() > deadline:
+                return False
+        time.sleep(0.1)
