@@ -305,9 +305,11 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
             content_volumes.remove_volume(client, config_volume)
     # The health supervisor starts while the gateway comes up: the probe needs only the gateway
     # container running (it joins its pid namespace), the restarter nothing of it. None on a
-    # remote engine (see above): recorded empty, so refresh expects none.
+    # remote engine (see above), nor while nothing is routed (a new endpoint whose deployments
+    # start beside it): recorded empty, so refresh expects none; the re-point that routes the
+    # first deployment starts it (`reload`).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor") as pool:
-        supervising = None if engine.remote else pool.submit(
+        supervising = None if engine.remote or not routes_of(ctx, spec["name"]) else pool.submit(
             supervisor.start, client, ctx, address, spec["name"], directory, container.id, gateway_user())
         try:
             port = port or _published_port(client, container.id)
@@ -374,14 +376,20 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
         digest, served_tls = _rewrite_and_reload(client, container, ctx, spec, outputs, directory)
         return digest, outputs.get("health", {}), served_tls
     supervisor.pause(client, outputs.get("health"))  # only one started before supervisors followed config.json
-    try:
-        with supervisor.exclusive(directory, gateway_user()):
-            digest, served_tls = _rewrite_and_reload(client, container, ctx, spec, outputs, directory)
-    finally:
-        # Either way (a rejected config is restored; the instances it watches are those state
-        # now records).
-        health = supervisor.ensure_running(client, ctx, endpoint_address(spec["name"]), spec["name"], directory,
-                                           container.id, gateway_user(), outputs.get("health"))
+    address = endpoint_address(spec["name"])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor") as pool:
+        # None yet (an endpoint created before its deployments were ready): it starts while the
+        # gateway reloads; its probe publishes only once the reload has released the lock.
+        starting = None if any((outputs.get("health") or {}).values()) else pool.submit(
+            supervisor.start, client, ctx, address, spec["name"], directory, container.id, gateway_user())
+        try:
+            with supervisor.exclusive(directory, gateway_user()):
+                digest, served_tls = _rewrite_and_reload(client, container, ctx, spec, outputs, directory)
+        finally:
+            # Either way (a rejected config is restored; the instances it watches are those
+            # state now records).
+            health = starting.result() if starting else supervisor.ensure_running(
+                client, ctx, address, spec["name"], directory, container.id, gateway_user(), outputs.get("health"))
     return digest, health, served_tls
 
 
