@@ -47,3 +47,29 @@ def test_a_network_still_in_use_is_left_after_the_bounded_wait(monkeypatch):
     network = FakeNetwork("busy")
     assert engine.remove_network(network) is False
     assert network.calls == engine.NETWORK_RELEASE_SECONDS / 0.5 + 1
+
+
+class FakeClient:
+    """Just what DockerDriver.finish asks of a local engine after a destroy."""
+
+    def __init__(self, network: FakeNetwork) -> None:
+        self.network = network
+        self.containers = type("Containers", (), {"list": staticmethod(lambda **kwargs: [])})()
+        self.networks = type("Networks", (), {"list": staticmethod(lambda **kwargs: [network])})()
+
+
+def test_destroy_says_which_network_the_engine_kept(monkeypatch, tmp_path):
+    from reconciler.drivers.base import StepContext
+    from reconciler.drivers.docker.driver import DockerDriver
+    monkeypatch.setattr(engine.time, "sleep", lambda seconds: None)
+    said: list[str] = []
+    ctx = StepContext("s", tmp_path, tmp_path, dict, progress=said.append, identity="L")
+    network = FakeNetwork("other")
+    network.name = "rc-s-0b89999a"
+    DockerDriver(FakeClient(network)).finish(ctx)
+    assert len(said) == 1 and "network rc-s-0b89999a was left" in said[0] and "docker network rm rc-s-0b89999a" in said[0]
+    said.clear()
+    removed = FakeNetwork("ok")
+    removed.name = "rc-s-0b89999a"
+    DockerDriver(FakeClient(removed)).finish(ctx)
+    assert said == [] and removed.calls == 1

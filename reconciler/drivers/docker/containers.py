@@ -77,13 +77,13 @@ def ensure_network(client: docker.DockerClient, owner) -> str:
     return name
 
 
-def remove_network(client: docker.DockerClient, owner) -> None:
-    """Remove the stack's network once nothing of the stack uses it (ours only, by label)."""
+def remove_network(client: docker.DockerClient, owner) -> list[str]:
+    """Remove the stack's network once nothing of the stack uses it (ours only, by label);
+    the names of those the engine kept (still in use, or an endpoint it never released)."""
     with _network_lock:
         _known_networks.get(client, set()).discard(network_name(owner))
-    for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner)):
-        # Not removed when still in use by a container started meanwhile: the next destroy does.
-        remove_released_network(network)
+    return [network.name for network in client.networks.list(names=[network_name(owner)], filters=owned_filter(owner))
+            if not remove_released_network(network)]
 
 
 def container_name(owner, spec: dict, generation: str, instance: int) -> str:

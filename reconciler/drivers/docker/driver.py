@@ -97,7 +97,10 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
             content_volumes.release_unlisted(self.client, ctx, listed)
         if not ctx.records() and not self.client.containers.list(all=True, sparse=True,
                                                                  filters=owned_filter(ctx)):
-            containers.remove_network(self.client, ctx)
+            for kept in containers.remove_network(self.client, ctx):
+                ctx.progress(f"network {kept} was left: the engine still counts an endpoint on it (a container "
+                             f"attached outside reconciler, or one it did not release); "
+                             f"`docker network inspect {kept}` shows it, `docker network rm {kept}` removes it")
 
     def regenerate_keys(self, record: StateRecord, which: str, ctx: StepContext) -> StateRecord:
         updated = dataclasses.replace(record, outputs={**record.outputs,
