@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from gateway_client import SAMPLE, GatewayClient  # noqa: E402
 
-from reconciler.drivers.docker.engine import remove_network  # noqa: E402
+from reconciler.drivers.docker.engine import remove_released_network  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from benchmarks_md import publish  # noqa: E402
@@ -565,7 +565,7 @@ def main() -> int:
                 container.remove(force=True)
         for network in client.networks.list(filters={"label": f"{LABEL_STACK}={stack.name}"}):
             print(f"network left behind after destroy: {network.name}", file=sys.stderr)
-            remove_network(network)
+            remove_released_network(network)
         shutil.rmtree(workdir, ignore_errors=True)
     if error is not None:
         raise error

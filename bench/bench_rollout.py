@@ -37,7 +37,7 @@ from pathlib import Path
 
 import docker
 
-from reconciler.drivers.docker.engine import remove_network
+from reconciler.drivers.docker.engine import remove_released_network
 
 from bench_startup import compile_package
 from benchmarks_md import publish
@@ -148,7 +148,7 @@ class Stack:
             for container in client.containers.list(all=True, filters=filters):
                 container.remove(force=True)
             for network in client.networks.list(filters=filters):
-                remove_network(network)
+                remove_released_network(network)
 
 
 def probe_settings(text: str) -> str:
@@ -283,7 +283,7 @@ def main() -> None:
             for container in client.containers.list(all=True, filters={"label": f"{BENCH_LABEL}={run_id}"}):
                 container.remove(force=True)
             for network in client.networks.list(filters={"label": f"{BENCH_LABEL}={run_id}"}):
-                remove_network(network)
+                remove_released_network(network)
             client.images.remove(IMAGE_B, noprune=True)
     median = {key: statistics.median(values) for key, values in samples.items()}
     text = render(args, median, samples, at_start)

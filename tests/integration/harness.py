@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from reconciler.cli.main import cli
-from reconciler.drivers.docker.engine import remove_network
+from reconciler.drivers.docker.engine import remove_released_network
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS_DEMO_IMAGE = "reconciler/demo-tfserving:latest"
@@ -102,7 +102,7 @@ class StackRun:
         for container in self.containers():
             container.remove(force=True)
         for network in self.client.networks.list(filters={"label": f"{LABEL_STACK}={self.name}"}):
-            remove_network(network)
+            remove_released_network(network)
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ class FakeNetwork:
 def test_a_network_is_asked_again_while_its_endpoints_are_released(monkeypatch, outcomes, removed, calls):
     monkeypatch.setattr(engine.time, "sleep", lambda seconds: None)
     network = FakeNetwork(*outcomes)
-    assert (engine.remove_network(network), network.calls) == (removed, calls)
+    assert (engine.remove_released_network(network), network.calls) == (removed, calls)
 
 
 def test_a_network_still_in_use_is_left_after_the_bounded_wait(monkeypatch):
@@ -45,7 +45,7 @@ def test_a_network_still_in_use_is_left_after_the_bounded_wait(monkeypatch):
     monkeypatch.setattr(engine.time, "monotonic", lambda: next(clock) * 0.5)
     monkeypatch.setattr(engine.time, "sleep", lambda seconds: None)
     network = FakeNetwork("busy")
-    assert engine.remove_network(network) is False
+    assert engine.remove_released_network(network) is False
     assert network.calls == engine.NETWORK_RELEASE_SECONDS / 0.5 + 1
 
 

@@ -117,10 +117,11 @@ def early_poll_gaps(first: float, period: float) -> list[float]:
     """The pauses before each early poll (pure): `first` until they add up to
     EARLY_STEADY_SECONDS, then growing, all under `period`."""
     gaps: list[float] = []
-    gap = first
+    gap, elapsed = first, 0.0
     while gap < period:
         gaps.append(gap)
-        if sum(gaps) >= EARLY_STEADY_SECONDS - 1e-9:
+        elapsed += gap
+        if elapsed >= EARLY_STEADY_SECONDS - 1e-9:
             gap *= EARLY_POLL_GROWTH
     return gaps
 

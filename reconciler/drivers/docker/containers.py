@@ -30,7 +30,7 @@ from reconciler.drivers.common.labels import (LABEL_GENERATION, LABEL_INSTANCE, 
                                               managed_labels, owned_filter)
 from reconciler.drivers.common.names import object_name
 from reconciler.drivers.common.probes import Cancelled, exec_probe, wait_until_ready
-from reconciler.drivers.docker.engine import remove_container, remove_network as remove_released_network
+from reconciler.drivers.docker.engine import remove_container, remove_released_network
 from reconciler.errors import DriverError
 
 # Enough for a Python traceback of a scoring script's init() and the server's lines after it.

@@ -46,7 +46,7 @@ def remove_container(client: docker.DockerClient, container_id: str, stop_timeou
 NETWORK_RELEASE_SECONDS = 5.0
 
 
-def remove_network(network) -> bool:
+def remove_released_network(network) -> bool:
     """Remove one network whose containers have just been removed; True when it is gone. A
     network still in use by a live container stays (it keeps answering "active endpoints")."""
     deadline = time.monotonic() + NETWORK_RELEASE_SECONDS

@@ -258,6 +258,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     # come from one view of state, so `routes` is exactly what nginx was given.
     records = ctx.records()
     ctx = dataclasses.replace(ctx, records=lambda: records)
+    routes = routes_of(ctx, spec["name"])
     directory = own_config_dir(ctx, spec["name"])
     digest = write_config(directory, render(ctx, spec, keys))
     write_config(directory, render_edge(spec), EDGE_CONFIG)
@@ -309,7 +310,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     # start beside it): recorded empty, so refresh expects none; the re-point that routes the
     # first deployment starts it (`reload`).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor") as pool:
-        supervising = None if engine.remote or not routes_of(ctx, spec["name"]) else pool.submit(
+        supervising = None if engine.remote or not routes else pool.submit(
             supervisor.start, client, ctx, address, spec["name"], directory, container.id, gateway_user())
         try:
             port = port or _published_port(client, container.id)
@@ -327,7 +328,7 @@ def start(client: docker.DockerClient, ctx: StepContext, address: str, spec: dic
     return {"gateway": gateway, "port": port, "health": health,
             "scoring_uri": scoring_uri(spec, port, engine), "keys": keys, "config_digest": digest,
             **({"tls": served_tls} if served_tls else {}),
-            "routes": routes_of(ctx, spec["name"])}
+            "routes": routes}
 
 
 def _published_port(client: docker.DockerClient, container_id: str) -> int:
@@ -380,7 +381,7 @@ def reload(client: docker.DockerClient, ctx: StepContext, spec: dict, outputs: d
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="supervisor") as pool:
         # None yet (an endpoint created before its deployments were ready): it starts while the
         # gateway reloads; its probe publishes only once the reload has released the lock.
-        starting = None if any((outputs.get("health") or {}).values()) else pool.submit(
+        starting = None if supervisor.recorded(outputs.get("health")) else pool.submit(
             supervisor.start, client, ctx, address, spec["name"], directory, container.id, gateway_user())
         try:
             with supervisor.exclusive(directory, gateway_user()):

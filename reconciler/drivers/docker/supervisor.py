@@ -181,6 +181,11 @@ def _start_role(client: docker.DockerClient, ctx: StepContext, address: str, end
     return {"id": container.id, "name": name, "follows_config": True}
 
 
+def recorded(health: dict | None) -> bool:
+    """Whether the endpoint's outputs name any supervisor container."""
+    return any((health or {}).values())
+
+
 def follows_config(health: dict | None) -> bool:
     """Whether the supervisor follows config.json by itself. Supervisors started before it did
     must not run while apply rewrites their files (on their old config they would write the old
@@ -203,7 +208,7 @@ def ensure_running(client: docker.DockerClient, ctx: StepContext, address: str, 
                    gateway_id: str, user: tuple[int, int], health: dict | None) -> dict:
     """After the gateway took its new config: a running supervisor is left alone (it follows
     config.json); a stopped one is started; a missing or old one is started afresh."""
-    if not [c for c in (health or {}).values() if c] or not follows_config(health):
+    if not recorded(health) or not follows_config(health):
         return start(client, ctx, address, endpoint, config_dir, gateway_id, user)
     for role, item in sorted((health or {}).items()):
         if not item:
