@@ -416,19 +416,21 @@ def test_rollout_that_never_gets_healthy_is_rolled_back_while_the_old_tasks_serv
     good = blue.read_text()
     edit(blue, "  DEPLOYMENT_NAME: blue\n", "  DEPLOYMENT_NAME: blue\n  READY_AFTER_SECONDS: 3600\n")
     edit(blue, "failure_threshold: 10", "failure_threshold: 3")
-    before = stack.records()["deployment.blue-green/blue"]
-    with Load(stack) as load:
-        plan = stack.apply(ok=False)
-    assert "~ deployment.blue-green/blue (environment_variables.READY_AFTER_SECONDS, " \
-           "readiness_probe.failure_threshold)" in str(plan), str(plan)
-    ((address, error),) = stack.result.failed
-    assert address == "deployment.blue-green/blue" and "rolled it back" in error.summary, error.summary
-    assert "last log lines" in error.hint and "HTTP Error 503" in error.hint, error.hint
-    assert load.failures == [] and load.successes > 50, (load.failures[:5], load.successes)
-    assert stack.records()["deployment.blue-green/blue"] == before  # not tainted: the old version runs
-    tasks = stack.running_tasks("blue")
-    assert len(tasks) == 3 and all("READY_AFTER_SECONDS=3600" not in t["Spec"]["ContainerSpec"]["Env"] for t in tasks)
-    blue.write_text(good)
+    try:  # the module's later tests share this stack: put the good version back even when this fails
+        before = stack.records()["deployment.blue-green/blue"]
+        with Load(stack) as load:
+            plan = stack.apply(ok=False)
+        assert "~ deployment.blue-green/blue (environment_variables.READY_AFTER_SECONDS, " \
+               "readiness_probe.failure_threshold)" in str(plan), str(plan)
+        ((address, error),) = stack.result.failed
+        assert address == "deployment.blue-green/blue" and "rolled it back" in error.summary, error.summary
+        assert "last log lines" in error.hint and "HTTP Error 503" in error.hint, error.hint
+        assert load.failures == [] and load.successes > 50, (load.failures[:5], load.successes)
+        assert stack.records()["deployment.blue-green/blue"] == before  # not tainted: the old version runs
+        tasks = stack.running_tasks("blue")
+        assert len(tasks) == 3 and all("READY_AFTER_SECONDS=3600" not in t["Spec"]["ContainerSpec"]["Env"] for t in tasks)
+    finally:
+        blue.write_text(good)
     plan, _ = stack.plan()
     assert not plan.has_changes() and not plan.drift, str(plan)
 

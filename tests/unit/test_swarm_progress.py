@@ -3,7 +3,7 @@
 a table: the tasks the engine lists at each poll -> the progress lines. Pure: no engine."""
 from __future__ import annotations
 
-from reconciler.drivers.swarm.engine import LABEL_ROLLOUT, task_error, task_progress
+from reconciler.drivers.swarm.engine import LABEL_ROLLOUT, most_telling_failure, task_error, task_progress
 
 NODES = {"n1": {"name": "rc-node-1", "state": "ready"}, "n2": {"name": "rc-node-2", "state": "ready"}}
 WHAT = "deployment ep/blue"
@@ -44,3 +44,23 @@ def test_a_node_that_cannot_pull_is_named_with_the_engines_message():
     # A node the caller does not know yet is named by its id; a task not placed says so.
     assert task_error(task("a", 1, "rejected", "n9" * 8, err=err), {}).startswith("task 1 on node n9n9n9n9n9n9 ")
     assert task_error(task("g", None, "pending"), NODES) == "task (not placed yet) pending: no message"
+
+
+REFUSED = "GET http://127.0.0.1:8501/v1/models/m: <urlopen error [Errno 111] Connection refused>"
+FAILED_CHECKS = [
+    # (the failed checks' outputs, best candidates first) -> the one the failure shows
+    ([REFUSED, "GET http://127.0.0.1:8501/v1/models/m: HTTP Error 503: Service Unavailable"], 1),
+    ([REFUSED, "curl: (22) The requested URL returned error: 503"], 1),
+    ([REFUSED, "wget: server returned error: HTTP/1.1 503 Service Unavailable"], 1),
+    ([REFUSED, "GET /v1/models/m answered HTTP 500"], 1),
+    (["", REFUSED], 1),   # a check killed for its timeout says nothing
+    ([REFUSED, REFUSED], 0),
+    (["", ""], 0),
+    (["GET http://127.0.0.1:8501/500: timed out"], 0),
+]
+
+
+def test_a_failed_rollout_shows_the_check_where_the_server_answered():
+    """A roll-back stops the new tasks: their last checks are refused, the 503 before says why."""
+    shown = [most_telling_failure(outputs) for outputs, _ in FAILED_CHECKS]
+    assert shown == [want for _, want in FAILED_CHECKS]

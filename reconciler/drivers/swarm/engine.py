@@ -414,9 +414,25 @@ def health_output(client: docker.DockerClient, tasks: list[dict], rollout: str |
         found += [(task, entry) for entry in reversed(log) if entry.get("ExitCode")]
     if not found:
         return ""
-    task, entry = next(((t, e) for t, e in found if (e.get("Output") or "").strip()), found[0])
+    task, entry = found[most_telling_failure([entry.get("Output") or "" for _, entry in found])]
     return (f"last failed health check (task {task.get('Slot', '?')}, exit {entry.get('ExitCode')}):\n"
             + indent(entry.get("Output", "")) + "\n")
+
+
+# The status line as each probe tool prints it: urllib "HTTP Error 503", wget "HTTP/1.1 503",
+# ours "HTTP 503", curl "returned error: 503". Case-sensitive, so a URL's "http://" never matches.
+_SERVER_ANSWERED = re.compile(r"HTTP(/\d(\.\d)?)? (Error )?[1-5]\d\d\b|returned error: [1-5]\d\d\b")
+
+
+def most_telling_failure(outputs: list[str]) -> int:
+    """Which of these failed checks' outputs (best candidates first) says most: one where the
+    server answered with an error status, else one with any output, else the first. A task
+    being stopped (a roll-back stops the new version's tasks) fails its last checks with
+    "connection refused", which hides the 503 that made it unhealthy (pure)."""
+    answered = next((i for i, output in enumerate(outputs) if _SERVER_ANSWERED.search(output)), None)
+    if answered is not None:
+        return answered
+    return next((i for i, output in enumerate(outputs) if output.strip()), 0)
 
 
 def service_logs(client: docker.DockerClient, service_id: str, lines: int) -> str:
