@@ -84,10 +84,14 @@ class DesiredResource:
     spec_hash: str
     depends_on: tuple[Address, ...]
     source: str
+    # `file:line` of the image a deployment runs, or an environment builds from: where a
+    # missing image is written, which may be another document (an azureml: environment).
+    image_source: str = ""
 
     def to_dict(self) -> dict:
         return {"address": str(self.address), "spec": self.spec, "spec_hash": self.spec_hash,
-                "depends_on": [str(a) for a in self.depends_on], "source": self.source}
+                "depends_on": [str(a) for a in self.depends_on], "source": self.source,
+                **({"image_source": self.image_source} if self.image_source else {})}
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,17 @@ def spec_hash(spec: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _resource(address: Address, spec: dict, depends_on, document: Document, path=()) -> DesiredResource:
+def _resource(address: Address, spec: dict, depends_on, document: Document, path=(),
+              image_source: str = "") -> DesiredResource:
     return DesiredResource(address, spec, spec_hash(spec), tuple(sorted(set(depends_on))),
-                           f"{document.file}:{document.line_of(path)}")
+                           f"{document.file}:{document.line_of(path)}", image_source)
+
+
+def image_source(document: Document, path: tuple, environment: dict) -> str:
+    """`file:line` of an environment's `image:` (its `build:` when it has no image) under
+    `path` of `document`: a deployment's inline `environment`, or an environment document (pure)."""
+    key = "image" if environment.get("image") or not environment.get("build") else "build"
+    return f"{document.file}:{document.line_of((*path, key))}"
 
 
 def asset_key(reference: str, known) -> tuple[str, tuple[str, str] | None]:
@@ -353,6 +365,8 @@ class _GraphBuilder:
             self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
             return
         depends = [model] if model else []
+        image_at = image_source(origin.document, origin.path, environment) if origin is not None else \
+            f"{document.file}:{document.line_of(('environment',))}"
         if origin is not None and (environment.get("build") or (conda and not conda_unusable)) and \
                 not (environment.get("image") and environment.get("build")):
             built = self.add_built_environment(document, address, origin, environment)
@@ -365,7 +379,8 @@ class _GraphBuilder:
             self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
             return  # refused above
         self.resources[address] = _resource(
-            address, self.deployment_spec(document, environment, model, code), depends, document)
+            address, self.deployment_spec(document, environment, model, code), depends, document,
+            image_source=image_at)
         self.deployments_of.setdefault(endpoint, []).append(address)
 
     def add_built_environment(self, document: Document, deployment: Address, origin: "EnvironmentOrigin",
@@ -388,7 +403,8 @@ class _GraphBuilder:
                     f"the other one is at {existing.source}; give one a new name or version"))
                 return None
             return address
-        self.resources[address] = _resource(address, spec, (), origin.document, origin.path)
+        self.resources[address] = _resource(address, spec, (), origin.document, origin.path,
+                                            image_source(origin.document, origin.path, environment))
         return address
 
     def _conda_spec(self, document: Document, origin: "EnvironmentOrigin", environment: dict) -> dict | None:

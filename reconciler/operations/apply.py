@@ -127,7 +127,7 @@ def apply(request: ApplyRequest, *, show: Callable[[Plan], None] = _show_nothing
 
 def preflight(driver, plan) -> None:
     """The driver's whole-plan checks; a refusal about resources of the stack (an image they name)
-    says where each was written."""
+    says where each one's image was written."""
     try:
         driver.preflight([(c.address, c.after) for c in plan.actionable if c.after])
     except DriverError as error:
@@ -138,9 +138,11 @@ def preflight(driver, plan) -> None:
 
 
 def located_sources(plan, addresses: tuple[str, ...]) -> list[str]:
-    """`file:line` of each named resource's document, in the plan's order. Pure."""
+    """`file:line` of each named resource's image (of its document when the plan has no image
+    line), in the plan's order, each place once. Pure."""
     wanted = set(addresses)
-    return [c.source for c in plan.actionable if str(c.address) in wanted and c.source]
+    found = [c.image_source or c.source for c in plan.actionable if str(c.address) in wanted]
+    return list(dict.fromkeys(place for place in found if place))
 
 
 def destroy(request: ApplyRequest, **kwargs) -> ApplyOutcome:

@@ -89,6 +89,7 @@ class Change:
     # Derived from action (kept so that constructing from wire strings stays possible).
     replace_mode: str | None = None
     source: str = ""
+    image_source: str = ""  # where the image it runs or builds from is written (preflight's errors)
 
     def __post_init__(self) -> None:
         action = self.action if isinstance(self.action, Action) else Action.from_wire(self.action, self.replace_mode)
@@ -114,6 +115,7 @@ class Change:
     def to_dict(self) -> dict:
         return {"address": str(self.address), "action": self.action.wire, "reason": self.reason,
                 "replace_mode": self.action.replace_mode, "source": self.source,
+                **({"image_source": self.image_source} if self.image_source else {}),
                 "depends_on": [str(a) for a in self.depends_on],
                 "prior_depends_on": [str(a) for a in self.prior_depends_on],
                 "fields": [f.to_dict() for f in self.fields], "before": self.before, "after": self.after}
@@ -125,7 +127,7 @@ class Change:
                    before=data["before"], after=data["after"],
                    fields=tuple(FieldChange.from_dict(f) for f in data["fields"]),
                    depends_on=_addresses(data["depends_on"]), prior_depends_on=_addresses(data["prior_depends_on"]),
-                   source=data.get("source", ""))
+                   source=data.get("source", ""), image_source=data.get("image_source", ""))
 
 
 @dataclass(frozen=True)

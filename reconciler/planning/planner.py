@@ -48,7 +48,8 @@ def decide_change(address: Address, desired, record: StateRecord | None, forced:
     replacement = Action.replacing(policy.replace_mode[kind])
     if record is None:
         return Change(address, CREATE, "not-in-state", None, desired.spec,
-                      depends_on=tuple(desired.depends_on), source=desired.source)
+                      depends_on=tuple(desired.depends_on), source=desired.source,
+                      image_source=desired.image_source)
     prior_depends = tuple(record.depends_on)
     if desired is None:
         return Change(address, DELETE, "not-in-config", record.spec, None, prior_depends_on=prior_depends)
@@ -56,7 +57,7 @@ def decide_change(address: Address, desired, record: StateRecord | None, forced:
     fields = field_changes(kind, before, desired.spec, policy)
     depends = tuple(desired.depends_on)
     common = dict(before=before, after=desired.spec, fields=fields, depends_on=depends,
-                  prior_depends_on=prior_depends, source=desired.source)
+                  prior_depends_on=prior_depends, source=desired.source, image_source=desired.image_source)
     if record.status == "tainted":
         return Change(address, replacement, "tainted", **common)
     if forced:

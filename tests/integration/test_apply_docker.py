@@ -127,7 +127,7 @@ def test_readiness_failure_fails_with_logs_and_taints(stack):
 def test_missing_image_is_a_clear_error_and_changes_nothing(stack):
     stack.edit("deployment.yml", "reconciler/demo-tfserving:latest", "reconciler/no-such-image:1")
     result = stack.apply(expect=1)
-    assert "deployment.yml:1: image reconciler/no-such-image:1 is not present locally and could not be pulled" \
+    assert "deployment.yml:11: image reconciler/no-such-image:1 is not present locally and could not be pulled" \
         in result.output
     assert not stack.state.exists()
     assert stack.containers() == []

@@ -228,11 +228,13 @@ def test_an_image_the_registry_does_not_have_is_refused_before_any_change(cluste
     services = sorted(s["ID"] for s in cluster.manager.client().api.services())
     missing = f"{REGISTRY}/reconciler/not-pushed:latest"
     stack.edit("deployment.yml", f"image: {cluster.image(DEMO_IMAGE)}", f"image: {missing}")
+    image_line = next(number for number, line in enumerate((stack.dir / "deployment.yml").read_text().splitlines(), 1)
+                      if line.strip() == f"image: {missing}")
     try:
         result = stack.apply(expect=1)
     finally:
         stack.edit("deployment.yml", f"image: {missing}", f"image: {cluster.image(DEMO_IMAGE)}")
-    assert f"deployment.yml:1: image {missing} (deployment.{ENDPOINT}/tfserving) cannot be pulled by the swarm's nodes" \
+    assert f"deployment.yml:{image_line}: image {missing} (deployment.{ENDPOINT}/tfserving) cannot be pulled by the swarm's nodes" \
         in result.output
     assert "the manager rc-node-1 asked its registry" in result.output and "manifest unknown" in result.output
     assert stack.state.read_text() == before

@@ -646,7 +646,7 @@ class RefusingPreflight(RecordingDriver):
 
 
 @pytest.mark.parametrize("about, prefix", [
-    (("deployment.half-plus-two/tfserving",), "{stack}/deployment.yml:1: image x:1"),
+    (("deployment.half-plus-two/tfserving",), "{stack}/deployment.yml:11: image x:1"),  # its image: line
     ((), "image x:1"),  # nothing of the stack named: the driver's words as they are
 ])
 def test_a_preflight_refusal_says_where_the_resource_was_written(demo_stack, tmp_path, about, prefix):

@@ -176,6 +176,49 @@ def test_plan_preflight_needs_base_images_not_the_tags_it_builds(demo_stack):
                                                                     "reconciler/gateway:latest"]
 
 
+def shared_environment(stack, body="image: reconciler/demo-tfserving:latest\n"):
+    """The deployment's inline environment moved to environment.yml (azureml:shared:3)."""
+    (stack / "environment.yml").write_text(
+        "$schema: https://azuremlschemas.azureedge.net/latest/environment.schema.json\nname: shared\nversion: 3\n" + body)
+    text = (stack / "deployment.yml").read_text()
+    start, end = text.index("environment:\n"), text.index("instance_type:")
+    (stack / "deployment.yml").write_text(text[:start] + "environment: azureml:shared:3\n" + text[end:])
+    return stack
+
+
+def image_by_name(stack):
+    text = (stack / "deployment.yml").read_text()
+    start, end = text.index("environment:\n"), text.index("instance_type:")
+    (stack / "deployment.yml").write_text(text[:start] + "environment: reconciler/demo-tfserving:latest\n" + text[end:])
+    return stack
+
+
+def shared_conda_environment(stack):
+    (stack / "conda.yaml").write_text(CONDA)
+    return shared_environment(stack, "image: reconciler/demo-tfserving:latest\nconda_file: conda.yaml\n")
+
+
+IMAGE_SOURCES = [
+    # (how the stack names its image) -> where each resource's image is written
+    (lambda stack: stack, "deployment.half-plus-two/tfserving deployment.yml:11"),
+    (image_by_name, "deployment.half-plus-two/tfserving deployment.yml:8"),
+    (shared_environment, "deployment.half-plus-two/tfserving environment.yml:4"),
+    (shared_conda_environment, "deployment.half-plus-two/tfserving environment.yml:4\n"
+                               "environment.shared:3 environment.yml:4"),
+    (with_build, "deployment.half-plus-two/tfserving deployment.yml:11\n"
+                 "environment.half-plus-two-tfserving:1 deployment.yml:11"),
+]
+
+
+@pytest.mark.parametrize("arrange, expected", IMAGE_SOURCES)
+def test_each_image_is_located_where_the_stack_writes_it(demo_stack, arrange, expected):
+    """Where preflight says a missing image is written: the deployment's `image:` line, an
+    azureml: environment's own document, a build's `build:` line."""
+    graph = load_stack(arrange(demo_stack))
+    located = [f"{r.address} {r.image_source.rpartition('/')[2]}" for r in graph.resources.values() if r.image_source]
+    assert "\n".join(sorted(located)) == expected
+
+
 # -- validate refusals, file:line, exit 1 --------------------------------------------------------------
 def validate(stack) -> tuple[int, str]:
     result = CliRunner().invoke(cli, ["validate", str(stack)])
