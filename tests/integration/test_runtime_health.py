@@ -280,3 +280,10 @@ def test_https_endpoint_on_a_veth_address_answers_another_namespace_with_a_verif
         GatewayClient(port, timeout=2).score()
     drift = stack.run("drift", str(stack.dir), "--state", str(stack.state))
     assert drift.exit_code == 0, drift.output
+    # A lost state file recovered from the running gateway keeps its TLS outputs (they used to
+    # be dropped until the next apply, so `invoke` had no CA to verify against).
+    stack.state.unlink()
+    recovered = stack.run("state", "recover", str(stack.dir), "--state", str(stack.state))
+    assert recovered.exit_code == 0, recovered.output
+    assert stack.endpoint("half-plus-two")["tls"] == outputs["tls"]
+    assert invoke_sample(stack, stack.dir.parent)["predictions"] == [2.5, 3.0, 4.5]

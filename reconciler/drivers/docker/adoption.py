@@ -74,7 +74,11 @@ def recover_gateway(client: docker.DockerClient, ctx: StepContext, record: State
     if keys is not None:
         directory = gateway.config_dir(ctx, record.spec["name"])
         digest = gateway.config_digest(directory)
-        outputs = {**record.outputs, "keys": keys, **({"config_digest": digest} if digest else {})}
+        found_tls = gateway.served_tls(directory, ctx, record.spec)
+        outputs = {**record.outputs, "keys": keys, **({"config_digest": digest} if digest else {}),
+                   **({"tls": found_tls} if found_tls else {})}
+        if outputs.get("port"):  # rebuilt from labels as plain http on loopback: the spec says where
+            outputs["scoring_uri"] = gateway.scoring_uri(record.spec, outputs["port"])
         return (dataclasses.replace(record, outputs=outputs),
                 "its keys were read back from the live gateway config (they keep working)")
     record = dataclasses.replace(record, outputs={**record.outputs, "keys": new_keys()})

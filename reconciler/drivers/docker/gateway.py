@@ -216,6 +216,24 @@ def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
     return {"ca": str(files.ca.resolve()) if files.ca else None, "certificate_sha256": file_fingerprint(files.certificate)}
 
 
+def served_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
+    """`tls` for the outputs of a gateway found running (`state recover`): the fingerprint of
+    the certificate its config directory serves and the CA a client verifies against (the
+    user's, or the stack's generated one when it is still there: never generated anew, which
+    would not have signed what is served). None for plain http or when no certificate is there."""
+    if not spec.get("tls"):
+        return None
+    certificate = directory / TLS_SUBDIR / "endpoint.crt"
+    if not certificate.is_file():
+        return None
+    if spec["tls"]["source"] == "generated":
+        ca = tls.generated_dir(ctx.state_dir, ctx.identity) / "ca.crt"
+        ca_path = str(ca.resolve()) if ca.is_file() else None
+    else:
+        ca_path = str(Path(spec["tls"]["ca"]).resolve()) if spec["tls"].get("ca") else None
+    return {"ca": ca_path, "certificate_sha256": file_fingerprint(certificate)}
+
+
 def scoring_uri(spec: dict, port: int, engine: EngineAddress | None = None) -> str:
     """Where a client here calls the endpoint: the engine's host (127.0.0.1 for the local
     engine) unless the endpoint listens on one address of it."""
