@@ -62,8 +62,11 @@ def no_model_keepalive(text: str) -> str:
 
 
 def no_second_hop(text: str) -> str:
-    """The client-facing location straight to the model: no 429 limit (measurement only)."""
-    return HOP_PASS.sub("proxy_pass http://$target_server$target_path;", text)
+    """The client-facing location straight to the model through the hop's own balancer and
+    keep-alive pool: what the second pass costs. No 429 limit, and a 408 frees the slot at
+    once (measurement only)."""
+    return HOP_PASS.sub('rewrite_by_lua_block { reconciler_models.choose("target_server") }\n'
+                        "            proxy_pass http://reconciler_models$target_path;", text)
 
 
 def no_lua(text: str) -> str:
@@ -86,7 +89,7 @@ def variants() -> list[tuple[str, object, object, bool]]:
         ("(a) no client keep-alive (edge `keepalive_timeout 0`, as before)", same, no_client_keepalive, False),
         ("(b) both paths to container IPs (no docker-proxy)", same, same, True),
         ("(c) no keep-alive to the hop (as before)", no_hop_keepalive, same, False),
-        ("(c) no second hop (no 429 limit: measurement only)", no_second_hop, same, False),
+        ("(c) no second hop: the model's pool from the client-facing pass (no 429 limit: measurement only)", no_second_hop, same, False),
         ("(d) no Lua phases, no access log (measurement only)", no_lua, same, False),
         ("(d) no access log", no_access_log, same, False),
         ("(e) routing nginx with worker_processes 2", two_workers, same, False),
@@ -133,14 +136,56 @@ class Gateway:
             time.sleep(0.05)
 
 
-def measure(urls: dict, concurrency: int, n: int, blocks: int) -> dict:
+def cgroup_cpu_ns(container_id: str) -> int | None:
+    """CPU time the container has used (cgroup v1 cpuacct or v2 cpu.stat), None when this
+    machine does not show it (a remote engine, another cgroup layout)."""
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{container_id}/cpuacct.usage")
+    if v1.exists():
+        return int(v1.read_text())
+    for v2 in (Path(f"/sys/fs/cgroup/system.slice/docker-{container_id}.scope/cpu.stat"),
+               Path(f"/sys/fs/cgroup/docker/{container_id}/cpu.stat")):
+        if v2.exists():
+            usage = next(line for line in v2.read_text().splitlines() if line.startswith("usage_usec"))
+            return int(usage.split()[1]) * 1000
+    return None
+
+
+def nginx_cpu_ns(container) -> dict[str, int]:
+    """CPU time of the gateway's nginx workers, summed per nginx: "edge" (the master runs
+    edge.conf) and "routing" (nginx.conf). From /proc, so the same machine as the engine."""
+    rows = container.top(ps_args="-eo pid,ppid,args")["Processes"]
+    masters = {pid: ("edge" if docker_gateway.EDGE_CONFIG in args else "routing")
+               for pid, _, args in rows if "master process" in args}
+    used = {"edge": 0, "routing": 0}
+    for pid, ppid, args in rows:
+        if "worker process" in args and ppid in masters:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue  # a worker that just exited (a reload)
+            used[masters[ppid]] += (int(fields[11]) + int(fields[12])) * 10**9 // os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def measure(urls: dict, concurrency: int, n: int, blocks: int, gateway=None, model=None) -> dict:
+    """Latency of both paths, and (when the containers are given) the CPU the gateway path
+    costs per request: the gateway's nginx workers and the model's container."""
     for url in urls.values():
         bench.hey_latencies(*url, concurrency, 100)
     samples: dict[str, list[int]] = {"direct": [], "gateway": []}
+    cpu = {"edge": 0, "routing": 0, "model": 0}
     for block in range(blocks):
         for name in (("direct", "gateway") if block % 2 == 0 else ("gateway", "direct")):
+            watched = name == "gateway" and gateway is not None
+            before = (nginx_cpu_ns(gateway), cgroup_cpu_ns(model.id)) if watched else None
             samples[name] += bench.hey_latencies(*urls[name], concurrency, n // blocks)
-    return bench.with_latency_stats({"load": os.getloadavg()[0]}, samples)
+            if watched:
+                nginx, model_ns = nginx_cpu_ns(gateway), cgroup_cpu_ns(model.id)
+                for which in ("edge", "routing"):
+                    cpu[which] += nginx[which] - before[0].get(which, 0)
+                cpu["model"] += (model_ns or 0) - (before[1] or 0)
+    per_request = {k: v / 1000 / len(samples["gateway"]) for k, v in cpu.items()} if gateway is not None else {}
+    return bench.with_latency_stats({"load": os.getloadavg()[0], "cpu_us": per_request}, samples)
 
 
 def reload_times(gateway: Gateway, rounds: int) -> dict[str, list[float]]:
@@ -162,6 +207,8 @@ def section(info: dict) -> str:
             result = by_concurrency[concurrency]
             cells.append(f"{result['overhead'][50]:+.2f} | {result['overhead'][99]:+.2f} | "
                          f"{result['stats']['direct'][99]:.2f} | {result['load']:.1f}")
+        cpu = by_concurrency[bench.CONCURRENCY[-1]]["cpu_us"]
+        cells.append(f"{cpu['edge']:.0f} + {cpu['routing']:.0f} | {cpu['model']:.0f}" if cpu else " | ")
         rows.append(f"| {what} | " + " | ".join(cells) + " |")
     reloads = "\n".join(f"| {name} | {statistics.median(values) * 1e3:.0f} | {max(values) * 1e3:.0f} |"
                         for name, values in info["reloads"].items())
@@ -169,15 +216,19 @@ def section(info: dict) -> str:
     return f"""{SECTION}
 
 `python bench/bench_gateway_causes.py` — measured {info['date']} on {info['machine']}; load average
-{info['loadavg']} at the start (other helpers' work shared the 2 cores: compare rows with each other,
+{info['loadavg']} at the start (a shared machine: compare rows with each other,
 not with other runs). Each row is the running gateway's config one change away from what reconciler
 renders (routing nginx.conf or the edge's edge.conf), reloaded, then {info['n']:,} hey requests per path and concurrency in {info['blocks']} blocks alternating
 gateway and direct (blue's container through its published port, i.e. through docker-proxy like the
 gateway's own port, unless the row says otherwise). Overhead = gateway - direct, milliseconds;
-"load" = 1-minute load average after the row.
+"load" = 1-minute load average after the row. CPU = microseconds of CPU per request on the gateway
+path at c=8 (the edge's and the routing nginx's workers, from /proc; the model's container, from
+its cgroup). It moves less between runs than the percentiles do (about +-15 % against +-100 %),
+and at c=8 on 2 cores, where hey, docker-proxy, nginx and the model share the CPU, what the
+gateway adds to the latency follows it.
 
-| variant | c=1 +p50 | c=1 +p99 | c=1 direct p99 | load | c=8 +p50 | c=8 +p99 | c=8 direct p99 | load |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|
+| variant | c=1 +p50 | c=1 +p99 | c=1 direct p99 | load | c=8 +p50 | c=8 +p99 | c=8 direct p99 | load | CPU edge + routing (us) | CPU model (us) |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {table}
 
 The gateway's re-point after a change (`reload` in drivers/docker/gateway.py: `nginx -t`, the name
@@ -217,7 +268,8 @@ def main() -> int:
                                    f"http://127.0.0.1:{blue['ports']['8501']}{bench.DIRECT_PATH}", {}),
                         "gateway": (f"http://{address(gateway.container)}:8080/score" if bridge else
                                     f"http://127.0.0.1:{outputs['port']}/score", headers)}
-                info["variants"][what] = {c: measure(urls, c, args.requests, args.blocks) for c in bench.CONCURRENCY}
+                info["variants"][what] = {c: measure(urls, c, args.requests, args.blocks, gateway.container,
+                                                     blue_container) for c in bench.CONCURRENCY}
                 print(what, {c: {p: round(v, 2) for p, v in r["overhead"].items()}
                              for c, r in info["variants"][what].items()}, flush=True)
         finally:
