@@ -419,6 +419,14 @@ def render_kubernetes(graph: DesiredGraph, options: KubernetesOptions = Kubernet
                 "which the Kubernetes rendering does not carry yet",
                 "bake the code folder into the image (COPY it to /var/azureml-app/<folder>/) and drop "
                 "code_configuration for the rendering")
+        built = [a for a in resource.depends_on if a.kind == "environment"]
+        if built:
+            # The tag exists on the engine that built it: every node of a cluster pulls for itself.
+            raise ReconcilerError(
+                f"{resource.image_source}: deployment {spec['endpoint']}/{spec['name']} runs {spec['image']}, "
+                f"an image reconciler builds ({built[0]}), which a cluster cannot pull",
+                "build and push it to a registry the cluster pulls from, and name it there "
+                "(the environment's `image: REGISTRY/NAME:TAG` instead of `build:` or `conda_file:`)")
         name = names.claim("Deployment", deployment_object_name(spec), str(resource.address))
         names.claim("Secret", secret_name(spec), str(resource.address))
         deployment = _deployment(graph.stack, resource, name, claims, secret_name(spec))

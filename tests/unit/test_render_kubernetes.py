@@ -546,3 +546,15 @@ def test_cli_refuses_settings_kubernetes_cannot_honour(rich_stack):
     result = run(rich_stack)
     assert result.exit_code == 1
     assert "auth_mode" in result.stderr
+
+
+def test_cli_refuses_an_image_reconciler_builds_at_its_line(demo_stack):
+    """A built environment's tag is on the engine that built it; no node of a cluster has it."""
+    deployment = demo_stack / "deployment.yml"
+    deployment.write_text(deployment.read_text().replace(
+        "  image: reconciler/demo-tfserving:latest\n", "  image: reconciler/demo-tfserving:latest\n  conda_file: conda.yaml\n", 1))
+    (demo_stack / "conda.yaml").write_text("name: e\ndependencies:\n  - python=3.11\n  - pip:\n    - tomli==2.0.1\n")
+    result = run(demo_stack)
+    assert result.exit_code == 1 and result.stdout == ""
+    assert f"{deployment}:11: deployment half-plus-two/tfserving runs reconciler/env-" in result.stderr, result.stderr
+    assert "which a cluster cannot pull" in result.stderr and "REGISTRY/NAME:TAG" in result.stderr
