@@ -49,3 +49,26 @@ def test_gateway_has_no_capability_and_a_non_root_user(monkeypatch):
     monkeypatch.setattr(gateway.os, "geteuid", lambda: 1000)
     monkeypatch.setattr(gateway.os, "getegid", lambda: 1000)
     assert gateway.hardening_options()["user"] == "1000:1000"  # owns the config directory already
+
+
+def test_parallel_deployment_steps_ask_the_engine_its_cpus_once():
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reconciler.drivers.docker.driver import DockerDriver
+
+    class SlowInfo:
+        calls = 0
+        lock = threading.Lock()
+
+        def info(self):
+            with self.lock:
+                SlowInfo.calls += 1
+            time.sleep(0.05)  # an engine round trip: long enough for the other steps to ask too
+            return {"NCPU": 2}
+
+    driver = DockerDriver(SlowInfo())
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _: driver.engine_cpus(), range(8)))
+    assert answers == [2] * 8 and SlowInfo.calls == 1

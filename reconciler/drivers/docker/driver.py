@@ -46,15 +46,18 @@ class DockerDriver(EngineClient, Driver, SupportsImport, SupportsRecover, Suppor
         super().__init__(client)
         self._inspector_instance: observe.Inspector | None = None  # per driver: caches image ENV
         self._engine_cpus: int | None = None
+        # Deployment steps run in parallel: one `info` call for all of them, not one each.
+        self._engine_cpus_lock = threading.Lock()
 
     def engine_cpus(self) -> int:
         """The engine's CPU count (Docker refuses a container more CPUs than it has); 0: unknown."""
-        if self._engine_cpus is None:
-            try:
-                self._engine_cpus = int(self.client.info().get("NCPU") or 0)
-            except (docker.errors.APIError, ValueError, TypeError):
-                self._engine_cpus = 0
-        return self._engine_cpus
+        with self._engine_cpus_lock:
+            if self._engine_cpus is None:
+                try:
+                    self._engine_cpus = int(self.client.info().get("NCPU") or 0)
+                except (docker.errors.APIError, ValueError, TypeError):
+                    self._engine_cpus = 0
+            return self._engine_cpus
 
     # -- whole-plan checks ---------------------------------------------------------------
     def preflight(self, specs: list[tuple[str, dict]]) -> None:
