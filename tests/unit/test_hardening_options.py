@@ -1,5 +1,6 @@
 """How the docker driver confines deployment and gateway containers (pure option builders),
-and the instance type table they use (issue 12, finding 10)."""
+the instance type table they use (issue 12, finding 10), and the engine's CPU count they are
+capped at (asked once per driver; a fake engine)."""
 from __future__ import annotations
 
 import pytest
