@@ -12,6 +12,7 @@ import stat
 import pytest
 from click.testing import CliRunner
 
+from fakes import timeless
 from reconciler.cli.main import cli
 from reconciler.config.stack import load_stack
 from reconciler.state.model import StateRecord
@@ -152,7 +153,7 @@ def test_saved_plan_is_applied_to_the_state_it_was_made_against(run, demo_stack,
     result = run("apply", plan_file)
     assert result.exit_code == 0, result.output
     model = "model.tfserving-mounted:1"
-    assert result.output.endswith(progress_of([(model, "create"), (DEPLOYMENT, "create"), (ENDPOINT, "create")]))
+    assert timeless(result.output).endswith(progress_of([(model, "create"), (DEPLOYMENT, "create"), (ENDPOINT, "create")]))
     assert sorted(StateStore(state_path, STACK).read().records) == [DEPLOYMENT, ENDPOINT, model]
     assert not (elsewhere / "state").exists()
 
@@ -167,12 +168,12 @@ def test_apply_from_empty_starts_the_endpoint_at_once_and_routes_it_last(run, de
                  "--parallelism", "1")
     assert result.exit_code == 0, result.output
     model = "model.tfserving-mounted:1"
-    assert result.output.endswith(progress_of([(model, "create"), (ENDPOINT, "create"), (DEPLOYMENT, "create"),
+    assert timeless(result.output).endswith(progress_of([(model, "create"), (ENDPOINT, "create"), (DEPLOYMENT, "create"),
                                                (ENDPOINT, "route")]))
 
 
 def progress_of(steps: list[tuple[str, str]], added: int = 3) -> str:
-    """The end of an apply's output whose steps (address, operation) each took under a second."""
+    """The end of an apply's output (`timeless`) whose steps are (address, operation)."""
     starting = {"create": "Creating...", "route": "Routing to its deployments..."}
     finished = {"create": "Creation complete after 0s", "route": "Routing complete after 0s"}
     lines = "".join(f"{address}: {starting[op]}\n{address}: {finished[op]}\n" for address, op in steps)
