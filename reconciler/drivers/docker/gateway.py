@@ -484,7 +484,9 @@ DRAIN_POLLS = int(DRAIN_TIMEOUT_SECONDS / DRAIN_POLL_SECONDS)
 # a stopped deployment never resolves and is served a 502); the worker pids; `nginx -s reload`;
 # until those workers have finished their requests and exited, so that nothing is sent to a
 # deployment's old containers once reload returns. `[ ]` keeps the pattern from matching the
-# command line of this very script.
+# command line of this very script. The reload is the master's SIGHUP, sent here: `nginx -s
+# reload` would parse the whole config once more only to find the pid file (~150 ms with 20
+# deployments), and the master parses it again anyway.
 RELOAD_SCRIPT = f"""
 config=$1 edge=$2 resolve_polls=$3 drain_polls=$4; shift 4
 nginx -t -q -c "$config" 2>&1 || exit {CHECK_FAILED}
@@ -501,8 +503,8 @@ workers() {{
     done
 }}
 old=$(workers)
-nginx -s reload -c "$config" 2>&1 || exit 4
-[ -z "$edge" ] || nginx -s reload -c "$edge" 2>&1 || exit 4
+kill -HUP "$master" 2>&1 || exit 4
+[ -z "$edge" ] || kill -HUP "$(cat /run/reconciler-edge.pid)" 2>&1 || exit 4
 polls=0
 while [ $polls -lt $drain_polls ]; do
     left=
