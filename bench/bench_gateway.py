@@ -494,7 +494,7 @@ Target: p99 overhead < {TARGET_OVERHEAD_MS:g} ms — {verdict(latency_ok)}: {lat
 deployment header, so the endpoint's split applies) sent requests through the gateway for
 {roll['seconds']:.1f} s while three applies ran one after the other, 1.5 s of load after each:
 replace blue (environment variable changed: create-then-delete, gateway reloaded onto the new
-container, old one removed), traffic 90/10 -> 0/100 and 0/100 -> 100/0 (in place: `nginx -s reload`).
+container, old one removed), traffic 90/10 -> 0/100 and 0/100 -> 100/0 (in place: a graceful reload).
 The gateway container was {'the same one (same id, not restarted)' if roll['gateway_kept'] else '**not** the same one (replaced or restarted)'} throughout.
 "during" = requests started while the apply command ran; "stale after" = 200 answers to requests
 started after the apply had returned that still came from where traffic no longer goes (blue's old

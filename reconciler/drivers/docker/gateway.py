@@ -5,7 +5,7 @@ keys; by identity, so stacks of one folder name sharing a state folder never sha
 keys also in `keys.json` there, which `state recover` reads back. The directory is
 bind-mounted so a rewritten file is seen by the container (on a remote engine, a volume
 refilled through the API from that directory: content_volumes.py); changes are
-applied with a graceful `nginx -s reload` of the routing nginx (nginx.conf). Clients connect to
+applied with a graceful reload (SIGHUP) of the routing nginx (nginx.conf). Clients connect to
 the container's edge (edge.conf, a second nginx that keeps their connections alive and is not
 reloaded by a route change; DESIGN.md, "The gateway"), so a reload loses no request. Deployments'
 container names are resolved per request through Docker's embedded DNS, so the gateway
@@ -481,7 +481,7 @@ DRAIN_POLLS = int(DRAIN_TIMEOUT_SECONDS / DRAIN_POLL_SECONDS)
 # name and drain waits may take, then the upstream names.
 # `nginx -t` (names are resolved per request, so it does not depend on which deployments run);
 # until Docker's DNS answers for the names (a new container's may lag; bounded and not an error:
-# a stopped deployment never resolves and is served a 502); the worker pids; `nginx -s reload`;
+# a stopped deployment never resolves and is served a 502); the worker pids; the reload;
 # until those workers have finished their requests and exited, so that nothing is sent to a
 # deployment's old containers once reload returns. `[ ]` keeps the pattern from matching the
 # command line of this very script. The reload is the master's SIGHUP, sent here: `nginx -s
