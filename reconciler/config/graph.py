@@ -130,14 +130,14 @@ def spec_hash(spec: Any) -> str:
 def _resource(address: Address, spec: dict, depends_on, document: Document, path=(),
               image_source: str = "") -> DesiredResource:
     return DesiredResource(address, spec, spec_hash(spec), tuple(sorted(set(depends_on))),
-                           f"{document.file}:{document.line_of(path)}", image_source)
+                           document.where(path), image_source)
 
 
 def image_source(document: Document, path: tuple, environment: dict) -> str:
     """`file:line` of an environment's `image:` (its `build:` when it has no image) under
     `path` of `document`: a deployment's inline `environment`, or an environment document (pure)."""
     key = "image" if environment.get("image") or not environment.get("build") else "build"
-    return f"{document.file}:{document.line_of((*path, key))}"
+    return document.where((*path, key))
 
 
 def asset_key(reference: str, known) -> tuple[str, tuple[str, str] | None]:
@@ -365,8 +365,9 @@ class _GraphBuilder:
             self.invalid_names.add(("deployment", f"{endpoint}/{name}"))
             return
         depends = [model] if model else []
+        # No origin: `environment: IMAGE`, whose line is that of `environment` itself.
         image_at = image_source(origin.document, origin.path, environment) if origin is not None else \
-            f"{document.file}:{document.line_of(('environment',))}"
+            image_source(document, ("environment",), environment)
         if origin is not None and (environment.get("build") or (conda and not conda_unusable)) and \
                 not (environment.get("image") and environment.get("build")):
             built = self.add_built_environment(document, address, origin, environment)

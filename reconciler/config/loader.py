@@ -68,6 +68,10 @@ class Document:
             path = path[:-1]
         return self.lines.get(path, 1)
 
+    def where(self, path: Path_ = ()) -> str:
+        """`file:line` of `path` (as line_of finds it)."""
+        return f"{self.file}:{self.line_of(path)}"
+
     def problem(self, path: Path_, message: str, hint: str = "") -> Problem:
         return Problem(self.file, self.line_of(path), format_path(path), message, hint)
 

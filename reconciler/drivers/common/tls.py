@@ -55,11 +55,16 @@ def generated_dir(state_dir: Path, identity: str) -> Path:
     return state_dir / "tls" / identity
 
 
+def generated_ca(state_dir: Path, identity: str) -> Path:
+    """Where the stack's development CA certificate is (made by ensure_generated)."""
+    return generated_dir(state_dir, identity) / "ca.crt"
+
+
 def ensure_generated(state_dir: Path, identity: str, endpoint: str, address: str) -> TlsFiles:
     """The stack's development CA (made once) and the endpoint's certificate for `address`."""
     directory = generated_dir(state_dir, identity)
     _private_dir(directory)
-    ca_cert, ca_key = directory / "ca.crt", directory / "ca.key"
+    ca_cert, ca_key = generated_ca(state_dir, identity), directory / "ca.key"
     if not (ca_cert.exists() and ca_key.exists()):
         old = os.umask(0o077)
         try:

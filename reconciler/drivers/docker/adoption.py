@@ -74,7 +74,7 @@ def recover_gateway(client: docker.DockerClient, ctx: StepContext, record: State
     if keys is not None:
         directory = gateway.config_dir(ctx, record.spec["name"])
         digest = gateway.config_digest(directory)
-        found_tls = gateway.served_tls(directory, ctx, record.spec)
+        found_tls = gateway.recovered_tls(directory, ctx, record.spec)
         outputs = {**record.outputs, "keys": keys, **({"config_digest": digest} if digest else {}),
                    **({"tls": found_tls} if found_tls else {})}
         if outputs.get("port"):  # rebuilt from labels as plain http on loopback: the spec says where

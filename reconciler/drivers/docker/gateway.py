@@ -213,10 +213,16 @@ def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
         os.replace(temp, target / name)
     if os.geteuid() == 0:
         os.chown(target, uid, gid)
-    return {"ca": str(files.ca.resolve()) if files.ca else None, "certificate_sha256": file_fingerprint(files.certificate)}
+    return _tls_outputs(files.ca, files.certificate)
 
 
-def served_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
+def _tls_outputs(ca: Path | None, certificate: Path) -> dict:
+    """`tls` of an endpoint's outputs: the CA a client verifies against and the served
+    certificate's fingerprint (never the key)."""
+    return {"ca": str(ca.resolve()) if ca else None, "certificate_sha256": file_fingerprint(certificate)}
+
+
+def recovered_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
     """`tls` for the outputs of a gateway found running (`state recover`): the fingerprint of
     the certificate its config directory serves and the CA a client verifies against (the
     user's, or the stack's generated one when it is still there: never generated anew, which
@@ -227,11 +233,11 @@ def served_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
     if not certificate.is_file():
         return None
     if spec["tls"]["source"] == "generated":
-        ca = tls.generated_dir(ctx.state_dir, ctx.identity) / "ca.crt"
-        ca_path = str(ca.resolve()) if ca.is_file() else None
+        ca = tls.generated_ca(ctx.state_dir, ctx.identity)
+        ca = ca if ca.is_file() else None
     else:
-        ca_path = str(Path(spec["tls"]["ca"]).resolve()) if spec["tls"].get("ca") else None
-    return {"ca": ca_path, "certificate_sha256": file_fingerprint(certificate)}
+        ca = Path(spec["tls"]["ca"]) if spec["tls"].get("ca") else None
+    return _tls_outputs(ca, certificate)
 
 
 def scoring_uri(spec: dict, port: int, engine: EngineAddress | None = None) -> str:
