@@ -2,15 +2,17 @@
 (issue 16), everything side by side in one run on the local Docker Engine.
 
   * floor: `docker run -d` of the demo image on a user bridge network, then GET of its
-    readiness route at the container's IP every 10 ms until it answers 200;
+    readiness route at the container's IP every 10 ms until it answers 200; and "floor 3", three
+    of those side by side until all three answer (what the engine alone needs for 3 instances);
   * replace: `reconciler apply STACK --auto-approve` (a new interpreter: CLI start included)
     after the deployment's image tag changed (the demo image tagged a second time), for a
-    1-instance and a 3-instance deployment; the floor and the two replaces are interleaved,
+    1-instance and a 3-instance deployment; the floors and the two replaces are interleaved,
     one of each per round;
   * 20 deployments from empty: docker-compose 1.29 (`up -d` of 20 demo services on one
     network, then the same 10 ms readiness poll of every container at its IP until all answer)
     against `reconciler apply` of one stack with one endpoint and 20 deployments (traffic on
-    one), interleaved.
+    one), interleaved, and beside them "floor N": 20 `docker run -d` side by side until all
+    answer, what the engine alone needs.
 
 The bench stacks probe with initial_delay 0 and period 1 (the schema's minima). The package's
 bytecode is compiled first (`python -m compileall reconciler`, as scripts/setup.sh does and as
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -105,20 +108,24 @@ def wait_all_answer(client: docker.DockerClient, container_ids: list[str], netwo
 
 
 # -- the floor --------------------------------------------------------------------------
-def floor_once(client: docker.DockerClient, network: str, model_dir: Path, run_id: str) -> float:
+def floor_once(client: docker.DockerClient, network: str, model_dir: Path, run_id: str, instances: int = 1) -> float:
+    """`docker run -d` of `instances` demo containers at once, until all answer their readiness route."""
+    argv = ["docker", "run", "-d", "--network", network, "--label", f"{BENCH_LABEL}={run_id}",
+            "-v", f"{model_dir}:/models/half_plus_two:ro", "-e", "MODEL_NAME=half_plus_two", IMAGE]
     started = time.perf_counter()
-    result = subprocess.run(
-        ["docker", "run", "-d", "--network", network, "--label", f"{BENCH_LABEL}={run_id}",
-         "-v", f"{model_dir}:/models/half_plus_two:ro", "-e", "MODEL_NAME=half_plus_two", IMAGE],
-        capture_output=True, text=True, timeout=WAIT_LIMIT)
-    if result.returncode != 0:
-        raise RuntimeError(f"docker run failed: {result.stderr}")
-    container_id = result.stdout.strip()
+    with ThreadPoolExecutor(max_workers=instances) as pool:
+        results = list(pool.map(lambda _: subprocess.run(argv, capture_output=True, text=True, timeout=WAIT_LIMIT),
+                                range(instances)))
+    container_ids = [result.stdout.strip() for result in results if result.returncode == 0]
     try:
-        wait_all_answer(client, [container_id], network)
+        failed = [result.stderr for result in results if result.returncode != 0]
+        if failed:
+            raise RuntimeError(f"docker run failed: {failed[0]}")
+        wait_all_answer(client, container_ids, network)
         return time.perf_counter() - started
     finally:
-        client.api.remove_container(container_id, force=True)
+        for container_id in container_ids:
+            client.api.remove_container(container_id, force=True)
 
 
 # -- reconciler stacks --------------------------------------------------------------------
@@ -249,7 +256,8 @@ def main() -> None:
     at_start = machine()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     floor_network = f"bench-{run_id}-floor"
-    samples: dict[str, list[float]] = {"floor": [], "replace 1": [], "replace 3": [], "compose": [], "reconciler": []}
+    samples: dict[str, list[float]] = {"floor": [], "floor 3": [], "replace 1": [], "replace 3": [], "floor N": [],
+                                       "compose": [], "reconciler": []}
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as scratch_name:
         scratch = Path(scratch_name)
         (scratch / "state").mkdir()
@@ -268,12 +276,14 @@ def main() -> None:
             for _ in range(args.rounds):
                 image = IMAGE_B if image == IMAGE else IMAGE
                 samples["floor"].append(floor_once(client, floor_network, model_dir, run_id))
+                samples["floor 3"].append(floor_once(client, floor_network, model_dir, run_id, instances=3))
                 for stack, key in zip(stacks, ("replace 1", "replace 3")):
                     set_image(stack, image)
                     samples[key].append(stack.apply())
             for stack in stacks:
                 stack.destroy(client)
             for round_ in range(args.compose_rounds):
+                samples["floor N"].append(floor_once(client, floor_network, model_dir, run_id, instances=args.count))
                 samples["compose"].append(compose_once(client, compose_dir, f"bench{run_id}c{round_}", args.count))
                 many = twenty_stack(scratch, run_id, args.count, env, round_)
                 samples["reconciler"].append(reconciler_many_once(client, many))
@@ -295,10 +305,14 @@ def render(args, median: dict, samples: dict, at_start: str) -> str:
     rows = [
         ("floor", "`docker run -d` of the demo image on a user bridge network until its readiness route "
                   "answers 200 at the container's IP (10 ms poll)", args.rounds),
+        ("floor 3", "the same for 3 containers at once (three `docker run -d` side by side), until all three "
+                    "answer", args.rounds),
         ("replace 1", "`reconciler apply --auto-approve` after the image tag of a 1-instance deployment "
                       "changed: CLI start, refresh, plan, new container, readiness, gateway re-point, old "
                       "container removed", args.rounds),
         ("replace 3", "the same for a 3-instance deployment", args.rounds),
+        ("floor N", f"the floor for {args.count} containers at once ({args.count} `docker run -d` side by side), "
+                    "until all answer", args.compose_rounds),
         ("compose", f"`docker-compose up -d` of {args.count} demo services on one network, then the "
                     "floor's readiness poll of every container at its IP until all answer", args.compose_rounds),
         ("reconciler", f"`reconciler apply --auto-approve` from empty of one endpoint with {args.count} "
@@ -316,9 +330,15 @@ def render(args, median: dict, samples: dict, at_start: str) -> str:
         lines.append(f"| {key} | {what} | {runs} | {median[key]:.2f} | {spread[key]} |")
     lines += ["", "Targets:",
               ratio_line("1-instance replace", median["replace 1"], median["floor"], 2, "floor"),
-              ratio_line("3-instance replace", median["replace 3"], median["replace 1"], 1.2, "1-instance replace"),
+              ratio_line("3-instance replace", median["replace 3"], median["replace 1"], 1.2, "1-instance replace")
+              + f"; the engine alone takes {median['floor 3'] / median['floor']:.2f}x as long for 3 containers "
+              f"as for one (floor 3 / floor), and the two extra instances add "
+              f"{median['replace 3'] - median['replace 1']:+.2f} s to a replace against "
+              f"{median['floor 3'] - median['floor']:+.2f} s to the floor",
               ratio_line(f"apply of {args.count} deployments", median["reconciler"], median["compose"], 0.8,
-                         "docker-compose 1.29")]
+                         "docker-compose 1.29")
+              + f"; the engine alone, {args.count} `docker run -d` side by side (floor N), takes "
+              f"{median['floor N']:.2f} s, {median['floor N'] / median['compose']:.2f}x docker-compose"]
     return "\n".join(lines) + "\n"
 
 

@@ -26,6 +26,13 @@ HEALTH_SWITCH_DIR (/tmp): ``GET /-/ready``
 and ``GET /-/live`` answer 200 unless a file ``not-ready`` / ``not-live`` is there, so that
 tests can fail an instance's readiness or liveness on demand (``docker exec C touch
 /tmp/not-ready``; /tmp is a tmpfs, so a restart clears the switch).
+
+SIGTERM stops it gracefully, as uvicorn's and gunicorn's graceful shutdowns do: no new
+connections (a proxy that still has this instance in its list gets "connection refused" and
+tries another), every request it holds is answered, each with ``Connection: close``, and it
+exits once its clients have closed their connections, at most STOP_GRACE_SECONDS (5) later.
+A swarm task still gets requests for a moment after its stop began (the service's DNS change
+reaches the other nodes by gossip); cutting them would fail those requests.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ HEALTH_ROUTES = {"/-/ready": "not-ready", "/-/live": "not-live"}
 # A typo in a test must not hang a handler thread for hours.
 MAX_SCORING_DELAY_SECONDS = 60.0
 HOSTNAME = socket.gethostname()
+# Under Docker's and swarm's default stop timeout (10 s), after which the engine kills.
+STOP_GRACE_SECONDS = float(os.environ.get("STOP_GRACE_SECONDS", "5") or 5)
 
 DEFAULT_A, DEFAULT_B = 0.5, 2.0
 URL_RE = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>\d+))?(?P<verb>:predict)?$")
@@ -100,6 +109,33 @@ def load_model(base: Path) -> Model:
     return Model(version=str(int(newest.name)), a=a, b=b)
 
 
+class OpenConnections:
+    """How many client connections are open, so that a stop can wait until they are closed."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._changed = threading.Condition()
+
+    def __enter__(self) -> None:
+        with self._changed:
+            self._count += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def wait_closed(self, timeout: float) -> int:
+        """Wait until none is open (at most `timeout` seconds); how many are still open."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0, timeout)
+            return self._count
+
+
+CONNECTIONS = OpenConnections()
+STOPPING = threading.Event()
+
+
 class Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive, because nginx reuses upstream connections; every
     # response therefore sets Content-Length.
@@ -112,7 +148,13 @@ class Handler(BaseHTTPRequestHandler):
     load_error = ""
     started = 0.0
 
+    def handle(self):
+        with CONNECTIONS:
+            super().handle()
+
     def end_headers(self):
+        if STOPPING.is_set():
+            self.send_header("Connection", "close")  # also ends this connection's loop
         self.send_header("x-demo-hostname", HOSTNAME)
         self.send_header("x-demo-deployment", DEPLOYMENT_NAME)
         super().end_headers()
@@ -248,6 +290,7 @@ def main() -> None:
 
     def stop(signum, _frame):
         print(f"received signal {signum}, shutting down", flush=True)
+        STOPPING.set()
         # shutdown() waits for serve_forever(), which runs on this (the main) thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
 
@@ -258,8 +301,12 @@ def main() -> None:
     # serve_forever notices shutdown() only between polls: a short poll keeps `docker stop`
     # (each rollout's old container) near the engine's own time, as a native server's exit is.
     server.serve_forever(poll_interval=0.05)
-    # Handler threads are daemons, so idle keep-alive connections don't delay exit.
-    server.server_close()
+    server.server_close()  # no new connections
+    # Handler threads are daemons: whatever is still open after the grace period ends with
+    # the process.
+    left = CONNECTIONS.wait_closed(STOP_GRACE_SECONDS)
+    if left:
+        print(f"closing {left} connection(s) still open after {STOP_GRACE_SECONDS:g} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -226,6 +226,54 @@ def test_demo_slow_readiness_and_fast_stop(run, tmp_path):
     assert container.wait(timeout=5)["StatusCode"] == 0
 
 
+def keep_alive_predict(port: int, delay: float = 0.0) -> http.client.HTTPConnection:
+    """A kept-alive connection with one prediction sent (its answer not read yet)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", f"/v1/models/{MODEL}:predict", body=b'{"instances": [4.0]}',
+                       headers={"Content-Type": "application/json", "x-demo-scoring-delay": str(delay)})
+    return connection
+
+
+def test_demo_stop_answers_the_requests_it_holds_then_waits_for_its_connections(demo):
+    """A stop (SIGTERM) cuts no request: the one in progress is answered, with Connection:
+    close, and a kept-alive connection that is still open keeps the server up (a proxy may
+    still send on it while the stop spreads) until its client closes it."""
+    container, port = demo
+    idle = keep_alive_predict(port)
+    assert json.loads(idle.getresponse().read()) == {"predictions": [4.0]}
+    slow = keep_alive_predict(port, delay=1.5)
+    time.sleep(0.3)  # the request is in the server's hands
+    container.kill(signal="SIGTERM")
+    answer = slow.getresponse()
+    assert (answer.status, json.loads(answer.read())) == (200, {"predictions": [4.0]})
+    assert answer.getheader("Connection") == "close"
+    slow.close()
+    time.sleep(1.0)
+    container.reload()
+    assert container.status == "running", "exited while a client still had a connection open"
+    idle.request("GET", f"/v1/models/{MODEL}")
+    answer = idle.getresponse()
+    assert answer.status == 200 and answer.getheader("Connection") == "close"
+    answer.read()
+    idle.close()
+    assert container.wait(timeout=5)["StatusCode"] == 0
+
+
+def test_demo_stop_waits_at_most_its_grace_period_for_open_connections(run, tmp_path):
+    model_dir = make_model_dir(tmp_path)
+    container, port = run(DEMO_IMAGE, 8501, environment={"MODEL_NAME": MODEL, "STOP_GRACE_SECONDS": "1"},
+                          volumes={str(model_dir): {"bind": f"/models/{MODEL}", "mode": "ro"}})
+    wait_for(port, f"/v1/models/{MODEL}", container, status=200)
+    idle = keep_alive_predict(port)
+    idle.getresponse().read()
+    try:
+        container.kill(signal="SIGTERM")
+        assert container.wait(timeout=5)["StatusCode"] == 0
+        assert "closing 1 connection(s) still open after 1 s" in container.logs().decode()
+    finally:
+        idle.close()
+
+
 def test_gateway_default_config_and_reload(run):
     # Read-only root with tmpfs /tmp and /run is how the gateway is meant to be runnable.
     container, port = run(GATEWAY_IMAGE, 8080, read_only=True, tmpfs={"/tmp": "", "/run": ""})
