@@ -87,11 +87,14 @@ class DesiredResource:
     # `file:line` of the image a deployment runs, or an environment builds from: where a
     # missing image is written, which may be another document (an azureml: environment).
     image_source: str = ""
+    # `file:line` of a deployment's `code_configuration` (its scoring script), "" without one.
+    code_source: str = ""
 
     def to_dict(self) -> dict:
         return {"address": str(self.address), "spec": self.spec, "spec_hash": self.spec_hash,
                 "depends_on": [str(a) for a in self.depends_on], "source": self.source,
-                **({"image_source": self.image_source} if self.image_source else {})}
+                **({"image_source": self.image_source} if self.image_source else {}),
+                **({"code_source": self.code_source} if self.code_source else {})}
 
 
 @dataclass(frozen=True)
@@ -128,9 +131,9 @@ def spec_hash(spec: Any) -> str:
 
 
 def _resource(address: Address, spec: dict, depends_on, document: Document, path=(),
-              image_source: str = "") -> DesiredResource:
+              image_source: str = "", code_source: str = "") -> DesiredResource:
     return DesiredResource(address, spec, spec_hash(spec), tuple(sorted(set(depends_on))),
-                           document.where(path), image_source)
+                           document.where(path), image_source, code_source)
 
 
 def image_source(document: Document, path: tuple, environment: dict) -> str:
@@ -381,7 +384,7 @@ class _GraphBuilder:
             return  # refused above
         self.resources[address] = _resource(
             address, self.deployment_spec(document, environment, model, code), depends, document,
-            image_source=image_at)
+            image_source=image_at, code_source=document.where(("code_configuration",)) if code else "")
         self.deployments_of.setdefault(endpoint, []).append(address)
 
     def add_built_environment(self, document: Document, deployment: Address, origin: "EnvironmentOrigin",

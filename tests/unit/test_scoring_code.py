@@ -174,5 +174,7 @@ def test_on_swarm_the_code_folder_is_configs_laid_out_as_the_docker_mount(tmp_pa
 def test_the_kubernetes_rendering_refuses_a_scoring_script_it_cannot_carry(tmp_path):
     from reconciler.errors import ReconcilerError
     from reconciler.render.kubernetes import render_kubernetes
-    with pytest.raises(ReconcilerError, match="runs a scoring script"):
-        render_kubernetes(load_stack(scoring_stack(tmp_path)))
+    stack = scoring_stack(tmp_path)
+    with pytest.raises(ReconcilerError, match="runs a scoring script") as refused:
+        render_kubernetes(load_stack(stack))
+    assert str(refused.value).startswith(f"{stack / 'blue-deployment.yml'}:6: deployment sample/blue"), refused.value
