@@ -415,7 +415,7 @@ def render_kubernetes(graph: DesiredGraph, options: KubernetesOptions = Kubernet
         if spec.get("code"):
             # Without its code folder the rendered pod would start a server with no script.
             raise ReconcilerError(
-                f"{resource.code_source or resource.source}: deployment {spec['endpoint']}/{spec['name']} "
+                f"{resource.code_source}: deployment {spec['endpoint']}/{spec['name']} "
                 "runs a scoring script (code_configuration), "
                 "which the Kubernetes rendering does not carry yet",
                 "bake the code folder into the image (COPY it to /var/azureml-app/<folder>/) and drop "

@@ -170,8 +170,8 @@ def config_digest(directory: Path) -> str | None:
 
 
 TLS_SUBDIR = "tls"
-TLS_IN_CONTAINER = {"certificate": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.crt",
-                    "key": f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/endpoint.key"}
+TLS_FILES = {"certificate": "endpoint.crt", "key": "endpoint.key"}  # in TLS_SUBDIR
+TLS_IN_CONTAINER = {role: f"{CONFIG_DIR_IN_CONTAINER}/{TLS_SUBDIR}/{name}" for role, name in TLS_FILES.items()}
 
 
 def render(ctx: StepContext, spec: dict, keys: dict[str, str], edge: bool = True) -> str:
@@ -204,7 +204,7 @@ def write_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
         return None
     target.mkdir(mode=0o700, exist_ok=True)
     uid, gid = gateway_user()
-    for source, name in ((files.certificate, "endpoint.crt"), (files.key, "endpoint.key")):
+    for source, name in ((files.certificate, TLS_FILES["certificate"]), (files.key, TLS_FILES["key"])):
         fd, temp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             handle.write(source.read_bytes())
@@ -229,7 +229,7 @@ def recovered_tls(directory: Path, ctx: StepContext, spec: dict) -> dict | None:
     would not have signed what is served). None for plain http or when no certificate is there."""
     if not spec.get("tls"):
         return None
-    certificate = directory / TLS_SUBDIR / "endpoint.crt"
+    certificate = directory / TLS_SUBDIR / TLS_FILES["certificate"]
     if not certificate.is_file():
         return None
     if spec["tls"]["source"] == "generated":
@@ -450,8 +450,7 @@ def _edge_inputs(directory: Path) -> list[bytes | None]:
             return path.read_bytes()
         except OSError:
             return None
-    return [content(directory / EDGE_CONFIG), *(content(directory / TLS_SUBDIR / name)
-                                                for name in ("endpoint.crt", "endpoint.key"))]
+    return [content(directory / EDGE_CONFIG), *(content(directory / TLS_SUBDIR / name) for name in TLS_FILES.values())]
 
 
 def _reload_nginx(container, directory: Path, spec: dict, outputs: dict, previous: str | None,
